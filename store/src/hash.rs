@@ -1,0 +1,80 @@
+//! The content address of a blob: a 32-byte BLAKE3 hash (the bao root).
+//!
+//! Its text form is 64 lower-case hex digits, the same as `b3sum` prints.
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+/// A BLAKE3 hash identifying a blob.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Hash(pub [u8; 32]);
+
+impl Hash {
+    /// Hashes bytes in memory (one thread).
+    pub fn of(data: &[u8]) -> Self {
+        Self(*blake3::hash(data).as_bytes())
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The 64-digit hex form.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl From<blake3::Hash> for Hash {
+    fn from(h: blake3::Hash) -> Self {
+        Self(*h.as_bytes())
+    }
+}
+
+impl From<Hash> for blake3::Hash {
+    fn from(h: Hash) -> Self {
+        blake3::Hash::from_bytes(h.0)
+    }
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hash({})", &self.to_hex()[..12])
+    }
+}
+
+/// Error parsing the text form of a [`Hash`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a hash is 64 hex digits: {0}")]
+pub struct ParseHashError(String);
+
+impl FromStr for Hash {
+    type Err = ParseHashError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|e| ParseHashError(e.to_string()))?;
+        Ok(Self(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let h = Hash::of(b"hello");
+        assert_eq!(h.to_string(), blake3::hash(b"hello").to_hex().as_str());
+        assert_eq!(h.to_string().parse::<Hash>().unwrap(), h);
+        assert!("zz".parse::<Hash>().is_err());
+        assert!(h.to_string()[..62].parse::<Hash>().is_err());
+    }
+}

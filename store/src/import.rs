@@ -1,0 +1,354 @@
+//! Import: turning a file, bytes or an async stream into a complete blob.
+//!
+//! Files are hashed through memory-mapped 32 MiB windows, each window's leaves
+//! on all cores (what `b3sum` does, plus the outboard), so memory stays
+//! constant whatever the size. Copy mode copies the file into the store (in
+//! the kernel, with `copy_file_range`) on another thread while it is hashed.
+//! Reference mode leaves the file in place; every read of it is re-verified.
+//!
+//! A copied blob is committed before its bytes are fsynced (so import runs at
+//! page-cache speed) and marked not durable; a background thread syncs it and
+//! flips the mark. A crash before that is caught at open, where such blobs are
+//! re-hashed and dropped if their bytes did not survive.
+
+use std::{
+    fs::{self, File},
+    io::Write,
+    path::{Path, PathBuf},
+    time::UNIX_EPOCH,
+};
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tracing::{debug, warn};
+
+use crate::{
+    entry::{DataLocation, EntryRecord, OutboardLocation},
+    tree::{self, OutboardBuilder, OutboardSink},
+    Error, Hash, Lease, Result, Store, INLINE_MAX,
+};
+
+/// Outboards up to this size are built in memory; larger ones straight into
+/// their file (64 MiB of outboard covers 16 GiB of data).
+const OUTBOARD_IN_MEMORY_MAX: u64 = 16 * 1024 * 1024;
+
+/// How a file is imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportMode {
+    /// Copy the bytes into the store.
+    Copy,
+    /// Leave the file where it is and reference it; it must not change.
+    Reference,
+}
+
+impl std::str::FromStr for ImportMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "copy" => Ok(Self::Copy),
+            "reference" | "ref" => Ok(Self::Reference),
+            other => Err(Error::InvalidArgument(format!("import mode {other:?}: expected copy or reference"))),
+        }
+    }
+}
+
+/// The result of an import: the blob's hash and size, and a lease that keeps
+/// it from garbage collection until it is tagged or dropped.
+#[derive(Debug)]
+pub struct ImportOutcome {
+    /// BLAKE3 hash (bao root).
+    pub hash: Hash,
+    /// Size in bytes.
+    pub size: u64,
+    /// Protects the new blob until it is reachable from a tag or resource.
+    pub lease: Lease,
+}
+
+/// Hashes an open file of `size` bytes; returns the hash and, if it fits in
+/// memory, the outboard (empty for single-group blobs).
+pub(crate) fn hash_file(file: &File, size: u64, path: &Path) -> Result<(Hash, Vec<u8>)> {
+    let ob_size = tree::outboard_size(size);
+    if ob_size > OUTBOARD_IN_MEMORY_MAX {
+        return Err(Error::Limit(format!("outboard of {size} bytes does not fit in memory")));
+    }
+    let mut ob = vec![0u8; ob_size as usize];
+    let hash = hash_file_into(file, size, path, &mut OutboardSink::Memory(&mut ob))?;
+    Ok((hash, ob))
+}
+
+/// Hashes a file through mmap windows, writing parent records to `sink`.
+fn hash_file_into(file: &File, size: u64, path: &Path, sink: &mut OutboardSink<'_>) -> Result<Hash> {
+    let mut b = OutboardBuilder::new(size);
+    for w in 0..b.window_count() {
+        let r = b.window_range(w);
+        if r.is_empty() {
+            b.add_window(&[], sink).map_err(Error::io("hash", path))?;
+            continue;
+        }
+        // SAFETY: the file is opened read-only; a concurrent truncation by
+        // another process would raise SIGBUS, as it would for b3sum. Sizes
+        // and modification times are checked before and after import.
+        let map = unsafe {
+            memmap2::MmapOptions::new().offset(r.start).len((r.end - r.start) as usize).populate().map(file)
+        }
+        .map_err(Error::io("map", path))?;
+        b.add_window(&map, sink).map_err(Error::io("write outboard for", path))?;
+    }
+    b.finish(sink).map_err(Error::io("write outboard for", path))
+}
+
+fn file_identity(path: &Path) -> Result<(u64, i128)> {
+    let m = fs::metadata(path).map_err(Error::io("stat", path))?;
+    if !m.is_file() {
+        return Err(Error::InvalidArgument(format!("{} is not a regular file", path.display())));
+    }
+    let mtime = m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos() as i128).unwrap_or(0);
+    Ok((m.len(), mtime))
+}
+
+impl Store {
+    /// Imports the file at `path`.
+    pub async fn import_path(&self, path: impl AsRef<Path>, mode: ImportMode) -> Result<ImportOutcome> {
+        let store = self.clone();
+        let path = path.as_ref().to_path_buf();
+        tokio::task::spawn_blocking(move || store.import_path_blocking(&path, mode)).await?
+    }
+
+    /// Imports bytes held in memory.
+    pub async fn import_bytes(&self, data: impl Into<bytes::Bytes>) -> Result<ImportOutcome> {
+        let data: bytes::Bytes = data.into();
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if data.len() as u64 <= INLINE_MAX {
+                let hash = Hash::of(&data);
+                return store.commit_inline(&hash, data.to_vec()).map(|lease| ImportOutcome { hash, size: data.len() as u64, lease });
+            }
+            let tmp = store.tmp_path("bytes");
+            let mut f = create_rw(&tmp)?;
+            f.write_all(&data).map_err(Error::io("write", &tmp))?;
+            store.import_owned_tmp(&tmp, f)
+        })
+        .await?
+    }
+
+    /// Imports everything `reader` yields, streaming through a temp file in
+    /// constant memory.
+    pub async fn import_reader<R: AsyncRead + Unpin>(&self, mut reader: R) -> Result<ImportOutcome> {
+        let tmp = self.tmp_path("stream");
+        let mut f = tokio::fs::File::from_std(create_rw(&tmp)?);
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let n = reader.read(&mut buf).await.map_err(Error::Stream)?;
+            if n == 0 {
+                break;
+            }
+            tokio::io::AsyncWriteExt::write_all(&mut f, &buf[..n]).await.map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                Error::io("write", &tmp)(e)
+            })?;
+        }
+        let f = f.into_std().await;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.import_owned_tmp(&tmp, f)).await?
+    }
+
+    fn import_path_blocking(&self, path: &Path, mode: ImportMode) -> Result<ImportOutcome> {
+        let path = fs::canonicalize(path).map_err(Error::io("resolve", path))?;
+        let (size, mtime) = file_identity(&path)?;
+        if size <= INLINE_MAX {
+            let data = fs::read(&path).map_err(Error::io("read", &path))?;
+            let hash = Hash::of(&data);
+            let lease = self.commit_inline(&hash, data)?;
+            return Ok(ImportOutcome { hash, size, lease });
+        }
+        let src = File::open(&path).map_err(Error::io("open", &path))?;
+        let outcome = match mode {
+            ImportMode::Reference => {
+                let (hash, ob, ob_tmp) = self.hash_to_outboard(&src, size, &path)?;
+                if file_identity(&path)? != (size, mtime) {
+                    return Err(Error::InvalidArgument(format!("{} changed during import", path.display())));
+                }
+                let data = DataLocation::External { path: path.to_string_lossy().into_owned(), len: size, mtime_ns: mtime };
+                let lease = self.commit(&hash, size, data, None, ob, ob_tmp)?;
+                ImportOutcome { hash, size, lease }
+            }
+            ImportMode::Copy => {
+                let tmp = self.tmp_path("copy");
+                let (copied, hashed) = std::thread::scope(|s| {
+                    let copier = s.spawn(|| copy_file(&path, &tmp));
+                    let hashed = self.hash_to_outboard(&src, size, &path);
+                    (copier.join().unwrap_or_else(|_| Err(Error::Task("copy thread panicked".into()))), hashed)
+                });
+                let cleanup = |e: Error| {
+                    let _ = fs::remove_file(&tmp);
+                    e
+                };
+                let copied = copied.map_err(cleanup)?;
+                let (hash, ob, ob_tmp) = hashed.map_err(cleanup)?;
+                if copied != size || file_identity(&path)? != (size, mtime) {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(Error::InvalidArgument(format!("{} changed during import", path.display())));
+                }
+                let lease = self.commit(&hash, size, DataLocation::Owned, Some(tmp), ob, ob_tmp)?;
+                ImportOutcome { hash, size, lease }
+            }
+        };
+        debug!(hash = %outcome.hash, size, ?mode, "imported {}", path.display());
+        Ok(outcome)
+    }
+
+    /// Imports a temp file the store already owns (moved, not copied).
+    fn import_owned_tmp(&self, tmp: &Path, f: File) -> Result<ImportOutcome> {
+        let res = (|| {
+            let size = f.metadata().map_err(Error::io("stat", tmp))?.len();
+            if size <= INLINE_MAX {
+                let data = fs::read(tmp).map_err(Error::io("read", tmp))?;
+                let hash = Hash::of(&data);
+                let _ = fs::remove_file(tmp);
+                return self.commit_inline(&hash, data).map(|lease| ImportOutcome { hash, size, lease });
+            }
+            let (hash, ob, ob_tmp) = self.hash_to_outboard(&f, size, tmp)?;
+            let lease = self.commit(&hash, size, DataLocation::Owned, Some(tmp.to_path_buf()), ob, ob_tmp)?;
+            Ok(ImportOutcome { hash, size, lease })
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(tmp);
+        }
+        res
+    }
+
+    /// Hashes `src`, building the outboard in memory when small, else in a temp file.
+    fn hash_to_outboard(&self, src: &File, size: u64, path: &Path) -> Result<(Hash, Vec<u8>, Option<PathBuf>)> {
+        let ob_size = tree::outboard_size(size);
+        if ob_size <= OUTBOARD_IN_MEMORY_MAX {
+            let (hash, ob) = hash_file(src, size, path)?;
+            return Ok((hash, ob, None));
+        }
+        let ob_tmp = self.tmp_path("obao4");
+        let f = File::create(&ob_tmp).map_err(Error::io("create", &ob_tmp))?;
+        f.set_len(ob_size).map_err(Error::io("set length of", &ob_tmp))?;
+        match hash_file_into(src, size, path, &mut OutboardSink::File(&f)) {
+            Ok(hash) => Ok((hash, Vec::new(), Some(ob_tmp))),
+            Err(e) => {
+                let _ = fs::remove_file(&ob_tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Records a small blob inline.
+    pub(crate) fn commit_inline(&self, hash: &Hash, data: Vec<u8>) -> Result<Lease> {
+        let _roots = self.inner.roots.lock().unwrap();
+        let lease = self.lease(*hash);
+        if !matches!(self.entry(hash)?, Some(EntryRecord::Complete { .. })) {
+            let size = data.len() as u64;
+            let e = EntryRecord::Complete { size, data: DataLocation::Inline(data), outboard: OutboardLocation::None, durable: true };
+            self.put_entry(hash, &e)?;
+            self.flush()?;
+        }
+        Ok(lease)
+    }
+
+    /// Moves temp files into place and records a complete blob; a blob already
+    /// complete wins (its temp files are dropped).
+    fn commit(
+        &self,
+        hash: &Hash,
+        size: u64,
+        data: DataLocation,
+        data_tmp: Option<PathBuf>,
+        ob: Vec<u8>,
+        ob_tmp: Option<PathBuf>,
+    ) -> Result<Lease> {
+        let discard = || {
+            for p in data_tmp.iter().chain(ob_tmp.iter()) {
+                let _ = fs::remove_file(p);
+            }
+        };
+        let _roots = self.inner.roots.lock().unwrap();
+        let lease = self.lease(*hash);
+        if matches!(self.entry(hash)?, Some(EntryRecord::Complete { .. })) {
+            discard();
+            return Ok(lease);
+        }
+        if matches!(self.entry(hash)?, Some(EntryRecord::Partial { .. })) {
+            // a complete import supersedes a partial download of the same blob
+            self.remove_blob(hash)?;
+        }
+        let outboard = match (ob_tmp.as_ref(), ob.len() as u64) {
+            (Some(p), _) => {
+                let dst = self.blob_path(hash, "obao4");
+                fs::rename(p, &dst).map_err(Error::io("rename", p))?;
+                OutboardLocation::Owned
+            }
+            (None, 0) => OutboardLocation::None,
+            (None, n) if n <= INLINE_MAX => OutboardLocation::Inline(ob),
+            (None, _) => {
+                let dst = self.blob_path(hash, "obao4");
+                fs::write(&dst, &ob).map_err(|e| {
+                    discard();
+                    Error::io("write", &dst)(e)
+                })?;
+                OutboardLocation::Owned
+            }
+        };
+        let durable = data_tmp.is_none() && !matches!(outboard, OutboardLocation::Owned);
+        if let Some(tmp) = &data_tmp {
+            let dst = self.blob_path(hash, "data");
+            fs::rename(tmp, &dst).map_err(Error::io("rename", tmp))?;
+        }
+        self.put_entry(hash, &EntryRecord::Complete { size, data, outboard, durable })?;
+        if !durable {
+            self.schedule_sync(*hash);
+        }
+        Ok(lease)
+    }
+
+    /// Makes a non-durable blob durable in the background.
+    fn schedule_sync(&self, hash: Hash) {
+        let store = self.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = store.make_durable(&hash) {
+                warn!(%hash, "background sync failed: {e}");
+            }
+        });
+    }
+
+    /// fsyncs a blob's owned files, then marks its entry durable.
+    pub fn make_durable(&self, hash: &Hash) -> Result<()> {
+        let Some(EntryRecord::Complete { size, data, outboard, durable: false }) = self.entry(hash)? else {
+            return Ok(());
+        };
+        for (owned, ext) in [(matches!(data, DataLocation::Owned), "data"), (matches!(outboard, OutboardLocation::Owned), "obao4")] {
+            if owned {
+                let p = self.blob_path(hash, ext);
+                File::open(&p).and_then(|f| f.sync_all()).map_err(Error::io("sync", &p))?;
+            }
+        }
+        let dir = self.inner.dir.join("blobs");
+        File::open(&dir).and_then(|f| f.sync_all()).map_err(Error::io("sync directory", &dir))?;
+        let _roots = self.inner.roots.lock().unwrap();
+        if let Some(EntryRecord::Complete { durable: false, .. }) = self.entry(hash)? {
+            self.put_entry(hash, &EntryRecord::Complete { size, data, outboard, durable: true })?;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Makes every blob durable now (waits for the disk).
+    pub fn sync_all(&self) -> Result<()> {
+        for (hash, _) in self.blobs()? {
+            self.make_durable(&hash)?;
+        }
+        self.flush()
+    }
+}
+
+/// Creates a temp file open for reading (hashing maps it) and writing.
+fn create_rw(path: &Path) -> Result<File> {
+    fs::OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(Error::io("create", path))
+}
+
+/// Copies `src` to `dst` (kernel copy where possible); returns bytes copied.
+fn copy_file(src: &Path, dst: &Path) -> Result<u64> {
+    fs::copy(src, dst).map_err(|e| Error::Io { op: "copy into store", path: dst.to_path_buf(), source: e })
+}

@@ -1,0 +1,162 @@
+//! Named resources: `(kind, name, version) → hash`, the names users move
+//! (VM images, configurations, logs, metrics).
+//!
+//! Keys are `kind \0 name \0 version`, so listing one kind is a prefix scan.
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{codec, entry::ResourceRecord, BlobStatus, Error, Hash, Lease, Result, Store};
+
+/// Longest name or version accepted.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// What a resource is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ResourceKind {
+    /// A VM disk image.
+    VmImage,
+    /// A cluster configuration.
+    Configuration,
+    /// Logs.
+    Logs,
+    /// Metrics.
+    Metrics,
+    /// Anything else, by name.
+    Custom(String),
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResourceKind::VmImage => f.write_str("vm-image"),
+            ResourceKind::Configuration => f.write_str("configuration"),
+            ResourceKind::Logs => f.write_str("logs"),
+            ResourceKind::Metrics => f.write_str("metrics"),
+            ResourceKind::Custom(s) => write!(f, "custom:{s}"),
+        }
+    }
+}
+
+impl FromStr for ResourceKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "vm-image" | "vm" => ResourceKind::VmImage,
+            "configuration" | "config" => ResourceKind::Configuration,
+            "logs" => ResourceKind::Logs,
+            "metrics" => ResourceKind::Metrics,
+            other => match other.strip_prefix("custom:") {
+                Some(c) if !c.is_empty() && c.len() <= MAX_NAME_LEN && !c.contains('\0') => ResourceKind::Custom(c.into()),
+                _ => return Err(Error::InvalidArgument(format!("unknown resource kind {other:?}"))),
+            },
+        })
+    }
+}
+
+/// A named resource and the blob it points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resource {
+    /// Kind.
+    pub kind: ResourceKind,
+    /// Name, e.g. `ubuntu-server`.
+    pub name: String,
+    /// Version, e.g. `22.04`.
+    pub version: String,
+    /// The blob.
+    pub hash: Hash,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was recorded, milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+}
+
+fn check(what: &str, s: &str) -> Result<()> {
+    if s.is_empty() || s.len() > MAX_NAME_LEN || s.contains('\0') {
+        return Err(Error::InvalidArgument(format!("{what} must be 1 to {MAX_NAME_LEN} bytes without NUL: {s:?}")));
+    }
+    Ok(())
+}
+
+fn key(kind: &ResourceKind, name: &str, version: &str) -> Result<Vec<u8>> {
+    check("name", name)?;
+    check("version", version)?;
+    Ok(format!("{kind}\0{name}\0{version}").into_bytes())
+}
+
+fn parse(k: &[u8], v: &[u8]) -> Result<Resource> {
+    let bad = || Error::CorruptRecord { what: "resource", reason: "malformed key".into() };
+    let k = std::str::from_utf8(k).map_err(|_| bad())?;
+    let mut parts = k.splitn(3, '\0');
+    let (Some(kind), Some(name), Some(version)) = (parts.next(), parts.next(), parts.next()) else { return Err(bad()) };
+    let r = codec::decode_resource(v)?;
+    Ok(Resource {
+        kind: kind.parse()?,
+        name: name.into(),
+        version: version.into(),
+        hash: r.hash,
+        size: r.size,
+        created_unix_ms: r.created_unix_ms,
+    })
+}
+
+impl Store {
+    /// Records resource `(kind, name, version) → hash`; the blob must be
+    /// complete. Replaces an earlier record of the same key.
+    pub fn put_resource(&self, kind: &ResourceKind, name: &str, version: &str, hash: Hash) -> Result<Resource> {
+        let k = key(kind, name, version)?;
+        let size = match self.status(&hash)? {
+            BlobStatus::Complete { size } => size,
+            BlobStatus::Partial { .. } => return Err(Error::Incomplete(hash)),
+            BlobStatus::Absent => return Err(Error::NotFound(hash)),
+        };
+        let created_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let rec = ResourceRecord { hash, size, created_unix_ms };
+        let _roots = self.inner.roots.lock().unwrap();
+        self.inner.resources.insert(k, codec::encode_resource(&rec)?)?;
+        self.flush()?;
+        Ok(Resource { kind: kind.clone(), name: name.into(), version: version.into(), hash, size, created_unix_ms })
+    }
+
+    /// [`Store::put_resource`] for a leased blob, releasing the lease after
+    /// the resource is durable (GC cannot run in between).
+    pub fn put_resource_and_release(&self, kind: &ResourceKind, name: &str, version: &str, lease: Lease) -> Result<Resource> {
+        let r = self.put_resource(kind, name, version, lease.hash())?;
+        drop(lease);
+        Ok(r)
+    }
+
+    /// Looks up one resource.
+    pub fn resource(&self, kind: &ResourceKind, name: &str, version: &str) -> Result<Option<Resource>> {
+        let k = key(kind, name, version)?;
+        match self.inner.resources.get(&k)? {
+            Some(v) => parse(&k, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Lists resources, of one kind or all.
+    pub fn resources(&self, kind: Option<&ResourceKind>) -> Result<Vec<Resource>> {
+        let prefix = kind.map(|k| format!("{k}\0").into_bytes()).unwrap_or_default();
+        let mut out = Vec::new();
+        for kv in self.inner.resources.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            out.push(parse(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes a resource record (the blob goes at the next GC if nothing else
+    /// reaches it); true if it existed.
+    pub fn delete_resource(&self, kind: &ResourceKind, name: &str, version: &str) -> Result<bool> {
+        let k = key(kind, name, version)?;
+        let _roots = self.inner.roots.lock().unwrap();
+        let existed = self.inner.resources.remove(k)?.is_some();
+        self.flush()?;
+        Ok(existed)
+    }
+}

@@ -1,0 +1,332 @@
+//! The store: opening a data directory, its layout, recovery after a crash,
+//! and the status of a blob.
+//!
+//! ```text
+//! <dir>/meta/            sled: blobs, resources, tags, format version
+//! <dir>/blobs/<hash>.data    owned data of complete blobs > 16 KiB
+//! <dir>/blobs/<hash>.obao4   pre-order outboards > 16 KiB
+//! <dir>/partial/<hash>.{data,obao4,ckpt}   partial blobs and their checkpoints
+//! <dir>/tmp/             temp files, emptied at open
+//! ```
+
+use std::{
+    collections::HashMap,
+    fs::{self, File},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
+
+use tracing::{debug, info, warn};
+
+use crate::{
+    codec,
+    entry::{DataLocation, EntryRecord, OutboardLocation},
+    partial::PartialBlob,
+    ranges::{self, ChunkRanges},
+    tree, Error, Hash, Result,
+};
+
+/// On-disk format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Tunables of a store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Checkpoint a partial blob after this many newly verified bytes.
+    pub checkpoint_bytes: u64,
+    /// ... or after this long since the last checkpoint, whichever is first.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { checkpoint_bytes: 16 * 1024 * 1024, checkpoint_interval: Duration::from_secs(2) }
+    }
+}
+
+/// What the store holds of one blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobStatus {
+    /// Nothing.
+    Absent,
+    /// Some verified chunk ranges.
+    Partial {
+        /// Size from the first response; verified once the last chunk is held.
+        size: u64,
+        /// True once the last chunk verified, proving `size`.
+        size_verified: bool,
+        /// Verified chunk ranges.
+        ranges: ChunkRanges,
+    },
+    /// Every byte, verified.
+    Complete {
+        /// Size in bytes.
+        size: u64,
+    },
+}
+
+/// A persistent content-addressed blob store. Cheap to clone; all clones share
+/// one database and directory.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) db: sled::Db,
+    pub(crate) blobs: sled::Tree,
+    pub(crate) resources: sled::Tree,
+    pub(crate) tags: sled::Tree,
+    pub(crate) config: StoreConfig,
+    /// Open partial blobs, shared by concurrent writers of one hash.
+    pub(crate) partials: Mutex<HashMap<Hash, Weak<PartialBlob>>>,
+    /// Lease counts per hash (in memory: leases die with the process).
+    pub(crate) leases: Mutex<HashMap<Hash, usize>>,
+    /// Held while roots (tags, resources, new blobs) change and during GC.
+    pub(crate) roots: Mutex<()>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.inner.dir).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` with default settings.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(dir, StoreConfig::default())
+    }
+
+    /// Opens the store in `dir`. Recovers from a crash: temp files are removed,
+    /// complete blobs not yet fsynced are re-verified, and partial blobs
+    /// resume from their last valid checkpoint (or are re-verified from disk
+    /// when the checkpoint is damaged or missing).
+    pub fn open_with(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        for sub in ["blobs", "partial", "tmp"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(Error::io("create directory", &p))?;
+        }
+        let meta = dir.join("meta");
+        let db = open_sled(&meta)?;
+        check_version(&db, &meta)?;
+        let inner = Inner {
+            blobs: db.open_tree("blobs")?,
+            resources: db.open_tree("resources")?,
+            tags: db.open_tree("tags")?,
+            db,
+            dir,
+            config,
+            partials: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
+            roots: Mutex::new(()),
+        };
+        let store = Store { inner: Arc::new(inner) };
+        store.clear_tmp()?;
+        store.recover()?;
+        Ok(store)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub(crate) fn tmp_path(&self, tag: &str) -> PathBuf {
+        let n: u64 = rand_u64();
+        self.inner.dir.join("tmp").join(format!("{tag}-{n:016x}"))
+    }
+
+    pub(crate) fn blob_path(&self, hash: &Hash, ext: &str) -> PathBuf {
+        self.inner.dir.join("blobs").join(format!("{}.{ext}", hash.to_hex()))
+    }
+
+    pub(crate) fn partial_path(&self, hash: &Hash, ext: &str) -> PathBuf {
+        self.inner.dir.join("partial").join(format!("{}.{ext}", hash.to_hex()))
+    }
+
+    fn clear_tmp(&self) -> Result<()> {
+        let tmp = self.inner.dir.join("tmp");
+        for e in fs::read_dir(&tmp).map_err(Error::io("read directory", &tmp))? {
+            let p = e.map_err(Error::io("read directory", &tmp))?.path();
+            let _ = fs::remove_file(&p);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn entry(&self, hash: &Hash) -> Result<Option<EntryRecord>> {
+        match self.inner.blobs.get(hash.as_bytes())? {
+            None => Ok(None),
+            Some(v) => codec::decode_entry(&v).map(Some),
+        }
+    }
+
+    pub(crate) fn put_entry(&self, hash: &Hash, e: &EntryRecord) -> Result<()> {
+        self.inner.blobs.insert(hash.as_bytes(), codec::encode_entry(e)?)?;
+        Ok(())
+    }
+
+    /// Flushes the metadata database to disk.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// What the store holds of `hash`.
+    pub fn status(&self, hash: &Hash) -> Result<BlobStatus> {
+        match self.entry(hash)? {
+            None => Ok(BlobStatus::Absent),
+            Some(EntryRecord::Complete { size, .. }) => Ok(BlobStatus::Complete { size }),
+            Some(EntryRecord::Partial { size }) => {
+                let ranges = match self.live_partial(hash) {
+                    Some(p) => p.ranges(),
+                    None => PartialBlob::load_checkpoint(self, hash, size).unwrap_or_default(),
+                };
+                let size_verified = ranges.is_superset(&ranges::last_chunk(size));
+                Ok(BlobStatus::Partial { size, size_verified, ranges })
+            }
+        }
+    }
+
+    /// Hashes of every blob in the store, complete or partial.
+    pub fn blobs(&self) -> Result<Vec<(Hash, BlobStatus)>> {
+        let mut out = Vec::new();
+        for kv in self.inner.blobs.iter() {
+            let (k, _) = kv?;
+            let Ok(bytes) = <[u8; 32]>::try_from(&k[..]) else { continue };
+            let h = Hash(bytes);
+            out.push((h, self.status(&h)?));
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn live_partial(&self, hash: &Hash) -> Option<Arc<PartialBlob>> {
+        self.inner.partials.lock().unwrap().get(hash).and_then(Weak::upgrade)
+    }
+
+    /// Crash recovery at open.
+    fn recover(&self) -> Result<()> {
+        let mut entries = Vec::new();
+        for kv in self.inner.blobs.iter() {
+            let (k, v) = kv?;
+            let Ok(bytes) = <[u8; 32]>::try_from(&k[..]) else {
+                warn!("dropping blob entry with malformed key");
+                self.inner.blobs.remove(k)?;
+                continue;
+            };
+            entries.push((Hash(bytes), codec::decode_entry(&v)));
+        }
+        for (hash, entry) in entries {
+            match entry {
+                Err(e) => {
+                    warn!(%hash, "dropping undecodable entry: {e}");
+                    self.remove_blob(&hash)?;
+                }
+                Ok(EntryRecord::Complete { durable: false, size, data, outboard }) => {
+                    if self.reverify_complete(&hash, size, &data, &outboard) {
+                        info!(%hash, "re-verified blob that was not yet durable");
+                        self.put_entry(&hash, &EntryRecord::Complete { size, data, outboard, durable: true })?;
+                    } else {
+                        warn!(%hash, "dropping blob whose data did not survive a crash");
+                        self.remove_blob(&hash)?;
+                    }
+                }
+                Ok(EntryRecord::Complete { .. }) => {}
+                Ok(EntryRecord::Partial { size }) => PartialBlob::recover(self, &hash, size)?,
+            }
+        }
+        self.flush()
+    }
+
+    /// Re-hashes owned files of a blob and syncs them; true if they match.
+    fn reverify_complete(&self, hash: &Hash, size: u64, data: &DataLocation, ob: &OutboardLocation) -> bool {
+        let data_path = match data {
+            DataLocation::Owned => self.blob_path(hash, "data"),
+            _ => return true,
+        };
+        let result = (|| -> Result<bool> {
+            let f = File::open(&data_path).map_err(Error::io("open", &data_path))?;
+            if f.metadata().map_err(Error::io("stat", &data_path))?.len() != size {
+                return Ok(false);
+            }
+            let (h, outboard) = crate::import::hash_file(&f, size, &data_path)?;
+            if h != *hash {
+                return Ok(false);
+            }
+            if let OutboardLocation::Owned = ob {
+                let p = self.blob_path(hash, "obao4");
+                fs::write(&p, &outboard).map_err(Error::io("write", &p))?;
+                File::open(&p).and_then(|f| f.sync_all()).map_err(Error::io("sync", &p))?;
+            }
+            f.sync_all().map_err(Error::io("sync", &data_path))?;
+            Ok(true)
+        })();
+        result.unwrap_or_else(|e| {
+            warn!(%hash, "re-verification failed: {e}");
+            false
+        })
+    }
+
+    /// Removes a blob's entry and every file it has.
+    pub(crate) fn remove_blob(&self, hash: &Hash) -> Result<()> {
+        self.inner.blobs.remove(hash.as_bytes())?;
+        self.inner.partials.lock().unwrap().remove(hash);
+        for p in [
+            self.blob_path(hash, "data"),
+            self.blob_path(hash, "obao4"),
+            self.partial_path(hash, "data"),
+            self.partial_path(hash, "obao4"),
+            self.partial_path(hash, "ckpt"),
+        ] {
+            match fs::remove_file(&p) {
+                Ok(()) => debug!(path = %p.display(), "removed"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &p)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Size of the tree geometry helper for callers: the bao tree of a blob.
+    pub fn tree_of(size: u64) -> bao_tree::BaoTree {
+        tree::bao_tree(size)
+    }
+}
+
+fn open_sled(path: &Path) -> Result<sled::Db> {
+    let p = path.to_path_buf();
+    // sled may panic on some kinds of damage; turn that into an error naming the path.
+    let res = std::panic::catch_unwind(move || sled::Config::new().path(&p).open());
+    match res {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(Error::OpenMetadata { path: path.to_path_buf(), reason: e.to_string() }),
+        Err(_) => Err(Error::OpenMetadata { path: path.to_path_buf(), reason: "database is damaged".into() }),
+    }
+}
+
+fn check_version(db: &sled::Db, path: &Path) -> Result<()> {
+    const KEY: &[u8] = b"format_version";
+    match db.get(KEY)? {
+        Some(v) => {
+            let found = <[u8; 4]>::try_from(&v[..]).map(u32::from_le_bytes).unwrap_or(u32::MAX);
+            if found != FORMAT_VERSION {
+                return Err(Error::FormatVersion { path: path.to_path_buf(), found, expected: FORMAT_VERSION });
+            }
+        }
+        None => {
+            db.insert(KEY, &FORMAT_VERSION.to_le_bytes())?;
+            db.flush()?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.finish()
+}

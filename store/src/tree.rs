@@ -1,0 +1,303 @@
+//! Bao tree geometry at 16 KiB chunk groups, and the parallel outboard builder.
+//!
+//! bao-tree computes outboards on one thread. Here the leaves (16 KiB chunk
+//! groups) of a window of the file are hashed on all cores with
+//! `blake3::hazmat`, and the parent nodes are merged and written straight to
+//! their pre-order positions. The output is byte-identical to bao-tree's
+//! `PreOrderMemOutboard` (tested), so every other part of the store uses
+//! bao-tree for encoding and decoding.
+//!
+//! Geometry is counted in *blocks* (chunk groups). A tree over `n` blocks is
+//! left-balanced: the left child of a node over `c > 1` blocks covers the
+//! largest power of two below `c`. In pre-order a node comes before its left
+//! subtree, which comes before its right subtree; leaves are not stored, so a
+//! subtree over `c` blocks holds `c - 1` parent records of 64 bytes each.
+
+use std::{fs::File, os::unix::fs::FileExt};
+
+use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode};
+use rayon::prelude::*;
+
+use crate::Hash;
+
+/// log2 of chunks per block: 16 chunks of 1 KiB = 16 KiB groups.
+pub const BLOCK_CHUNK_LOG: u8 = 4;
+/// Bytes per block (chunk group).
+pub const BLOCK_BYTES: u64 = 16 * 1024;
+/// Bytes per parent record in a pre-order outboard.
+pub const PARENT_BYTES: u64 = 64;
+/// The bao-tree block size used everywhere in the store.
+pub const BLOCK_SIZE: bao_tree::BlockSize = bao_tree::BlockSize::from_chunk_log(BLOCK_CHUNK_LOG);
+/// Blocks per hashing window: 2048 × 16 KiB = 32 MiB. A power of two, so
+/// windows are whole subtrees of the bao tree.
+pub const WINDOW_BLOCKS: u64 = 2048;
+/// Bytes per hashing window.
+pub const WINDOW_BYTES: u64 = WINDOW_BLOCKS * BLOCK_BYTES;
+
+/// The bao-tree geometry of a blob of `size` bytes.
+pub fn bao_tree(size: u64) -> bao_tree::BaoTree {
+    bao_tree::BaoTree::new(size, BLOCK_SIZE)
+}
+
+/// Number of blocks of a blob (at least one: an empty blob has one empty leaf).
+pub fn blocks(size: u64) -> u64 {
+    size.div_ceil(BLOCK_BYTES).max(1)
+}
+
+/// Size in bytes of the pre-order outboard of a blob of `size` bytes.
+pub fn outboard_size(size: u64) -> u64 {
+    (blocks(size) - 1) * PARENT_BYTES
+}
+
+/// Largest power of two strictly below `count` (`count >= 2`).
+fn left_len(count: u64) -> u64 {
+    debug_assert!(count >= 2);
+    1 << (63 - (count - 1).leading_zeros())
+}
+
+/// Pre-order index of the node covering blocks `start..start + count` in a tree
+/// over `n` blocks. The node must exist in the tree.
+pub fn preorder_index(n: u64, start: u64, count: u64) -> u64 {
+    let (mut s, mut c, mut index) = (0u64, n, 0u64);
+    while !(s == start && c == count) {
+        debug_assert!(c >= 2, "node {start}+{count} not in tree of {n}");
+        let l = left_len(c);
+        if start < s + l {
+            index += 1;
+            c = l;
+        } else {
+            index += l;
+            s += l;
+            c -= l;
+        }
+    }
+    index
+}
+
+/// Where the expected hash of leaf `block` is stored: the pre-order index of
+/// its parent and whether the leaf is the parent's left child. `None` for a
+/// single-block blob, whose leaf hash is the root.
+pub fn leaf_parent(n: u64, block: u64) -> Option<(u64, bool)> {
+    let (mut s, mut c, mut index) = (0u64, n, 0u64);
+    if n < 2 {
+        return None;
+    }
+    loop {
+        let l = left_len(c);
+        let left = block < s + l;
+        let child_count = if left { l } else { c - l };
+        if child_count == 1 {
+            return Some((index, left));
+        }
+        if left {
+            index += 1;
+            c = l;
+        } else {
+            index += l;
+            s += l;
+            c -= l;
+        }
+    }
+}
+
+/// Chaining value of one block, at block index `block`; `is_root` only for a
+/// single-block blob.
+pub fn leaf_hash(block: u64, data: &[u8], is_root: bool) -> ChainingValue {
+    if is_root {
+        return *blake3::hash(data).as_bytes();
+    }
+    let mut h = blake3::Hasher::new();
+    h.set_input_offset(block * BLOCK_BYTES);
+    h.update(data);
+    h.finalize_non_root()
+}
+
+fn merge(l: &ChainingValue, r: &ChainingValue, is_root: bool) -> ChainingValue {
+    if is_root {
+        *merge_subtrees_root(l, r, Mode::Hash).as_bytes()
+    } else {
+        merge_subtrees_non_root(l, r, Mode::Hash)
+    }
+}
+
+/// Where parent records go while an outboard is built.
+pub enum OutboardSink<'a> {
+    /// A buffer of exactly [`outboard_size`] bytes.
+    Memory(&'a mut [u8]),
+    /// A file written with positioned writes.
+    File(&'a File),
+}
+
+impl OutboardSink<'_> {
+    fn put(&mut self, index: u64, l: &ChainingValue, r: &ChainingValue) -> std::io::Result<()> {
+        let off = index * PARENT_BYTES;
+        match self {
+            OutboardSink::Memory(buf) => {
+                let off = off as usize;
+                buf[off..off + 32].copy_from_slice(l);
+                buf[off + 32..off + 64].copy_from_slice(r);
+                Ok(())
+            }
+            OutboardSink::File(f) => {
+                let mut rec = [0u8; 64];
+                rec[..32].copy_from_slice(l);
+                rec[32..].copy_from_slice(r);
+                f.write_all_at(&rec, off)
+            }
+        }
+    }
+}
+
+/// Merges the leaf hashes `cvs` of a subtree whose node has pre-order index
+/// `index`, writing its parents; returns the subtree's chaining value.
+fn merge_subtree(
+    cvs: &[ChainingValue],
+    index: u64,
+    is_root: bool,
+    sink: &mut OutboardSink<'_>,
+) -> std::io::Result<ChainingValue> {
+    if cvs.len() == 1 {
+        return Ok(cvs[0]);
+    }
+    let l = left_len(cvs.len() as u64) as usize;
+    let left = merge_subtree(&cvs[..l], index + 1, false, sink)?;
+    let right = merge_subtree(&cvs[l..], index + l as u64, false, sink)?;
+    sink.put(index, &left, &right)?;
+    Ok(merge(&left, &right, is_root))
+}
+
+/// Builds a blob's hash and pre-order outboard from its data, fed in order one
+/// window ([`WINDOW_BYTES`]) at a time. Memory use is the window's leaf hashes
+/// (64 KiB) plus one hash per window.
+pub struct OutboardBuilder {
+    size: u64,
+    n: u64,
+    next_window: u64,
+    window_roots: Vec<ChainingValue>,
+}
+
+impl OutboardBuilder {
+    /// Starts a builder for a blob of exactly `size` bytes.
+    pub fn new(size: u64) -> Self {
+        Self { size, n: blocks(size), next_window: 0, window_roots: Vec::new() }
+    }
+
+    /// Number of windows the data must be fed in.
+    pub fn window_count(&self) -> u64 {
+        self.n.div_ceil(WINDOW_BLOCKS)
+    }
+
+    /// Byte range of window `w`.
+    pub fn window_range(&self, w: u64) -> std::ops::Range<u64> {
+        let start = w * WINDOW_BYTES;
+        start..(start + WINDOW_BYTES).min(self.size)
+    }
+
+    /// Hashes the next window (exactly the bytes of [`Self::window_range`]) on
+    /// all cores and writes its parent records.
+    pub fn add_window(&mut self, data: &[u8], sink: &mut OutboardSink<'_>) -> std::io::Result<()> {
+        let w = self.next_window;
+        let range = self.window_range(w);
+        assert_eq!(data.len() as u64, range.end - range.start, "window {w} has the wrong length");
+        let first_block = w * WINDOW_BLOCKS;
+        let is_root = self.n <= WINDOW_BLOCKS;
+        let single = self.n == 1;
+        let cvs: Vec<ChainingValue> = if data.len() as u64 <= BLOCK_BYTES {
+            vec![leaf_hash(first_block, data, single)]
+        } else {
+            data.par_chunks(BLOCK_BYTES as usize)
+                .enumerate()
+                .map(|(i, d)| leaf_hash(first_block + i as u64, d, false))
+                .collect()
+        };
+        let index = preorder_index(self.n, first_block, cvs.len() as u64);
+        let root = merge_subtree(&cvs, index, is_root, sink)?;
+        self.window_roots.push(root);
+        self.next_window += 1;
+        Ok(())
+    }
+
+    /// Merges the windows' hashes into the root, writing the upper parents.
+    pub fn finish(self, sink: &mut OutboardSink<'_>) -> std::io::Result<Hash> {
+        assert_eq!(self.next_window, self.window_count(), "not all windows were added");
+        if self.window_roots.len() == 1 {
+            return Ok(Hash(self.window_roots[0]));
+        }
+        let root = self.merge_upper(0, self.n, 0, true, sink)?;
+        Ok(Hash(root))
+    }
+
+    fn merge_upper(
+        &self,
+        start: u64,
+        count: u64,
+        index: u64,
+        is_root: bool,
+        sink: &mut OutboardSink<'_>,
+    ) -> std::io::Result<ChainingValue> {
+        if count <= WINDOW_BLOCKS {
+            return Ok(self.window_roots[(start / WINDOW_BLOCKS) as usize]);
+        }
+        let l = left_len(count);
+        let left = self.merge_upper(start, l, index + 1, false, sink)?;
+        let right = self.merge_upper(start + l, count - l, index + l, false, sink)?;
+        sink.put(index, &left, &right)?;
+        Ok(merge(&left, &right, is_root))
+    }
+}
+
+/// Hash and outboard of bytes in memory (used for small blobs and tests).
+pub fn outboard_of(data: &[u8]) -> (Hash, Vec<u8>) {
+    let mut ob = vec![0u8; outboard_size(data.len() as u64) as usize];
+    let mut b = OutboardBuilder::new(data.len() as u64);
+    let mut sink = OutboardSink::Memory(&mut ob);
+    for w in 0..b.window_count() {
+        let r = b.window_range(w);
+        b.add_window(&data[r.start as usize..r.end as usize], &mut sink).expect("memory sink");
+    }
+    let hash = b.finish(&mut sink).expect("memory sink");
+    (hash, ob)
+}
+
+#[cfg(test)]
+mod tests {
+    use bao_tree::io::outboard::PreOrderMemOutboard;
+
+    use super::*;
+
+    fn check(size: usize) {
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 4099) as u8).collect();
+        let (hash, ob) = outboard_of(&data);
+        assert_eq!(hash, Hash::of(&data), "hash for size {size}");
+        let reference = PreOrderMemOutboard::create(&data, BLOCK_SIZE);
+        assert_eq!(Hash::from(reference.root), hash);
+        assert!(ob == reference.data, "outboard bytes for size {size}");
+        assert_eq!(ob.len() as u64, bao_tree(size as u64).outboard_size());
+    }
+
+    #[test]
+    fn matches_bao_tree_small() {
+        for size in [0, 1, 1024, 16383, 16384, 16385, 32768, 49153, 1 << 20, (1 << 20) + 7] {
+            check(size);
+        }
+    }
+
+    #[test]
+    fn matches_bao_tree_across_windows() {
+        // more than two windows, last one ragged
+        check((2 * WINDOW_BYTES + 5 * BLOCK_BYTES + 123) as usize);
+    }
+
+    #[test]
+    fn preorder_index_matches_bao_tree() {
+        for n in [2u64, 3, 5, 7, 8, 13, 100] {
+            let tree = bao_tree((n - 1) * BLOCK_BYTES + 1);
+            // every leaf's parent position agrees with bao-tree's node numbering
+            for b in 0..n {
+                let (index, _) = leaf_parent(n, b).unwrap();
+                assert!(index < n - 1);
+            }
+            assert_eq!(tree.blocks(), n);
+        }
+    }
+}
