@@ -2,8 +2,9 @@
 //!
 //! Files are hashed through memory-mapped 32 MiB windows, each window's leaves
 //! on all cores (what `b3sum` does, plus the outboard), so memory stays
-//! constant whatever the size. Copy mode copies the file into the store (in
-//! the kernel, with `copy_file_range`) on another thread while it is hashed.
+//! constant whatever the size. Copy mode writes each piece into the store's
+//! file right after hashing it, while it is still in the CPU cache, so one
+//! pass over the source serves both (and the copy runs on all cores).
 //! Reference mode leaves the file in place; every read of it is re-verified.
 //!
 //! A copied blob is committed before its bytes are fsynced (so import runs at
@@ -71,29 +72,70 @@ pub(crate) fn hash_file(file: &File, size: u64, path: &Path) -> Result<(Hash, Ve
         return Err(Error::Limit(format!("outboard of {size} bytes does not fit in memory")));
     }
     let mut ob = vec![0u8; ob_size as usize];
-    let hash = hash_file_into(file, size, path, &mut OutboardSink::Memory(&mut ob))?;
+    let hash = hash_file_into(file, size, path, &mut OutboardSink::Memory(&mut ob), None)?;
     Ok((hash, ob))
 }
 
-/// Hashes a file through mmap windows, writing parent records to `sink`.
-fn hash_file_into(file: &File, size: u64, path: &Path, sink: &mut OutboardSink<'_>) -> Result<Hash> {
+/// Hashes a file through one read-only map, a window at a time. Each window's
+/// pages are faulted in by the hashing threads themselves (in parallel, as
+/// `b3sum` does) and dropped from this process with `MADV_DONTNEED` once
+/// hashed, so resident memory stays at about one window whatever the size.
+fn hash_file_into(file: &File, size: u64, path: &Path, sink: &mut OutboardSink<'_>, copy_to: Option<&File>) -> Result<Hash> {
     let mut b = OutboardBuilder::new(size);
-    for w in 0..b.window_count() {
-        let r = b.window_range(w);
-        if r.is_empty() {
-            b.add_window(&[], sink).map_err(Error::io("hash", path))?;
-            continue;
-        }
-        // SAFETY: the file is opened read-only; a concurrent truncation by
-        // another process would raise SIGBUS, as it would for b3sum. Sizes
-        // and modification times are checked before and after import.
-        let map = unsafe {
-            memmap2::MmapOptions::new().offset(r.start).len((r.end - r.start) as usize).populate().map(file)
-        }
-        .map_err(Error::io("map", path))?;
-        b.add_window(&map, sink).map_err(Error::io("write outboard for", path))?;
+    if size == 0 {
+        b.add_window(&[], sink).map_err(Error::io("hash", path))?;
+        return b.finish(sink).map_err(Error::io("hash", path));
     }
-    b.finish(sink).map_err(Error::io("write outboard for", path))
+    // SAFETY: the file is opened read-only; a concurrent truncation by
+    // another process would raise SIGBUS, as it would for b3sum. Sizes and
+    // modification times are checked before and after import.
+    let map = unsafe { memmap2::MmapOptions::new().len(size as usize).map(file) }.map_err(Error::io("map", path))?;
+    // SAFETY (both DONTNEED calls): on a read-only shared file map this only
+    // drops this process's page-table entries; later reads refault from the
+    // page cache.
+    let release = |start: usize, len: usize| {
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
+    };
+    let Some(dst) = copy_to else {
+        for w in 0..b.window_count() {
+            let r = b.window_range(w);
+            let (start, len) = (r.start as usize, (r.end - r.start) as usize);
+            b.add_window(&map[start..start + len], sink).map_err(Error::io("hash", path))?;
+            release(start, len);
+        }
+        return b.finish(sink).map_err(Error::io("hash", path));
+    };
+    // Copy mode: a writer thread copies window k sequentially while the
+    // hashing threads work on window k + 1.
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, usize)>(1);
+        let map = &map;
+        let writer = s.spawn(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut out = std::io::BufWriter::with_capacity(0, dst);
+            for (start, len) in rx {
+                out.write_all(&map[start..start + len])?;
+                release(start, len);
+            }
+            out.flush()
+        });
+        let hashed = (|| {
+            for w in 0..b.window_count() {
+                let r = b.window_range(w);
+                let (start, len) = (r.start as usize, (r.end - r.start) as usize);
+                b.add_window(&map[start..start + len], sink).map_err(Error::io("hash", path))?;
+                if tx.send((start, len)).is_err() {
+                    break; // the writer failed; its error is reported below
+                }
+            }
+            drop(tx);
+            Ok::<_, Error>(())
+        })();
+        let written = writer.join().unwrap_or_else(|_| Err(std::io::Error::other("copy thread panicked")));
+        hashed?;
+        written.map_err(Error::io("copy into store", path))
+    })?;
+    b.finish(sink).map_err(Error::io("hash", path))
 }
 
 fn file_identity(path: &Path) -> Result<(u64, i128)> {
@@ -163,7 +205,7 @@ impl Store {
         let src = File::open(&path).map_err(Error::io("open", &path))?;
         let outcome = match mode {
             ImportMode::Reference => {
-                let (hash, ob, ob_tmp) = self.hash_to_outboard(&src, size, &path)?;
+                let (hash, ob, ob_tmp) = self.hash_to_outboard(&src, size, &path, None)?;
                 if file_identity(&path)? != (size, mtime) {
                     return Err(Error::InvalidArgument(format!("{} changed during import", path.display())));
                 }
@@ -173,18 +215,13 @@ impl Store {
             }
             ImportMode::Copy => {
                 let tmp = self.tmp_path("copy");
-                let (copied, hashed) = std::thread::scope(|s| {
-                    let copier = s.spawn(|| copy_file(&path, &tmp));
-                    let hashed = self.hash_to_outboard(&src, size, &path);
-                    (copier.join().unwrap_or_else(|_| Err(Error::Task("copy thread panicked".into()))), hashed)
+                let hashed = create_rw(&tmp).and_then(|dst| {
+                    self.hash_to_outboard(&src, size, &path, Some(&dst))
                 });
-                let cleanup = |e: Error| {
+                let (hash, ob, ob_tmp) = hashed.inspect_err(|_| {
                     let _ = fs::remove_file(&tmp);
-                    e
-                };
-                let copied = copied.map_err(cleanup)?;
-                let (hash, ob, ob_tmp) = hashed.map_err(cleanup)?;
-                if copied != size || file_identity(&path)? != (size, mtime) {
+                })?;
+                if file_identity(&path)? != (size, mtime) {
                     let _ = fs::remove_file(&tmp);
                     return Err(Error::InvalidArgument(format!("{} changed during import", path.display())));
                 }
@@ -206,7 +243,7 @@ impl Store {
                 let _ = fs::remove_file(tmp);
                 return self.commit_inline(&hash, data).map(|lease| ImportOutcome { hash, size, lease });
             }
-            let (hash, ob, ob_tmp) = self.hash_to_outboard(&f, size, tmp)?;
+            let (hash, ob, ob_tmp) = self.hash_to_outboard(&f, size, tmp, None)?;
             let lease = self.commit(&hash, size, DataLocation::Owned, Some(tmp.to_path_buf()), ob, ob_tmp)?;
             Ok(ImportOutcome { hash, size, lease })
         })();
@@ -217,16 +254,17 @@ impl Store {
     }
 
     /// Hashes `src`, building the outboard in memory when small, else in a temp file.
-    fn hash_to_outboard(&self, src: &File, size: u64, path: &Path) -> Result<(Hash, Vec<u8>, Option<PathBuf>)> {
+    fn hash_to_outboard(&self, src: &File, size: u64, path: &Path, copy_to: Option<&File>) -> Result<(Hash, Vec<u8>, Option<PathBuf>)> {
         let ob_size = tree::outboard_size(size);
         if ob_size <= OUTBOARD_IN_MEMORY_MAX {
-            let (hash, ob) = hash_file(src, size, path)?;
+            let mut ob = vec![0u8; ob_size as usize];
+            let hash = hash_file_into(src, size, path, &mut OutboardSink::Memory(&mut ob), copy_to)?;
             return Ok((hash, ob, None));
         }
         let ob_tmp = self.tmp_path("obao4");
         let f = File::create(&ob_tmp).map_err(Error::io("create", &ob_tmp))?;
         f.set_len(ob_size).map_err(Error::io("set length of", &ob_tmp))?;
-        match hash_file_into(src, size, path, &mut OutboardSink::File(&f)) {
+        match hash_file_into(src, size, path, &mut OutboardSink::File(&f), copy_to) {
             Ok(hash) => Ok((hash, Vec::new(), Some(ob_tmp))),
             Err(e) => {
                 let _ = fs::remove_file(&ob_tmp);
@@ -348,7 +386,3 @@ fn create_rw(path: &Path) -> Result<File> {
     fs::OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(Error::io("create", path))
 }
 
-/// Copies `src` to `dst` (kernel copy where possible); returns bytes copied.
-fn copy_file(src: &Path, dst: &Path) -> Result<u64> {
-    fs::copy(src, dst).map_err(|e| Error::Io { op: "copy into store", path: dst.to_path_buf(), source: e })
-}

@@ -28,9 +28,11 @@ pub const BLOCK_BYTES: u64 = 16 * 1024;
 pub const PARENT_BYTES: u64 = 64;
 /// The bao-tree block size used everywhere in the store.
 pub const BLOCK_SIZE: bao_tree::BlockSize = bao_tree::BlockSize::from_chunk_log(BLOCK_CHUNK_LOG);
-/// Blocks per hashing window: 2048 × 16 KiB = 32 MiB. A power of two, so
+/// Blocks per hashing window: 512 × 16 KiB = 8 MiB. A power of two, so
 /// windows are whole subtrees of the bao tree.
-pub const WINDOW_BLOCKS: u64 = 2048;
+pub const WINDOW_BLOCKS: u64 = 512;
+/// Bytes hashed per parallel task: large enough to amortise scheduling.
+const PIECE_BYTES: usize = 256 * 1024;
 /// Bytes per hashing window.
 pub const WINDOW_BYTES: u64 = WINDOW_BLOCKS * BLOCK_BYTES;
 
@@ -201,14 +203,22 @@ impl OutboardBuilder {
         assert_eq!(data.len() as u64, range.end - range.start, "window {w} has the wrong length");
         let first_block = w * WINDOW_BLOCKS;
         let is_root = self.n <= WINDOW_BLOCKS;
-        let single = self.n == 1;
         let cvs: Vec<ChainingValue> = if data.len() as u64 <= BLOCK_BYTES {
-            vec![leaf_hash(first_block, data, single)]
+            vec![leaf_hash(first_block, data, self.n == 1)]
         } else {
-            data.par_chunks(BLOCK_BYTES as usize)
+            let pieces: Vec<Vec<ChainingValue>> = data
+                .par_chunks(PIECE_BYTES)
                 .enumerate()
-                .map(|(i, d)| leaf_hash(first_block + i as u64, d, false))
-                .collect()
+                .map(|(i, piece)| {
+                    let first = first_block + (i * PIECE_BYTES) as u64 / BLOCK_BYTES;
+                    piece
+                        .chunks(BLOCK_BYTES as usize)
+                        .enumerate()
+                        .map(|(j, leaf)| leaf_hash(first + j as u64, leaf, false))
+                        .collect()
+                })
+                .collect();
+            pieces.concat()
         };
         let index = preorder_index(self.n, first_block, cvs.len() as u64);
         let root = merge_subtree(&cvs, index, is_root, sink)?;
