@@ -37,6 +37,12 @@ pub fn from_bytes(bytes: Range<u64>) -> ChunkRanges {
     ChunkRanges::from(ChunkNum(bytes.start / CHUNK_BYTES)..ChunkNum(bytes.end.div_ceil(CHUNK_BYTES)))
 }
 
+/// Rounds `ranges` out to whole 16 KiB chunk groups. Request ranges in this
+/// form: a store records verified data per whole group only.
+pub fn round_to_groups(ranges: &ChunkRanges) -> ChunkRanges {
+    bao_tree::io::round_up_to_chunks_groups(ranges.clone(), crate::tree::BLOCK_SIZE)
+}
+
 /// Clamps `ranges` to the chunks that exist in a blob of `size` bytes.
 pub fn clamp(ranges: &ChunkRanges, size: u64) -> ChunkRanges {
     ranges & &all(size)
