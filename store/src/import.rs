@@ -342,10 +342,13 @@ impl Store {
     }
 
     /// Makes a non-durable blob durable in the background.
+    /// The thread holds the store weakly: a store being closed is not kept open,
+    /// and whatever is left undone is re-verified at the next open.
     fn schedule_sync(&self, hash: Hash) {
-        let store = self.clone();
+        let weak = std::sync::Arc::downgrade(&self.inner);
         std::thread::spawn(move || {
-            if let Err(e) = store.make_durable(&hash) {
+            let Some(inner) = weak.upgrade() else { return };
+            if let Err(e) = (Store { inner }).make_durable(&hash) {
                 warn!(%hash, "background sync failed: {e}");
             }
         });
