@@ -101,7 +101,7 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Result<CheckpointRecord> {
     if ranges::from_boundaries(&c.boundaries).is_none() {
         return Err(bad("range boundaries are not strictly increasing".into()));
     }
-    if c.boundaries.last().is_some_and(|&b| b > ranges::chunk_count(c.size)) || c.boundaries.len() % 2 != 0 {
+    if c.boundaries.last().is_some_and(|&b| b > ranges::chunk_count(c.size)) || !c.boundaries.len().is_multiple_of(2) {
         return Err(bad("ranges extend past the end of the blob".into()));
     }
     Ok(c)

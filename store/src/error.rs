@@ -19,7 +19,12 @@ pub enum Error {
     FormatVersion { path: PathBuf, found: u32, expected: u32 },
     /// A filesystem operation failed.
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, #[source] source: io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     /// An I/O error on a stream (reader or writer supplied by the caller).
     #[error("stream i/o: {0}")]
     Stream(#[source] io::Error),

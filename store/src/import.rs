@@ -80,7 +80,13 @@ pub(crate) fn hash_file(file: &File, size: u64, path: &Path) -> Result<(Hash, Ve
 /// pages are faulted in by the hashing threads themselves (in parallel, as
 /// `b3sum` does) and dropped from this process with `MADV_DONTNEED` once
 /// hashed, so resident memory stays at about one window whatever the size.
-fn hash_file_into(file: &File, size: u64, path: &Path, sink: &mut OutboardSink<'_>, copy_to: Option<&File>) -> Result<Hash> {
+fn hash_file_into(
+    file: &File,
+    size: u64,
+    path: &Path,
+    sink: &mut OutboardSink<'_>,
+    copy_to: Option<&File>,
+) -> Result<Hash> {
     let mut b = OutboardBuilder::new(size);
     if size == 0 {
         b.add_window(&[], sink).map_err(Error::io("hash", path))?;
@@ -143,7 +149,8 @@ fn file_identity(path: &Path) -> Result<(u64, i128)> {
     if !m.is_file() {
         return Err(Error::InvalidArgument(format!("{} is not a regular file", path.display())));
     }
-    let mtime = m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos() as i128).unwrap_or(0);
+    let mtime =
+        m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos() as i128).unwrap_or(0);
     Ok((m.len(), mtime))
 }
 
@@ -162,7 +169,11 @@ impl Store {
         tokio::task::spawn_blocking(move || {
             if data.len() as u64 <= INLINE_MAX {
                 let hash = Hash::of(&data);
-                return store.commit_inline(&hash, data.to_vec()).map(|lease| ImportOutcome { hash, size: data.len() as u64, lease });
+                return store.commit_inline(&hash, data.to_vec()).map(|lease| ImportOutcome {
+                    hash,
+                    size: data.len() as u64,
+                    lease,
+                });
             }
             let tmp = store.tmp_path("bytes");
             let mut f = create_rw(&tmp)?;
@@ -209,15 +220,14 @@ impl Store {
                 if file_identity(&path)? != (size, mtime) {
                     return Err(Error::InvalidArgument(format!("{} changed during import", path.display())));
                 }
-                let data = DataLocation::External { path: path.to_string_lossy().into_owned(), len: size, mtime_ns: mtime };
+                let data =
+                    DataLocation::External { path: path.to_string_lossy().into_owned(), len: size, mtime_ns: mtime };
                 let lease = self.commit(&hash, size, data, None, ob, ob_tmp)?;
                 ImportOutcome { hash, size, lease }
             }
             ImportMode::Copy => {
                 let tmp = self.tmp_path("copy");
-                let hashed = create_rw(&tmp).and_then(|dst| {
-                    self.hash_to_outboard(&src, size, &path, Some(&dst))
-                });
+                let hashed = create_rw(&tmp).and_then(|dst| self.hash_to_outboard(&src, size, &path, Some(&dst)));
                 let (hash, ob, ob_tmp) = hashed.inspect_err(|_| {
                     let _ = fs::remove_file(&tmp);
                 })?;
@@ -254,7 +264,13 @@ impl Store {
     }
 
     /// Hashes `src`, building the outboard in memory when small, else in a temp file.
-    fn hash_to_outboard(&self, src: &File, size: u64, path: &Path, copy_to: Option<&File>) -> Result<(Hash, Vec<u8>, Option<PathBuf>)> {
+    fn hash_to_outboard(
+        &self,
+        src: &File,
+        size: u64,
+        path: &Path,
+        copy_to: Option<&File>,
+    ) -> Result<(Hash, Vec<u8>, Option<PathBuf>)> {
         let ob_size = tree::outboard_size(size);
         if ob_size <= OUTBOARD_IN_MEMORY_MAX {
             let mut ob = vec![0u8; ob_size as usize];
@@ -279,7 +295,12 @@ impl Store {
         let lease = self.lease(*hash);
         if !matches!(self.entry(hash)?, Some(EntryRecord::Complete { .. })) {
             let size = data.len() as u64;
-            let e = EntryRecord::Complete { size, data: DataLocation::Inline(data), outboard: OutboardLocation::None, durable: true };
+            let e = EntryRecord::Complete {
+                size,
+                data: DataLocation::Inline(data),
+                outboard: OutboardLocation::None,
+                durable: true,
+            };
             self.put_entry(hash, &e)?;
             self.flush()?;
         }
@@ -359,7 +380,9 @@ impl Store {
         let Some(EntryRecord::Complete { size, data, outboard, durable: false }) = self.entry(hash)? else {
             return Ok(());
         };
-        for (owned, ext) in [(matches!(data, DataLocation::Owned), "data"), (matches!(outboard, OutboardLocation::Owned), "obao4")] {
+        for (owned, ext) in
+            [(matches!(data, DataLocation::Owned), "data"), (matches!(outboard, OutboardLocation::Owned), "obao4")]
+        {
             if owned {
                 let p = self.blob_path(hash, ext);
                 File::open(&p).and_then(|f| f.sync_all()).map_err(Error::io("sync", &p))?;
@@ -388,4 +411,3 @@ impl Store {
 fn create_rw(path: &Path) -> Result<File> {
     fs::OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(Error::io("create", path))
 }
-

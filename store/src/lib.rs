@@ -1,4 +1,52 @@
-//! wip
+//! `blixard-store`: a persistent, content-addressed blob store built on
+//! BLAKE3 and bao-tree, with metadata in sled.
+//!
+//! Blobs are addressed by their BLAKE3 hash (the bao root at 16 KiB chunk
+//! groups). A blob is *complete* or *partial*: a partial blob holds verified
+//! chunk ranges, received from peers in any order, checkpointed so that a
+//! crash loses at most one checkpoint interval. Every byte written from the
+//! network is verified first, and every byte served is re-verified.
+//!
+//! - [`Store::import_path`], [`Store::import_bytes`], [`Store::import_reader`]:
+//!   add blobs (copy or reference mode), hashing on all cores.
+//! - [`Store::write_response`] / [`Store::write_encoded`]: serve a bao
+//!   response (size header + pre-order encoding) for chunk ranges.
+//! - [`Store::receive_response`] / [`Store::receive_encoded`]: take one in.
+//! - [`Store::status`], [`Store::reader`], [`Store::export`].
+//! - Resources `(kind, name, version) → hash`, tags, leases and [`Store::gc`].
+//!
+//! The on-disk format is documented in `docs/STORE.md`.
+//!
+//! # Example
+//!
+//! Import a blob into one store, serve half of it to another, then the rest:
+//!
+//! ```
+//! use blixard_store::{ranges, BlobStatus, ChunkNum, ChunkRanges, ResourceKind, Store};
+//!
+//! # #[tokio::main] async fn main() -> blixard_store::Result<()> {
+//! let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+//! let seeder = Store::open(a.path())?;
+//! let leecher = Store::open(b.path())?;
+//!
+//! let image = vec![7u8; 1 << 20];
+//! let imported = seeder.import_bytes(image.clone()).await?;
+//! let hash = imported.hash;
+//! seeder.put_resource_and_release(&ResourceKind::VmImage, "alpine", "3.18", imported.lease)?;
+//!
+//! // the first half, then the rest, each as one bao response
+//! let first = ranges::round_to_groups(&ChunkRanges::from(ChunkNum(0)..ChunkNum(512)));
+//! for want in [first.clone(), ranges::all(image.len() as u64) - &first] {
+//!     let mut response = Vec::new();
+//!     seeder.write_encoded(&hash, &want, &mut response)?;
+//!     let size = u64::from_le_bytes(response[..8].try_into().unwrap());
+//!     leecher.receive_encoded(hash, size, &want, &mut &response[8..])?;
+//! }
+//! assert_eq!(leecher.status(&hash)?, BlobStatus::Complete { size: 1 << 20 });
+//! assert_eq!(leecher.read_to_vec(&hash)?, image);
+//! # Ok(()) }
+//! ```
+
 pub mod bridge;
 pub mod codec;
 pub mod entry;
@@ -7,21 +55,22 @@ pub mod hash;
 mod import;
 mod partial;
 pub mod ranges;
+mod resources;
+mod roots;
 mod serve;
 mod store;
 pub mod tree;
-mod roots;
-mod resources;
+
+pub use bao_tree::io::BaoContentItem;
 pub use error::{Error, Result};
 pub use hash::Hash;
-pub use store::*;
 pub use import::{ImportMode, ImportOutcome};
-pub use roots::{Lease, GcStats};
-pub use resources::{ResourceKind, Resource};
-pub use serve::{BlobReader, ServeOutcome};
 pub use partial::ReceiveOutcome;
 pub use ranges::{ChunkNum, ChunkRanges};
-pub use bao_tree::io::BaoContentItem;
+pub use resources::{Resource, ResourceKind, MAX_NAME_LEN};
+pub use roots::{GcStats, Lease, MAX_TAG_LEN};
+pub use serve::{BlobReader, ServeOutcome};
+pub use store::{BlobStatus, Store, StoreConfig, FORMAT_VERSION};
 
 /// Blobs and outboards up to this size are stored inline in the metadata database.
 pub const INLINE_MAX: u64 = 16 * 1024;

@@ -163,7 +163,7 @@ impl PartialBlob {
         // group (sent when a request cuts through one) verifies but could not
         // be served again: it is not recorded. Requesters round ranges out to
         // whole groups (`ranges::round_to_groups`).
-        let whole_group = offset % tree::BLOCK_BYTES == 0
+        let whole_group = offset.is_multiple_of(tree::BLOCK_BYTES)
             && (data.len() as u64 == tree::BLOCK_BYTES || offset + data.len() as u64 == self.size);
         if !whole_group {
             return Ok(false);
@@ -219,7 +219,10 @@ impl PartialBlob {
         sync_dir(&s.inner.dir.join("blobs"))?;
         {
             let _roots = s.inner.roots.lock().unwrap();
-            s.put_entry(h, &EntryRecord::Complete { size: self.size, data: DataLocation::Owned, outboard, durable: true })?;
+            s.put_entry(
+                h,
+                &EntryRecord::Complete { size: self.size, data: DataLocation::Owned, outboard, durable: true },
+            )?;
             s.flush()?;
         }
         let _ = fs::remove_file(s.partial_path(h, "ckpt"));
@@ -336,7 +339,14 @@ impl Store {
         }
     }
 
-    fn apply(&self, hash: &Hash, size: u64, target: &Target, item: BaoContentItem, out: &mut ReceiveOutcome) -> Result<()> {
+    fn apply(
+        &self,
+        hash: &Hash,
+        size: u64,
+        target: &Target,
+        item: BaoContentItem,
+        out: &mut ReceiveOutcome,
+    ) -> Result<()> {
         match (target, item) {
             (Target::Partial(p), BaoContentItem::Parent(parent)) => p.write_parent(parent.node, &parent.pair)?,
             (Target::Partial(p), BaoContentItem::Leaf(leaf)) => {
@@ -369,12 +379,20 @@ impl Store {
     /// that ends early, what verified before the failure is kept and the error
     /// returned. The reader must end where the response ends: trailing bytes
     /// are an error. The reader is handed back.
-    pub async fn receive_response<R>(&self, hash: Hash, requested: ChunkRanges, mut reader: R) -> Result<(ReceiveOutcome, R)>
+    pub async fn receive_response<R>(
+        &self,
+        hash: Hash,
+        requested: ChunkRanges,
+        mut reader: R,
+    ) -> Result<(ReceiveOutcome, R)>
     where
         R: AsyncRead + Unpin + Send + 'static,
     {
         let mut header = [0u8; 8];
-        reader.read_exact(&mut header).await.map_err(|e| Error::Truncated { hash, reason: format!("size header: {e}") })?;
+        reader
+            .read_exact(&mut header)
+            .await
+            .map_err(|e| Error::Truncated { hash, reason: format!("size header: {e}") })?;
         let size = u64::from_le_bytes(header);
         let store = self.clone();
         let handle = tokio::runtime::Handle::current();
@@ -390,7 +408,13 @@ impl Store {
 
     /// Synchronous form of [`Store::receive_response`] for the encoding only,
     /// with the size already read from the header.
-    pub fn receive_encoded(&self, hash: Hash, size: u64, requested: &ChunkRanges, reader: &mut impl Read) -> Result<ReceiveOutcome> {
+    pub fn receive_encoded(
+        &self,
+        hash: Hash,
+        size: u64,
+        requested: &ChunkRanges,
+        reader: &mut impl Read,
+    ) -> Result<ReceiveOutcome> {
         let _lease = self.lease(hash);
         let target = self.target(&hash, size)?;
         let mut out = ReceiveOutcome { size, data_bytes: 0, held: ChunkRanges::empty(), complete: false };
@@ -414,7 +438,12 @@ impl Store {
 
     /// Writes items that the caller has already verified against `hash` with
     /// the tree of `size` (as yielded by bao-tree's decoders).
-    pub fn receive_verified_items(&self, hash: Hash, size: u64, items: impl IntoIterator<Item = BaoContentItem>) -> Result<ReceiveOutcome> {
+    pub fn receive_verified_items(
+        &self,
+        hash: Hash,
+        size: u64,
+        items: impl IntoIterator<Item = BaoContentItem>,
+    ) -> Result<ReceiveOutcome> {
         let _lease = self.lease(hash);
         let target = self.target(&hash, size)?;
         let mut out = ReceiveOutcome { size, data_bytes: 0, held: ChunkRanges::empty(), complete: false };

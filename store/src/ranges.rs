@@ -65,10 +65,7 @@ pub fn to_vec(ranges: &ChunkRanges, size: u64) -> Vec<Range<u64>> {
 
 /// Bytes of a blob of `size` bytes that `ranges` cover.
 pub fn byte_count(ranges: &ChunkRanges, size: u64) -> u64 {
-    to_vec(ranges, size)
-        .into_iter()
-        .map(|r| (r.end * CHUNK_BYTES).min(size) - r.start * CHUNK_BYTES)
-        .sum()
+    to_vec(ranges, size).into_iter().map(|r| (r.end * CHUNK_BYTES).min(size) - r.start * CHUNK_BYTES).sum()
 }
 
 /// Builds a range set from sorted, strictly increasing boundaries, as persisted.

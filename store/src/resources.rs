@@ -48,7 +48,9 @@ impl FromStr for ResourceKind {
             "logs" => ResourceKind::Logs,
             "metrics" => ResourceKind::Metrics,
             other => match other.strip_prefix("custom:") {
-                Some(c) if !c.is_empty() && c.len() <= MAX_NAME_LEN && !c.contains('\0') => ResourceKind::Custom(c.into()),
+                Some(c) if !c.is_empty() && c.len() <= MAX_NAME_LEN && !c.contains('\0') => {
+                    ResourceKind::Custom(c.into())
+                }
                 _ => return Err(Error::InvalidArgument(format!("unknown resource kind {other:?}"))),
             },
         })
@@ -124,7 +126,13 @@ impl Store {
 
     /// [`Store::put_resource`] for a leased blob, releasing the lease after
     /// the resource is durable (GC cannot run in between).
-    pub fn put_resource_and_release(&self, kind: &ResourceKind, name: &str, version: &str, lease: Lease) -> Result<Resource> {
+    pub fn put_resource_and_release(
+        &self,
+        kind: &ResourceKind,
+        name: &str,
+        version: &str,
+        lease: Lease,
+    ) -> Result<Resource> {
         let r = self.put_resource(kind, name, version, lease.hash())?;
         drop(lease);
         Ok(r)

@@ -131,14 +131,15 @@ impl Store {
         let served = ranges::clamp(requested, opened.size) & &opened.held;
         writer.write_all(&opened.size.to_le_bytes()).map_err(Error::Stream)?;
         let mut counting = CountingWrite { inner: writer, bytes: 8 };
-        let outboard = PreOrderOutboard { root: (*hash).into(), tree: tree::bao_tree(opened.size), data: opened.outboard };
-        bao_tree::io::sync::encode_ranges_validated(opened.data, outboard, &served, &mut counting).map_err(|e| {
-            match (e, &opened.external) {
+        let outboard =
+            PreOrderOutboard { root: (*hash).into(), tree: tree::bao_tree(opened.size), data: opened.outboard };
+        bao_tree::io::sync::encode_ranges_validated(opened.data, outboard, &served, &mut counting).map_err(
+            |e| match (e, &opened.external) {
                 (EncodeError::Io(io), _) => Error::Stream(io),
                 (e, Some(p)) => Error::ReferenceChanged { hash: *hash, path: p.clone(), reason: e.to_string() },
                 (e, None) => Error::Verification { hash: *hash, reason: format!("local data is damaged: {e}") },
-            }
-        })?;
+            },
+        )?;
         counting.flush().map_err(Error::Stream)?;
         Ok(ServeOutcome { size: opened.size, served, bytes_written: counting.bytes })
     }
@@ -188,7 +189,7 @@ impl Store {
     pub fn read_to_vec(&self, hash: &Hash) -> Result<Vec<u8>> {
         let mut r = self.reader(hash)?;
         let mut out = Vec::with_capacity(r.size() as usize);
-        r.read_to_end(&mut out).map_err(|e| Error::Stream(e))?;
+        r.read_to_end(&mut out).map_err(Error::Stream)?;
         Ok(out)
     }
 
@@ -213,9 +214,13 @@ impl Store {
                 _ => {
                     let mut r = self.reader(hash)?;
                     let mut f = File::create(&tmp).map_err(Error::io("create", &tmp))?;
-                    io::copy(&mut r, &mut f).map_err(|e| match e.get_ref().and_then(|i| i.downcast_ref::<ReadError>()) {
-                        Some(ReadError(msg)) => Error::ReferenceChanged { hash: *hash, path: target.into(), reason: msg.clone() },
-                        None => Error::io("export to", &tmp)(e),
+                    io::copy(&mut r, &mut f).map_err(|e| {
+                        match e.get_ref().and_then(|i| i.downcast_ref::<ReadError>()) {
+                            Some(ReadError(msg)) => {
+                                Error::ReferenceChanged { hash: *hash, path: target.into(), reason: msg.clone() }
+                            }
+                            None => Error::io("export to", &tmp)(e),
+                        }
                     })?
                 }
             };

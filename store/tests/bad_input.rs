@@ -198,7 +198,8 @@ async fn disk_full_gives_an_error_and_a_consistent_store() {
     assert_eq!(fs::read_dir(mnt.join("store/tmp")).unwrap().count(), 0, "temp files left behind");
     // download larger than the disk
     let (_d, src, h, _) = source(8 * 1024 * 1024).await;
-    let err = common::receive(&store, h, &ChunkRanges::all(), &common::response(&src, &h, &ChunkRanges::all())).unwrap_err();
+    let err =
+        common::receive(&store, h, &ChunkRanges::all(), &common::response(&src, &h, &ChunkRanges::all())).unwrap_err();
     assert!(err.is_disk_full(), "{err}");
     assert!(!matches!(store.status(&h).unwrap(), BlobStatus::Complete { .. }));
     // the store still works once space is freed

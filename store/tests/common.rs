@@ -19,7 +19,12 @@ pub fn response(src: &Store, hash: &Hash, ranges: &ChunkRanges) -> Vec<u8> {
 }
 
 /// Feeds a response into `dst` through the sync API.
-pub fn receive(dst: &Store, hash: Hash, ranges: &ChunkRanges, resp: &[u8]) -> blixard_store::Result<blixard_store::ReceiveOutcome> {
+pub fn receive(
+    dst: &Store,
+    hash: Hash,
+    ranges: &ChunkRanges,
+    resp: &[u8],
+) -> blixard_store::Result<blixard_store::ReceiveOutcome> {
     let size = u64::from_le_bytes(resp[..8].try_into().unwrap());
     dst.receive_encoded(hash, size, ranges, &mut &resp[8..])
 }

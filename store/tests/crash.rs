@@ -120,7 +120,10 @@ fn kill_9_mid_write_loses_nothing_acknowledged() {
             }
             BlobStatus::Partial { ranges: recorded, .. } => {
                 let size = SIZE as u64;
-                assert!(to_groups(&(started.clone() | done.clone()), size).is_superset(&recorded), "recorded more than was sent");
+                assert!(
+                    to_groups(&(started.clone() | done.clone()), size).is_superset(&recorded),
+                    "recorded more than was sent"
+                );
                 assert!(recorded.is_superset(&to_groups(&done, size)), "lost acknowledged ranges");
                 partial_checks += usize::from(!recorded.is_empty());
                 let file = std::fs::read(dir.path().join("dst/partial").join(format!("{hash}.data"))).unwrap();

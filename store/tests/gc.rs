@@ -49,7 +49,10 @@ async fn gc_respects_roots_under_concurrency() {
                 if store.status(&h).unwrap() != BlobStatus::Absent {
                     store.set_tag_and_release("moving", lease).unwrap();
                     let now = store.tag("moving").unwrap().unwrap();
-                    assert!(matches!(store.status(&now).unwrap(), BlobStatus::Complete { .. }), "tagged blob collected");
+                    assert!(
+                        matches!(store.status(&now).unwrap(), BlobStatus::Complete { .. }),
+                        "tagged blob collected"
+                    );
                 }
             }
         });

@@ -38,7 +38,9 @@ fn range_sets() -> impl Strategy<Value = Vec<(u64, u64)>> {
 
 fn to_set(v: &[(u64, u64)]) -> ChunkRanges {
     let chunks = ranges::chunk_count(SIZE as u64);
-    v.iter().fold(ChunkRanges::empty(), |acc, &(a, len)| acc | ChunkRanges::from(ChunkNum(a)..ChunkNum((a + len).min(chunks))))
+    v.iter().fold(ChunkRanges::empty(), |acc, &(a, len)| {
+        acc | ChunkRanges::from(ChunkNum(a)..ChunkNum((a + len).min(chunks)))
+    })
 }
 
 proptest! {

@@ -10,7 +10,9 @@ use common::*;
 async fn full_transfer_round_trip() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (src, dst) = (Store::open(a.path()).unwrap(), Store::open(b.path()).unwrap());
-    for (i, size) in [0usize, 1, 1024, 16383, 16384, 16385, (1 << 20) + 7, 3 * 1024 * 1024 + 12345].into_iter().enumerate() {
+    for (i, size) in
+        [0usize, 1, 1024, 16383, 16384, 16385, (1 << 20) + 7, 3 * 1024 * 1024 + 12345].into_iter().enumerate()
+    {
         let bytes = data(size, i as u64);
         let imp = src.import_bytes(bytes.clone()).await.unwrap();
         let resp = response(&src, &imp.hash, &ChunkRanges::all());
@@ -46,7 +48,10 @@ async fn partial_ranges_then_rest() {
     let served = ChunkRanges::from(ChunkNum(16)..ChunkNum(64));
     let mut r = &resp[8..];
     // the partial store serves exactly what it holds; decode with that set
-    let held = match dst.status(&h).unwrap() { BlobStatus::Partial { ranges, .. } => ranges, _ => unreachable!() };
+    let held = match dst.status(&h).unwrap() {
+        BlobStatus::Partial { ranges, .. } => ranges,
+        _ => unreachable!(),
+    };
     third.receive_encoded(h, bytes.len() as u64, &held, &mut r).unwrap();
     assert!(held.is_superset(&served));
     // then the rest completes the blob
@@ -63,10 +68,7 @@ async fn two_writers_fill_one_blob() {
     let bytes = data(8 * 1024 * 1024, 3);
     let h = src.import_bytes(bytes.clone()).await.unwrap().hash;
     let n = ranges::chunk_count(bytes.len() as u64);
-    let halves = [
-        ChunkRanges::from(ChunkNum(0)..ChunkNum(n / 2)),
-        ChunkRanges::from(ChunkNum(n / 2)..ChunkNum(n)),
-    ];
+    let halves = [ChunkRanges::from(ChunkNum(0)..ChunkNum(n / 2)), ChunkRanges::from(ChunkNum(n / 2)..ChunkNum(n))];
     std::thread::scope(|s| {
         for r in &halves {
             let resp = response(&src, &h, r);
