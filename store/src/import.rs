@@ -32,6 +32,9 @@ use crate::{
 /// their file (64 MiB of outboard covers 16 GiB of data).
 const OUTBOARD_IN_MEMORY_MAX: u64 = 16 * 1024 * 1024;
 
+/// Hashing window in copy mode: 512 × 16 KiB = 8 MiB.
+const COPY_WINDOW_BLOCKS: u64 = 512;
+
 /// How a file is imported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImportMode {
@@ -87,7 +90,10 @@ fn hash_file_into(
     sink: &mut OutboardSink<'_>,
     copy_to: Option<&File>,
 ) -> Result<Hash> {
-    let mut b = OutboardBuilder::new(size);
+    // Copy mode keeps up to three windows resident (hashing, queued, being
+    // written), so it uses smaller ones to stay within a constant ~64 MiB.
+    let window_blocks = if copy_to.is_some() { COPY_WINDOW_BLOCKS } else { tree::WINDOW_BLOCKS };
+    let mut b = OutboardBuilder::with_window_blocks(size, window_blocks);
     if size == 0 {
         b.add_window(&[], sink).map_err(Error::io("hash", path))?;
         return b.finish(sink).map_err(Error::io("hash", path));

@@ -28,9 +28,9 @@ pub const BLOCK_BYTES: u64 = 16 * 1024;
 pub const PARENT_BYTES: u64 = 64;
 /// The bao-tree block size used everywhere in the store.
 pub const BLOCK_SIZE: bao_tree::BlockSize = bao_tree::BlockSize::from_chunk_log(BLOCK_CHUNK_LOG);
-/// Blocks per hashing window: 512 × 16 KiB = 8 MiB. A power of two, so
-/// windows are whole subtrees of the bao tree.
-pub const WINDOW_BLOCKS: u64 = 512;
+/// Blocks per hashing window by default: 2048 × 16 KiB = 32 MiB. A power of
+/// two, so windows are whole subtrees of the bao tree.
+pub const WINDOW_BLOCKS: u64 = 2048;
 /// Bytes hashed per parallel task: large enough to amortise scheduling.
 const PIECE_BYTES: usize = 256 * 1024;
 /// Bytes per hashing window.
@@ -169,11 +169,12 @@ fn merge_subtree(
 }
 
 /// Builds a blob's hash and pre-order outboard from its data, fed in order one
-/// window ([`WINDOW_BYTES`]) at a time. Memory use is the window's leaf hashes
-/// (64 KiB) plus one hash per window.
+/// window ([`WINDOW_BYTES`] by default) at a time. Memory use is the window's
+/// leaf hashes plus one hash per window.
 pub struct OutboardBuilder {
     size: u64,
     n: u64,
+    window_blocks: u64,
     next_window: u64,
     window_roots: Vec<ChainingValue>,
 }
@@ -181,18 +182,25 @@ pub struct OutboardBuilder {
 impl OutboardBuilder {
     /// Starts a builder for a blob of exactly `size` bytes.
     pub fn new(size: u64) -> Self {
-        Self { size, n: blocks(size), next_window: 0, window_roots: Vec::new() }
+        Self::with_window_blocks(size, WINDOW_BLOCKS)
+    }
+
+    /// Starts a builder fed in windows of `window_blocks` blocks (a power of two).
+    pub fn with_window_blocks(size: u64, window_blocks: u64) -> Self {
+        assert!(window_blocks.is_power_of_two(), "window_blocks must be a power of two");
+        Self { size, n: blocks(size), window_blocks, next_window: 0, window_roots: Vec::new() }
     }
 
     /// Number of windows the data must be fed in.
     pub fn window_count(&self) -> u64 {
-        self.n.div_ceil(WINDOW_BLOCKS)
+        self.n.div_ceil(self.window_blocks)
     }
 
     /// Byte range of window `w`.
     pub fn window_range(&self, w: u64) -> std::ops::Range<u64> {
-        let start = w * WINDOW_BYTES;
-        start..(start + WINDOW_BYTES).min(self.size)
+        let bytes = self.window_blocks * BLOCK_BYTES;
+        let start = w * bytes;
+        start..(start + bytes).min(self.size)
     }
 
     /// Hashes the next window (exactly the bytes of [`Self::window_range`]) on
@@ -201,8 +209,8 @@ impl OutboardBuilder {
         let w = self.next_window;
         let range = self.window_range(w);
         assert_eq!(data.len() as u64, range.end - range.start, "window {w} has the wrong length");
-        let first_block = w * WINDOW_BLOCKS;
-        let is_root = self.n <= WINDOW_BLOCKS;
+        let first_block = w * self.window_blocks;
+        let is_root = self.n <= self.window_blocks;
         let cvs: Vec<ChainingValue> = if data.len() as u64 <= BLOCK_BYTES {
             vec![leaf_hash(first_block, data, self.n == 1)]
         } else {
@@ -245,8 +253,8 @@ impl OutboardBuilder {
         is_root: bool,
         sink: &mut OutboardSink<'_>,
     ) -> std::io::Result<ChainingValue> {
-        if count <= WINDOW_BLOCKS {
-            return Ok(self.window_roots[(start / WINDOW_BLOCKS) as usize]);
+        if count <= self.window_blocks {
+            return Ok(self.window_roots[(start / self.window_blocks) as usize]);
         }
         let l = left_len(count);
         let left = self.merge_upper(start, l, index + 1, false, sink)?;
@@ -296,6 +304,21 @@ mod tests {
     fn matches_bao_tree_across_windows() {
         // more than two windows, last one ragged
         check((2 * WINDOW_BYTES + 5 * BLOCK_BYTES + 123) as usize);
+    }
+
+    #[test]
+    fn small_windows_give_the_same_outboard() {
+        let data: Vec<u8> = (0..(5 * BLOCK_BYTES as usize + 99)).map(|i| (i % 251) as u8).collect();
+        let (hash, ob) = outboard_of(&data);
+        let mut ob2 = vec![0u8; ob.len()];
+        let mut b = OutboardBuilder::with_window_blocks(data.len() as u64, 2);
+        let mut sink = OutboardSink::Memory(&mut ob2);
+        for w in 0..b.window_count() {
+            let r = b.window_range(w);
+            b.add_window(&data[r.start as usize..r.end as usize], &mut sink).unwrap();
+        }
+        assert_eq!(b.finish(&mut sink).unwrap(), hash);
+        assert_eq!(ob2, ob);
     }
 
     #[test]
