@@ -290,7 +290,7 @@ impl Store {
         Ok(())
     }
 
-    /// Size of the tree geometry helper for callers: the bao tree of a blob.
+    /// The bao-tree geometry (16 KiB chunk groups) of a blob of `size` bytes.
     pub fn tree_of(size: u64) -> bao_tree::BaoTree {
         tree::bao_tree(size)
     }
