@@ -68,14 +68,14 @@ pub struct ImportOutcome {
 }
 
 /// Hashes an open file of `size` bytes; returns the hash and, if it fits in
-/// memory, the outboard (empty for single-group blobs).
-pub(crate) fn hash_file(file: &File, size: u64, path: &Path) -> Result<(Hash, Vec<u8>)> {
+/// memory, the outboard (empty for single-group blobs); optionally copies it to `copy_to`.
+pub(crate) fn hash_file(file: &File, size: u64, path: &Path, copy_to: Option<&File>) -> Result<(Hash, Vec<u8>)> {
     let ob_size = tree::outboard_size(size);
     if ob_size > OUTBOARD_IN_MEMORY_MAX {
         return Err(Error::Limit(format!("outboard of {size} bytes does not fit in memory")));
     }
     let mut ob = vec![0u8; ob_size as usize];
-    let hash = hash_file_into(file, size, path, &mut OutboardSink::Memory(&mut ob), None)?;
+    let hash = hash_file_into(file, size, path, &mut OutboardSink::Memory(&mut ob), copy_to)?;
     Ok((hash, ob))
 }
 
@@ -279,8 +279,7 @@ impl Store {
     ) -> Result<(Hash, Vec<u8>, Option<PathBuf>)> {
         let ob_size = tree::outboard_size(size);
         if ob_size <= OUTBOARD_IN_MEMORY_MAX {
-            let mut ob = vec![0u8; ob_size as usize];
-            let hash = hash_file_into(src, size, path, &mut OutboardSink::Memory(&mut ob), copy_to)?;
+            let (hash, ob) = hash_file(src, size, path, copy_to)?;
             return Ok((hash, ob, None));
         }
         let ob_tmp = self.tmp_path("obao4");
@@ -331,13 +330,14 @@ impl Store {
         };
         let _roots = self.inner.roots.lock().unwrap();
         let lease = self.lease(*hash);
-        if matches!(self.entry(hash)?, Some(EntryRecord::Complete { .. })) {
-            discard();
-            return Ok(lease);
-        }
-        if matches!(self.entry(hash)?, Some(EntryRecord::Partial { .. })) {
+        match self.entry(hash)? {
+            Some(EntryRecord::Complete { .. }) => {
+                discard();
+                return Ok(lease);
+            }
             // a complete import supersedes a partial download of the same blob
-            self.remove_blob(hash)?;
+            Some(EntryRecord::Partial { .. }) => self.remove_blob(hash)?,
+            None => {}
         }
         let outboard = match (ob_tmp.as_ref(), ob.len() as u64) {
             (Some(p), _) => {

@@ -252,7 +252,7 @@ impl Store {
             if f.metadata().map_err(Error::io("stat", &data_path))?.len() != size {
                 return Ok(false);
             }
-            let (h, outboard) = crate::import::hash_file(&f, size, &data_path)?;
+            let (h, outboard) = crate::import::hash_file(&f, size, &data_path, None)?;
             if h != *hash {
                 return Ok(false);
             }
