@@ -48,6 +48,21 @@ pub fn clamp(ranges: &ChunkRanges, size: u64) -> ChunkRanges {
     ranges & &all(size)
 }
 
+/// The chunks a request for `ranges` actually selects in a blob of `size`
+/// bytes, by bao-tree's rule: chunks past the end are dropped, and a request
+/// that reaches past the end also selects the last chunk (so `n..` with any
+/// `n` at or beyond the end is a request for the size proof). The encoding of
+/// this set is byte-identical to the encoding of `ranges`.
+pub fn normalize(ranges: &ChunkRanges, size: u64) -> ChunkRanges {
+    // An empty blob still has one (empty) chunk in bao's view.
+    let end = ChunkNum(chunk_count(size).max(1));
+    let mut selected = ranges & &ChunkRanges::from(ChunkNum(0)..end);
+    if !(ranges & &ChunkRanges::from(end..)).is_empty() {
+        selected |= last_chunk(size);
+    }
+    selected
+}
+
 /// The finite ranges of a clamped set as plain `u64` chunk ranges.
 pub fn to_vec(ranges: &ChunkRanges, size: u64) -> Vec<Range<u64>> {
     let end = chunk_count(size);
@@ -98,6 +113,17 @@ mod tests {
         assert_eq!(byte_count(&ChunkRanges::all(), 5000), 5000);
         assert_eq!(from_bytes(1023..1025), ChunkRanges::from(ChunkNum(0)..ChunkNum(2)));
         assert!(from_bytes(5..5).is_empty());
+    }
+
+    #[test]
+    fn normalize_selects_last_chunk_past_the_end() {
+        let c = |a, b| ChunkRanges::from(ChunkNum(a)..ChunkNum(b));
+        assert_eq!(normalize(&c(0, 3), 5000), c(0, 3));
+        assert_eq!(normalize(&ChunkRanges::from(ChunkNum(100)..), 5000), c(4, 5));
+        assert_eq!(normalize(&(c(0, 2) | c(9, 12)), 5000), c(0, 2) | c(4, 5));
+        assert_eq!(normalize(&ChunkRanges::all(), 0), c(0, 1));
+        assert_eq!(normalize(&c(0, 1), 0), c(0, 1));
+        assert!(normalize(&ChunkRanges::empty(), 5000).is_empty());
     }
 
     #[test]

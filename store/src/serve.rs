@@ -28,7 +28,8 @@ use crate::{
 pub struct ServeOutcome {
     /// The blob size sent in the header.
     pub size: u64,
-    /// The chunk ranges encoded (the request, clamped, intersected with what is held).
+    /// The chunk ranges encoded: the request, normalised (see
+    /// [`ranges::normalize`]), intersected with what is held.
     pub served: ChunkRanges,
     /// Bytes written, header included.
     pub bytes_written: u64,
@@ -128,7 +129,7 @@ impl Store {
     /// the blob is absent.
     pub fn write_encoded(&self, hash: &Hash, requested: &ChunkRanges, mut writer: impl Write) -> Result<ServeOutcome> {
         let opened = self.open_blob(hash)?;
-        let served = ranges::clamp(requested, opened.size) & &opened.held;
+        let served = ranges::normalize(requested, opened.size) & &opened.held;
         writer.write_all(&opened.size.to_le_bytes()).map_err(Error::Stream)?;
         let mut counting = CountingWrite { inner: writer, bytes: 8 };
         let outboard =

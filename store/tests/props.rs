@@ -105,3 +105,40 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+    /// A request that reaches past the end is served as bao-tree encodes it:
+    /// our normalised ranges give byte-identical responses to bao-tree's own
+    /// encoder given the raw request.
+    #[test]
+    fn normalized_requests_encode_like_bao_tree(
+        size in 0usize..200_000,
+        starts in proptest::collection::vec(0u64..300, 1..4),
+        open in any::<bool>(),
+    ) {
+        let data = common::data(size, 9);
+        let (hash, outboard) = blixard_store::tree::outboard_of(&data);
+        let mut requested = ChunkRanges::empty();
+        for (i, s) in starts.iter().enumerate() {
+            let r = if open && i == starts.len() - 1 {
+                ChunkRanges::from(ChunkNum(*s)..)
+            } else {
+                ChunkRanges::from(ChunkNum(*s)..ChunkNum(s + 7))
+            };
+            requested |= r;
+        }
+        let ob = bao_tree::io::outboard::PreOrderOutboard {
+            root: hash.into(),
+            tree: blixard_store::tree::bao_tree(size as u64),
+            data: outboard,
+        };
+        let mut theirs = Vec::new();
+        bao_tree::io::sync::encode_ranges_validated(&data[..], &ob, &requested, &mut theirs).unwrap();
+        let mut ours = Vec::new();
+        let normalized = ranges::normalize(&requested, size as u64);
+        bao_tree::io::sync::encode_ranges_validated(&data[..], &ob, &normalized, &mut ours).unwrap();
+        prop_assert_eq!(theirs, ours);
+    }
+}
