@@ -415,6 +415,24 @@ impl Store {
         requested: &ChunkRanges,
         reader: &mut impl Read,
     ) -> Result<ReceiveOutcome> {
+        let out = self.receive_encoded_part(hash, size, requested, reader)?;
+        let mut extra = [0u8; 1];
+        if reader.read(&mut extra).map_err(Error::Stream)? != 0 {
+            return Err(Error::Verification { hash, reason: "trailing bytes after the response".into() });
+        }
+        Ok(out)
+    }
+
+    /// Like [`Store::receive_encoded`], but reads only the encoding and
+    /// leaves what follows it in `reader` (for streams that carry several
+    /// responses one after another).
+    pub fn receive_encoded_part(
+        &self,
+        hash: Hash,
+        size: u64,
+        requested: &ChunkRanges,
+        reader: &mut impl Read,
+    ) -> Result<ReceiveOutcome> {
         let _lease = self.lease(hash);
         let target = self.target(&hash, size)?;
         let mut out = ReceiveOutcome { size, data_bytes: 0, held: ChunkRanges::empty(), complete: false };
@@ -426,10 +444,6 @@ impl Store {
         if size == 0 && matches!(target, Target::Small) && hash == Hash::of(&[]) {
             drop(self.commit_inline(&hash, Vec::new())?);
             out.complete = true;
-        }
-        let mut extra = [0u8; 1];
-        if reader.read(&mut extra).map_err(Error::Stream)? != 0 {
-            return Err(Error::Verification { hash, reason: "trailing bytes after the response".into() });
         }
         out.held = self.held(&hash, &target, size);
         out.complete = out.complete || matches!(target, Target::Complete);

@@ -146,14 +146,15 @@ impl Store {
     }
 
     /// Async form of [`Store::write_encoded`]: encodes on the blocking pool and
-    /// writes to `writer`, which is handed back.
-    pub async fn write_response<W>(&self, hash: Hash, requested: ChunkRanges, writer: W) -> Result<(ServeOutcome, W)>
+    /// writes to `writer`, which is handed back whatever the outcome (so the
+    /// caller can still finish or reset it).
+    pub async fn write_response<W>(&self, hash: Hash, requested: ChunkRanges, writer: W) -> (Result<ServeOutcome>, W)
     where
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let store = self.clone();
         let handle = tokio::runtime::Handle::current();
-        let (res, writer) = tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             let mut w = io::BufWriter::with_capacity(256 * 1024, BlockingWrite::new(handle, writer));
             let res = store.write_encoded(&hash, &requested, &mut w);
             let res = res.and_then(|o| w.flush().map_err(Error::Stream).map(|_| o));
@@ -162,9 +163,13 @@ impl Store {
                 Err(e) => e.into_inner().into_parts().0.inner,
             };
             (res, inner)
-        })
-        .await?;
-        res.map(|o| (o, writer))
+        });
+        match task.await {
+            Ok(done) => done,
+            // A blocking task is cancelled only at runtime shutdown; a panic
+            // in the encoder is a bug and propagates.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 
     /// A reader over the bytes of a complete blob. Reads of a referenced file

@@ -89,7 +89,7 @@ async fn async_streams_and_export() {
     let (tx, rx) = tokio::io::duplex(64 * 1024);
     let serve = tokio::spawn({
         let src = src.clone();
-        async move { src.write_response(h, ChunkRanges::all(), tx).await.map(|(o, _)| o) }
+        async move { src.write_response(h, ChunkRanges::all(), tx).await.0 }
     });
     let (out, _) = dst.receive_response(h, ChunkRanges::all(), rx).await.unwrap();
     let served = serve.await.unwrap().unwrap();

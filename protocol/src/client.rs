@@ -1,0 +1,300 @@
+//! The client side: requests over a [`Connection`], with blob data verified
+//! and written into a store as it arrives.
+//!
+//! [`get`] asks only for the chunk ranges the store does not hold yet, so an
+//! interrupted transfer resumes where it stopped. Every response read has a
+//! deadline ([`Deadlines`]): a server that stalls or drips is cut off with
+//! [`Error::Timeout`]. Nothing unverified is ever stored: the store verifies
+//! every parent and leaf against the requested hash before writing it.
+
+use std::{
+    io::Read,
+    net::SocketAddr,
+    sync::{atomic::AtomicU64, Arc},
+    time::{Duration, Instant},
+};
+
+use blixard_store::{bridge::BlockingRead, ranges, BlobStatus, ChunkRanges, Hash, Store};
+use serde::de::DeserializeOwned;
+
+use crate::{
+    limits::*,
+    stream::{self, Deadlines, WatchedRead},
+    wire::*,
+    Connection, Error, Result,
+};
+
+/// Deadline for small requests (ping, lookup, list, peers, observe).
+pub const SMALL_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Options for blob requests.
+#[derive(Debug, Clone, Default)]
+pub struct GetOptions {
+    /// Deadlines for the response.
+    pub deadlines: Deadlines,
+    /// If set, incremented by every response byte read, as it arrives.
+    pub progress: Option<Arc<AtomicU64>>,
+}
+
+/// What one blob request did.
+#[derive(Debug, Clone)]
+pub struct GetOutcome {
+    /// The blob.
+    pub hash: Hash,
+    /// Its size (from the response; verified if the last chunk was received).
+    pub size: u64,
+    /// The ranges received: the request as the server answers it (see
+    /// [`effective_ranges`]); empty if the blob was already complete.
+    pub requested: ChunkRanges,
+    /// Response bytes read: size header, parents and data.
+    pub wire_bytes: u64,
+    /// Verified data bytes written.
+    pub data_bytes: u64,
+    /// What the store holds now.
+    pub held: ChunkRanges,
+    /// True if the blob is complete in the store.
+    pub complete: bool,
+}
+
+/// The chunk ranges of `hash` the store lacks; `None` if it is complete.
+/// For an absent blob that is everything (`0..`), size unknown.
+pub fn missing(store: &Store, hash: &Hash) -> Result<Option<ChunkRanges>> {
+    Ok(match store.status(hash)? {
+        BlobStatus::Absent => Some(ChunkRanges::all()),
+        BlobStatus::Partial { size, ranges: held, .. } => Some(ranges::all(size) - held),
+        BlobStatus::Complete { .. } => None,
+    })
+}
+
+/// Fetches whatever the store lacks of `hash`.
+pub async fn get(conn: &Connection, store: &Store, hash: Hash, options: &GetOptions) -> Result<GetOutcome> {
+    match missing(store, &hash)? {
+        None => {
+            let size = match store.status(&hash)? {
+                BlobStatus::Complete { size } => size,
+                _ => 0,
+            };
+            Ok(GetOutcome {
+                hash,
+                size,
+                requested: ChunkRanges::empty(),
+                wire_bytes: 0,
+                data_bytes: 0,
+                held: ranges::all(size),
+                complete: true,
+            })
+        }
+        Some(wanted) => get_ranges(conn, store, hash, wanted, options).await,
+    }
+}
+
+/// Fetches `ranges` of `hash` (the server must hold all of them, else
+/// [`ErrorCode::NotHeld`]), verifying into `store`.
+pub async fn get_ranges(
+    conn: &Connection,
+    store: &Store,
+    hash: Hash,
+    ranges: ChunkRanges,
+    options: &GetOptions,
+) -> Result<GetOutcome> {
+    let request = Request::Get(GetRequest { hash: hash.0, ranges: RangeSpec::new(&ranges) });
+    let mut outcomes = fetch(conn, store, &request, vec![(hash, ranges)], None, options).await?;
+    Ok(outcomes.pop().expect("one item requested"))
+}
+
+/// Fetches several blobs on one stream, in order.
+pub async fn get_many(
+    conn: &Connection,
+    store: &Store,
+    items: Vec<(Hash, ChunkRanges)>,
+    options: &GetOptions,
+) -> Result<Vec<GetOutcome>> {
+    if items.len() > MAX_GET_MANY_ITEMS {
+        return Err(Error::Limit {
+            what: "get-many items",
+            actual: items.len() as u64,
+            limit: MAX_GET_MANY_ITEMS as u64,
+        });
+    }
+    let request = Request::GetMany(GetManyRequest {
+        items: items.iter().map(|(h, r)| GetRequest { hash: h.0, ranges: RangeSpec::new(r) }).collect(),
+    });
+    fetch(conn, store, &request, items, None, options).await
+}
+
+/// Fetches a hash sequence whole, then `children` of each hash in it. The
+/// first outcome is the sequence blob's.
+pub async fn get_seq(
+    conn: &Connection,
+    store: &Store,
+    seq: Hash,
+    children: ChunkRanges,
+    options: &GetOptions,
+) -> Result<Vec<GetOutcome>> {
+    let request = Request::GetSeq(GetSeqRequest { hash: seq.0, children: RangeSpec::new(&children) });
+    fetch(conn, store, &request, vec![(seq, ChunkRanges::all())], Some(children), options).await
+}
+
+/// Sends `request` and receives the blob responses for `items` in order;
+/// with `seq_children`, the first item is a hash sequence whose children
+/// follow with those ranges.
+async fn fetch(
+    conn: &Connection,
+    store: &Store,
+    request: &Request,
+    items: Vec<(Hash, ChunkRanges)>,
+    seq_children: Option<ChunkRanges>,
+    options: &GetOptions,
+) -> Result<Vec<GetOutcome>> {
+    let (mut send, recv) = conn.quinn().open_bi().await.map_err(Error::Connection)?;
+    stream::write_frame(&mut send, request).await?;
+    send.finish()?;
+    let (reader, cancel, report) = WatchedRead::new(recv, options.deadlines, options.progress.clone());
+    let store2 = store.clone();
+    let handle = tokio::runtime::Handle::current();
+    let task = tokio::task::spawn_blocking(move || {
+        let mut r = std::io::BufReader::with_capacity(256 * 1024, BlockingRead::new(handle, reader));
+        receive_items(&store2, &mut r, items, seq_children)
+    });
+    let result = task.await.map_err(|e| Error::Stream(format!("receive task: {e}")));
+    drop(cancel);
+    let wire = report.bytes.load(std::sync::atomic::Ordering::Relaxed);
+    match result.and_then(|r| r) {
+        Ok(mut outcomes) => {
+            // Attribute the wire bytes to the single item of a plain get.
+            if outcomes.len() == 1 {
+                outcomes[0].wire_bytes = wire;
+            }
+            Ok(outcomes)
+        }
+        Err(e) => Err(report.explain(e, &options.deadlines)),
+    }
+}
+
+fn receive_items(
+    store: &Store,
+    reader: &mut impl Read,
+    items: Vec<(Hash, ChunkRanges)>,
+    seq_children: Option<ChunkRanges>,
+) -> Result<Vec<GetOutcome>> {
+    let mut queue: std::collections::VecDeque<_> = items.into();
+    let mut outcomes = Vec::new();
+    let mut first = true;
+    while let Some((hash, requested)) = queue.pop_front() {
+        let mut header = [0u8; 8];
+        reader.read_exact(&mut header).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                Error::Malformed { what: "response", reason: "ended before the size header".into() }
+            }
+            _ => Error::Stream(e.to_string()),
+        })?;
+        let size = u64::from_le_bytes(header);
+        let effective = effective_ranges(&requested, size);
+        let out = store.receive_encoded_part(hash, size, &effective, reader)?;
+        if first {
+            if let Some(children) = &seq_children {
+                // The sequence is complete and verified now; its children follow.
+                if size % 32 != 0 || size / 32 > MAX_SEQ_CHILDREN {
+                    return Err(Error::Malformed { what: "hash sequence", reason: format!("{size} bytes") });
+                }
+                let bytes = store.read_to_vec(&hash)?;
+                queue.extend(bytes.chunks_exact(32).map(|c| (Hash(c.try_into().expect("32 bytes")), children.clone())));
+            }
+            first = false;
+        }
+        outcomes.push(GetOutcome {
+            hash,
+            size,
+            requested: effective,
+            wire_bytes: 0,
+            data_bytes: out.data_bytes,
+            held: out.held,
+            complete: out.complete,
+        });
+    }
+    let mut extra = [0u8; 1];
+    match reader.read(&mut extra) {
+        Ok(0) => Ok(outcomes),
+        Ok(_) => Err(Error::Malformed { what: "response", reason: "trailing bytes after the last blob".into() }),
+        Err(e) => Err(Error::Stream(e.to_string())),
+    }
+}
+
+/// Sends a small request and reads its one response frame.
+async fn small<T: DeserializeOwned>(conn: &Connection, request: &Request, what: &'static str) -> Result<T> {
+    let work = async {
+        let (mut send, mut recv) = conn.quinn().open_bi().await?;
+        stream::write_frame(&mut send, request).await?;
+        send.finish()?;
+        stream::read_frame(&mut recv, what).await
+    };
+    tokio::time::timeout(SMALL_REQUEST_TIMEOUT, work)
+        .await
+        .map_err(|_| Error::Timeout(format!("no {what} within {SMALL_REQUEST_TIMEOUT:?}")))?
+}
+
+/// What a peer holds of `hash` now.
+pub async fn observe(conn: &Connection, hash: Hash) -> Result<Availability> {
+    small(conn, &Request::Observe(ObserveRequest { hash: hash.0, watch: false }), "availability").await
+}
+
+/// A stream of availability updates for one blob.
+pub struct Observer {
+    recv: quinn::RecvStream,
+    _send: quinn::SendStream,
+}
+
+impl Observer {
+    /// The next update; `None` when the peer ends the stream (the blob is
+    /// complete there, or the peer's observe time limit passed).
+    pub async fn next(&mut self) -> Result<Option<Availability>> {
+        match stream::read_frame_body(&mut self.recv, MAX_RESPONSE_FRAME_BYTES).await? {
+            Some(body) => decode_body("availability", &body).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Observes `hash` with updates as the peer's holdings grow.
+pub async fn watch(conn: &Connection, hash: Hash) -> Result<Observer> {
+    let (mut send, recv) = conn.quinn().open_bi().await?;
+    stream::write_frame(&mut send, &Request::Observe(ObserveRequest { hash: hash.0, watch: true })).await?;
+    send.finish()?;
+    Ok(Observer { recv, _send: send })
+}
+
+/// Looks up one resource.
+pub async fn lookup(conn: &Connection, kind: &str, name: &str, version: &str) -> Result<Option<ResourceInfo>> {
+    let req = Request::Lookup(LookupRequest { kind: kind.into(), name: name.into(), version: version.into() });
+    Ok(small::<LookupResponse>(conn, &req, "lookup response").await?.0)
+}
+
+/// Lists a peer's resources, optionally of one kind.
+pub async fn list(conn: &Connection, kind: Option<&str>) -> Result<ListResponse> {
+    small(conn, &Request::List(ListRequest { kind: kind.map(Into::into) }), "list response").await
+}
+
+/// What a ping measured.
+#[derive(Debug, Clone, Copy)]
+pub struct PingOutcome {
+    /// The address the peer sees us at.
+    pub observed: SocketAddr,
+    /// Round trip of the request.
+    pub rtt: Duration,
+}
+
+/// Pings a peer: round trip and the address it sees us at.
+pub async fn ping(conn: &Connection) -> Result<PingOutcome> {
+    let start = Instant::now();
+    let pong: Pong = small(conn, &Request::Ping, "pong").await?;
+    Ok(PingOutcome { observed: pong.observed.into(), rtt: start.elapsed() })
+}
+
+/// The peers a peer knows.
+pub async fn peers(conn: &Connection) -> Result<Vec<PeerInfo>> {
+    let r: PeersResponse = small(conn, &Request::Peers, "peers response").await?;
+    if r.peers.len() > MAX_PEERS || r.peers.iter().any(|p| p.addrs.len() > MAX_ADDRS_PER_PEER) {
+        return Err(Error::Malformed { what: "peers response", reason: "more peers or addresses than allowed".into() });
+    }
+    Ok(r.peers)
+}

@@ -1,0 +1,104 @@
+//! The one error type of the protocol crate.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use crate::{wire::ErrorCode, NodeId};
+
+/// Everything that can go wrong in the protocol crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The node's key file could not be read, created or parsed.
+    #[error("identity key {path}: {reason}")]
+    Identity { path: PathBuf, reason: String },
+    /// A node id in text form did not parse.
+    #[error("invalid node id {0:?}: expected 64 lowercase hex characters (an Ed25519 public key)")]
+    InvalidNodeId(String),
+    /// A peer address in text form did not parse.
+    #[error("invalid peer address {0:?}: expected HOST:PORT or NODE_ID@HOST:PORT")]
+    InvalidPeerAddr(String),
+    /// Building the TLS or QUIC configuration failed.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// The UDP socket could not be bound.
+    #[error("cannot bind UDP {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    /// The peer's key is not the node id we expected.
+    #[error("peer at {addr} is node {actual}, expected {expected}")]
+    WrongIdentity { addr: SocketAddr, expected: NodeId, actual: NodeId },
+    /// Connecting failed (unreachable, handshake refused, wrong protocol version...).
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
+    /// The connection was lost or closed.
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// The peer answered a request with a documented error code.
+    #[error("peer refused the request: {0}")]
+    Remote(ErrorCode),
+    /// Writing to or reading from a stream failed.
+    #[error("stream: {0}")]
+    Stream(String),
+    /// A message did not decode or broke a rule of the protocol.
+    #[error("malformed {what}: {reason}")]
+    Malformed { what: &'static str, reason: String },
+    /// A length or count exceeded its documented limit.
+    #[error("{what} is {actual}, over the limit of {limit}")]
+    Limit { what: &'static str, actual: u64, limit: u64 },
+    /// A deadline passed: the whole request, or no progress for too long.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The caller dropped the request.
+    #[error("cancelled")]
+    Cancelled,
+    /// The store refused or failed (verification failures included).
+    #[error(transparent)]
+    Store(#[from] blixard_store::Error),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// True if the peer sent data that failed verification or broke the
+    /// protocol: such a peer should be cut off and reported.
+    pub fn is_peer_misbehaving(&self) -> bool {
+        matches!(
+            self,
+            Error::Malformed { .. }
+                | Error::WrongIdentity { .. }
+                | Error::Store(blixard_store::Error::Verification { .. })
+                | Error::Store(blixard_store::Error::SizeMismatch { .. })
+        )
+    }
+}
+
+impl From<quinn::WriteError> for Error {
+    fn from(e: quinn::WriteError) -> Self {
+        Error::Stream(format!("write: {e}"))
+    }
+}
+
+impl From<quinn::ReadError> for Error {
+    fn from(e: quinn::ReadError) -> Self {
+        match e {
+            quinn::ReadError::Reset(code) => Error::Remote(ErrorCode::from_varint(code)),
+            e => Error::Stream(format!("read: {e}")),
+        }
+    }
+}
+
+impl From<quinn::ReadExactError> for Error {
+    fn from(e: quinn::ReadExactError) -> Self {
+        match e {
+            quinn::ReadExactError::ReadError(e) => e.into(),
+            quinn::ReadExactError::FinishedEarly(n) => {
+                Error::Malformed { what: "message", reason: format!("stream ended after {n} bytes") }
+            }
+        }
+    }
+}
+
+impl From<quinn::ClosedStream> for Error {
+    fn from(e: quinn::ClosedStream) -> Self {
+        Error::Stream(e.to_string())
+    }
+}

@@ -1,0 +1,372 @@
+//! The server side: answers every request stream of a connection from a
+//! store, within the protocol's limits.
+//!
+//! One task per stream (at most [`MAX_STREAMS_PER_CONNECTION`] per connection,
+//! enforced by QUIC flow control); blob responses are encoded on the blocking
+//! pool under a server-wide permit count. A request that cannot be answered
+//! gets its stream reset with a documented [`ErrorCode`]; nothing a client
+//! sends can panic the server or make it allocate beyond the caps.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use blixard_store::{ranges, BlobStatus, ChunkRanges, Hash, ResourceKind, Store};
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use crate::{
+    limits::*,
+    stream::{self, LimitedWrite, UploadLimiter},
+    wire::{self, *},
+    Connection, Endpoint, Error, Result,
+};
+
+/// The peers this node knows, for peers requests.
+pub type PeerSource = Arc<dyn Fn() -> Vec<PeerInfo> + Send + Sync>;
+
+/// What a server answers from, and its limits.
+pub struct ServerContext {
+    /// The blobs and resources served.
+    pub store: Store,
+    /// Limits on this server's resources.
+    pub limits: ServerLimits,
+    /// Known peers, for peers requests (none if `None`).
+    pub peers: Option<PeerSource>,
+    /// Paces every byte of blob data served, if set.
+    pub upload_limiter: Option<Arc<dyn UploadLimiter>>,
+    responses: Semaphore,
+    connections: Semaphore,
+}
+
+impl ServerContext {
+    /// A context serving `store` with `limits`.
+    pub fn new(store: Store, limits: ServerLimits) -> Arc<Self> {
+        Self::builder(store, limits, None, None)
+    }
+
+    /// A context with a peer source and an upload limiter.
+    pub fn builder(
+        store: Store,
+        limits: ServerLimits,
+        peers: Option<PeerSource>,
+        upload_limiter: Option<Arc<dyn UploadLimiter>>,
+    ) -> Arc<Self> {
+        Arc::new(ServerContext {
+            responses: Semaphore::new(limits.max_concurrent_responses),
+            connections: Semaphore::new(limits.max_connections),
+            store,
+            limits,
+            peers,
+            upload_limiter,
+        })
+    }
+}
+
+/// Accepts connections on `endpoint` and serves each until the endpoint
+/// closes. Connections over [`ServerLimits::max_connections`] are closed
+/// with [`ErrorCode::Unavailable`].
+pub async fn accept_loop(endpoint: Endpoint, ctx: Arc<ServerContext>) {
+    while let Some(conn) = endpoint.accept().await {
+        match conn {
+            Ok(conn) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve(conn, ctx).await {
+                        debug!("connection ended: {e}");
+                    }
+                });
+            }
+            Err(e) => debug!("incoming connection failed: {e}"),
+        }
+    }
+}
+
+/// Serves every request stream `conn` opens until it closes.
+pub async fn serve(conn: Connection, ctx: Arc<ServerContext>) -> Result<()> {
+    let Ok(_permit) = ctx.connections.try_acquire() else {
+        conn.close(ErrorCode::Unavailable, "too many connections");
+        return Ok(());
+    };
+    debug!(peer = %conn.remote_id(), addr = %conn.remote_address(), "serving");
+    loop {
+        let (send, recv) = match conn.quinn().accept_bi().await {
+            Ok(s) => s,
+            Err(
+                quinn::ConnectionError::ApplicationClosed(_)
+                | quinn::ConnectionError::LocallyClosed
+                | quinn::ConnectionError::TimedOut,
+            ) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let ctx = ctx.clone();
+        let remote = conn.remote_address();
+        tokio::spawn(async move { handle_stream(ctx, send, recv, remote).await });
+    }
+}
+
+async fn handle_stream(
+    ctx: Arc<ServerContext>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    remote: SocketAddr,
+) {
+    let request = match tokio::time::timeout(ctx.limits.request_timeout, read_request(&mut recv)).await {
+        Err(_) => Err(Rejection { code: ErrorCode::RequestTimeout, reason: "request not sent in time".into() }),
+        Ok(r) => r,
+    };
+    let request = match request {
+        Ok(r) => r,
+        Err(rej) => {
+            debug!(%remote, code = %rej.code, "rejected request: {}", rej.reason);
+            reject(&mut send, &mut recv, rej.code);
+            return;
+        }
+    };
+    // The request is complete: nothing more is read from this stream.
+    let _ = recv.stop(ErrorCode::Ok.varint());
+    let (mut send, result) = match request {
+        Request::Get(_) | Request::GetMany(_) | Request::GetSeq(_) => answer_blobs(&ctx, request, send).await,
+        other => {
+            let r = answer(&ctx, other, &mut send, remote).await;
+            (send, r)
+        }
+    };
+    match result {
+        Ok(()) => {
+            let _ = send.finish();
+        }
+        Err(code) => {
+            let _ = send.reset(code.varint());
+        }
+    }
+}
+
+fn reject(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code: ErrorCode) {
+    let _ = send.reset(code.varint());
+    let _ = recv.stop(code.varint());
+}
+
+async fn read_request(recv: &mut quinn::RecvStream) -> std::result::Result<Request, Rejection> {
+    let bad = |reason: String| Rejection { code: ErrorCode::BadRequest, reason };
+    match stream::read_frame_body(recv, MAX_REQUEST_BYTES).await {
+        Ok(Some(body)) => wire::decode_request(&body),
+        Ok(None) => Err(bad("stream ended before a request".into())),
+        Err(Error::Limit { actual, .. }) => {
+            Err(Rejection { code: ErrorCode::RequestTooLarge, reason: format!("{actual}-byte request") })
+        }
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// Answers one request; an error is the code to reset the stream with.
+async fn answer(
+    ctx: &ServerContext,
+    request: Request,
+    send: &mut quinn::SendStream,
+    remote: SocketAddr,
+) -> std::result::Result<(), ErrorCode> {
+    let write = |e: Error| {
+        debug!(%remote, "writing a response failed: {e}");
+        ErrorCode::Internal
+    };
+    match request {
+        Request::Observe(o) => observe(ctx, send, wire::hash(&o.hash), o.watch).await,
+        Request::Lookup(l) => {
+            let kind: ResourceKind = l.kind.parse().map_err(|_| ErrorCode::BadRequest)?;
+            let found = match ctx.store.resource(&kind, &l.name, &l.version) {
+                Ok(r) => r,
+                Err(blixard_store::Error::InvalidArgument(_)) => return Err(ErrorCode::BadRequest),
+                Err(_) => return Err(ErrorCode::Internal),
+            };
+            stream::write_frame(send, &LookupResponse(found.map(info))).await.map_err(write)
+        }
+        Request::List(l) => {
+            let kind = match l.kind {
+                Some(k) => Some(k.parse::<ResourceKind>().map_err(|_| ErrorCode::BadRequest)?),
+                None => None,
+            };
+            let all = ctx.store.resources(kind.as_ref()).map_err(|_| ErrorCode::Internal)?;
+            let truncated = all.len() > MAX_LIST_ITEMS;
+            let items = all.into_iter().take(MAX_LIST_ITEMS).map(info).collect();
+            stream::write_frame(send, &ListResponse { items, truncated }).await.map_err(write)
+        }
+        // Blob requests are answered by `answer_blobs`.
+        Request::Get(_) | Request::GetMany(_) | Request::GetSeq(_) => Err(ErrorCode::Internal),
+        Request::Ping => stream::write_frame(send, &Pong { observed: remote.into() }).await.map_err(write),
+        Request::Peers => {
+            let mut peers = ctx.peers.as_ref().map(|p| p()).unwrap_or_default();
+            peers.truncate(MAX_PEERS);
+            for p in &mut peers {
+                p.addrs.truncate(MAX_ADDRS_PER_PEER);
+            }
+            stream::write_frame(send, &PeersResponse { peers }).await.map_err(write)
+        }
+    }
+}
+
+/// Answers get, get-many and get-seq; hands the stream back.
+async fn answer_blobs(
+    ctx: &ServerContext,
+    request: Request,
+    mut send: quinn::SendStream,
+) -> (quinn::SendStream, std::result::Result<(), ErrorCode>) {
+    // Ranges were checked when the request was decoded.
+    let ranges = |r: &RangeSpec| r.to_ranges().unwrap_or_default();
+    let items: Vec<(Hash, ChunkRanges)> = match request {
+        Request::Get(g) => vec![(wire::hash(&g.hash), ranges(&g.ranges))],
+        Request::GetMany(m) => m.items.iter().map(|i| (wire::hash(&i.hash), ranges(&i.ranges))).collect(),
+        Request::GetSeq(s) => {
+            let seq = wire::hash(&s.hash);
+            let children = match read_sequence(ctx, &seq) {
+                Ok(c) => c,
+                Err(code) => return (send, Err(code)),
+            };
+            let child_ranges = ranges(&s.children);
+            std::iter::once((seq, ChunkRanges::all()))
+                .chain(children.into_iter().map(|h| (h, child_ranges.clone())))
+                .collect()
+        }
+        _ => return (send, Err(ErrorCode::BadRequest)),
+    };
+    // Every item is checked before the first byte is sent: a request is
+    // answered whole or refused (a stream reset discards data in flight).
+    let mut checked = Vec::with_capacity(items.len());
+    for (hash, ranges) in &items {
+        match check_blob(ctx, hash, ranges) {
+            Ok(effective) => checked.push((*hash, effective)),
+            Err(code) => return (send, Err(code)),
+        }
+    }
+    for (hash, effective) in checked {
+        let (s, result) = send_blob(ctx, send, hash, effective).await;
+        send = s;
+        if result.is_err() {
+            return (send, result);
+        }
+    }
+    (send, Ok(()))
+}
+
+/// The children of a complete hash-sequence blob, within the limits.
+fn read_sequence(ctx: &ServerContext, seq: &Hash) -> std::result::Result<Vec<Hash>, ErrorCode> {
+    let size = match ctx.store.status(seq).map_err(|_| ErrorCode::Internal)? {
+        BlobStatus::Complete { size } => size,
+        _ => return Err(ErrorCode::NotFound),
+    };
+    if size % 32 != 0 {
+        return Err(ErrorCode::BadSequence);
+    }
+    if size / 32 > MAX_SEQ_CHILDREN {
+        return Err(ErrorCode::TooMany);
+    }
+    let bytes = ctx.store.read_to_vec(seq).map_err(|_| ErrorCode::Internal)?;
+    Ok(bytes.chunks_exact(32).map(|c| Hash(c.try_into().expect("32-byte chunks"))).collect())
+}
+
+/// Availability of `hash` now.
+pub fn availability(store: &Store, hash: &Hash) -> blixard_store::Result<Availability> {
+    Ok(match store.status(hash)? {
+        BlobStatus::Absent => {
+            Availability { size: None, size_verified: false, ranges: RangeSpec(Vec::new()), complete: false }
+        }
+        BlobStatus::Partial { size, size_verified, ranges } => {
+            Availability { size: Some(size), size_verified, ranges: RangeSpec::new(&ranges), complete: false }
+        }
+        BlobStatus::Complete { size } => Availability {
+            size: Some(size),
+            size_verified: true,
+            ranges: RangeSpec::new(&ranges::all(size)),
+            complete: true,
+        },
+    })
+}
+
+/// Sends the availability of `hash`; with `watch`, again whenever it changes,
+/// until the blob is complete, the client stops reading, or
+/// [`ServerLimits::max_observe`] passes.
+async fn observe(
+    ctx: &ServerContext,
+    send: &mut quinn::SendStream,
+    hash: Hash,
+    watch: bool,
+) -> std::result::Result<(), ErrorCode> {
+    let deadline = tokio::time::Instant::now() + ctx.limits.max_observe;
+    let mut last = None;
+    loop {
+        let now = availability(&ctx.store, &hash).map_err(|_| ErrorCode::Internal)?;
+        if last.as_ref() != Some(&now) {
+            if stream::write_frame(send, &now).await.is_err() {
+                return Ok(()); // the client went away
+            }
+            if !watch || now.complete {
+                return Ok(());
+            }
+            last = Some(now);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(OBSERVE_INTERVAL) => {}
+            _ = send.stopped() => return Ok(()),
+        }
+    }
+}
+
+fn info(r: blixard_store::Resource) -> ResourceInfo {
+    ResourceInfo {
+        kind: r.kind.to_string(),
+        name: r.name,
+        version: r.version,
+        hash: r.hash.0,
+        size: r.size,
+        created_unix_ms: r.created_unix_ms,
+    }
+}
+
+/// Checks that the server can answer `requested` of `hash` whole; returns
+/// the effective ranges (see [`wire::effective_ranges`]).
+fn check_blob(
+    ctx: &ServerContext,
+    hash: &Hash,
+    requested: &ChunkRanges,
+) -> std::result::Result<ChunkRanges, ErrorCode> {
+    match ctx.store.status(hash).map_err(|_| ErrorCode::Internal)? {
+        BlobStatus::Absent => Err(ErrorCode::NotFound),
+        BlobStatus::Partial { size, ranges: held, .. } => {
+            let effective = wire::effective_ranges(requested, size);
+            if (effective.clone() - held).is_empty() {
+                Ok(effective)
+            } else {
+                Err(ErrorCode::NotHeld)
+            }
+        }
+        BlobStatus::Complete { size } => Ok(wire::effective_ranges(requested, size)),
+    }
+}
+
+/// Sends one blob response: the size, then the encoding of the effective
+/// ranges. The stream is lent to the encoder on the blocking pool and
+/// handed back.
+async fn send_blob(
+    ctx: &ServerContext,
+    send: quinn::SendStream,
+    hash: Hash,
+    effective: ChunkRanges,
+) -> (quinn::SendStream, std::result::Result<(), ErrorCode>) {
+    let Ok(_permit) = ctx.responses.acquire().await else { return (send, Err(ErrorCode::Unavailable)) };
+    let (result, writer) =
+        ctx.store.write_response(hash, effective.clone(), LimitedWrite::new(send, ctx.upload_limiter.clone())).await;
+    let result = match result {
+        // Held ranges only grow, so everything checked is still served.
+        Ok(out) if out.served == effective => Ok(()),
+        Ok(out) => {
+            warn!(%hash, "served {:?} of {:?}: the blob shrank (removed?)", out.served, effective);
+            Err(ErrorCode::Internal)
+        }
+        Err(e) => {
+            warn!(%hash, "serving failed: {e}");
+            Err(ErrorCode::Internal)
+        }
+    };
+    (writer.into_inner(), result)
+}

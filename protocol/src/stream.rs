@@ -1,0 +1,300 @@
+//! The thin async shell around QUIC streams: frame I/O with caps, a reader
+//! that enforces deadlines, counts progress and notices cancellation, and a
+//! writer that asks an upload limiter before it sends.
+
+use std::{
+    future::Future,
+    io,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::oneshot,
+    time::{Instant, Sleep},
+};
+
+use crate::{wire, Error, Result};
+
+/// Writes one frame.
+pub async fn write_frame<T: Serialize>(send: &mut quinn::SendStream, value: &T) -> Result<()> {
+    send.write_all(&wire::encode_frame(value)).await?;
+    Ok(())
+}
+
+/// Reads one frame body of at most `limit` bytes; `None` if the stream ended
+/// cleanly before a frame started.
+pub async fn read_frame_body(recv: &mut quinn::RecvStream, limit: u32) -> Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match recv.read(&mut len[got..]).await? {
+            Some(n) => got += n,
+            None if got == 0 => return Ok(None),
+            None => return Err(Error::Malformed { what: "frame", reason: "stream ended inside a length".into() }),
+        }
+    }
+    let len = u32::from_le_bytes(len);
+    if len > limit {
+        return Err(Error::Limit { what: "frame length", actual: len as u64, limit: limit as u64 });
+    }
+    let mut body = vec![0u8; len as usize];
+    recv.read_exact(&mut body).await?;
+    Ok(Some(body))
+}
+
+/// Reads one frame and decodes it.
+pub async fn read_frame<T: DeserializeOwned>(recv: &mut quinn::RecvStream, what: &'static str) -> Result<T> {
+    let body = read_frame_body(recv, crate::limits::MAX_RESPONSE_FRAME_BYTES)
+        .await?
+        .ok_or_else(|| Error::Malformed { what, reason: "stream ended before the response".into() })?;
+    wire::decode_body(what, &body)
+}
+
+/// Deadlines for reading a response.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// The whole response must arrive within this.
+    pub total: Option<Duration>,
+    /// Fail if no byte arrives for this long.
+    pub stall: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines { total: None, stall: Duration::from_secs(30) }
+    }
+}
+
+/// What a [`WatchedRead`] saw, shared with the caller.
+#[derive(Debug, Default)]
+pub struct ReadReport {
+    /// Bytes read so far.
+    pub bytes: AtomicU64,
+    /// The stream-reset code, if the peer reset the stream (+1; 0 = none).
+    reset_code: AtomicU64,
+    /// 1 if a deadline passed, 2 if cancelled.
+    ended: AtomicU64,
+}
+
+impl ReadReport {
+    /// The peer's reset code, if it reset the stream.
+    pub fn reset_code(&self) -> Option<wire::ErrorCode> {
+        match self.reset_code.load(Ordering::Relaxed) {
+            0 => None,
+            c => Some(wire::ErrorCode::from_code(c - 1)),
+        }
+    }
+
+    /// Turns a failure seen through the reader into the precise error.
+    pub fn explain(&self, e: Error, deadlines: &Deadlines) -> Error {
+        if let Some(code) = self.reset_code() {
+            return Error::Remote(code);
+        }
+        match self.ended.load(Ordering::Relaxed) {
+            1 => Error::Timeout(format!(
+                "no response within the deadline (total {:?}, stall {:?}) after {} bytes",
+                deadlines.total,
+                deadlines.stall,
+                self.bytes.load(Ordering::Relaxed)
+            )),
+            2 => Error::Cancelled,
+            _ => e,
+        }
+    }
+}
+
+/// An `AsyncRead` over a response stream that fails with `TimedOut` when a
+/// deadline passes, with `Interrupted` when the request is cancelled (the
+/// paired [`CancelGuard`] dropped), and records bytes and reset codes in a
+/// [`ReadReport`].
+pub struct WatchedRead<R> {
+    inner: R,
+    report: Arc<ReadReport>,
+    progress: Option<Arc<AtomicU64>>,
+    total: Option<Pin<Box<Sleep>>>,
+    stall: Pin<Box<Sleep>>,
+    stall_after: Duration,
+    cancel: oneshot::Receiver<()>,
+}
+
+/// Cancels the paired [`WatchedRead`] when dropped.
+pub struct CancelGuard(#[allow(dead_code)] oneshot::Sender<()>);
+
+impl<R> WatchedRead<R> {
+    /// Wraps `inner`; `progress`, if given, also counts bytes read.
+    pub fn new(
+        inner: R,
+        deadlines: Deadlines,
+        progress: Option<Arc<AtomicU64>>,
+    ) -> (Self, CancelGuard, Arc<ReadReport>) {
+        let (tx, rx) = oneshot::channel();
+        let report = Arc::new(ReadReport::default());
+        let now = Instant::now();
+        let me = WatchedRead {
+            inner,
+            report: report.clone(),
+            progress,
+            total: deadlines.total.map(|d| Box::pin(tokio::time::sleep_until(now + d))),
+            stall: Box::pin(tokio::time::sleep_until(now + deadlines.stall)),
+            stall_after: deadlines.stall,
+            cancel: rx,
+        };
+        (me, CancelGuard(tx), report)
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for WatchedRead<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let me = &mut *self;
+        if Pin::new(&mut me.cancel).poll(cx).is_ready() {
+            me.report.ended.store(2, Ordering::Relaxed);
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled")));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut me.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let n = (buf.filled().len() - before) as u64;
+                me.report.bytes.fetch_add(n, Ordering::Relaxed);
+                if let Some(p) = &me.progress {
+                    p.fetch_add(n, Ordering::Relaxed);
+                }
+                me.stall.as_mut().reset(Instant::now() + me.stall_after);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => {
+                if let Some(quinn::ReadError::Reset(code)) = e.get_ref().and_then(|i| i.downcast_ref()) {
+                    me.report.reset_code.store(code.into_inner() + 1, Ordering::Relaxed);
+                }
+                Poll::Ready(Err(e))
+            }
+            Poll::Pending => {
+                let total_passed = me.total.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
+                if total_passed || me.stall.as_mut().poll(cx).is_ready() {
+                    me.report.ended.store(1, Ordering::Relaxed);
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "response deadline passed")));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Paces uploads: asked before bytes are sent, answers how long to wait
+/// first. Implementations are token buckets (per node, per transfer...).
+pub trait UploadLimiter: Send + Sync {
+    /// Reserves `bytes` and returns the delay before they may be sent.
+    fn reserve(&self, bytes: u64) -> Duration;
+}
+
+/// An `AsyncWrite` that waits as an [`UploadLimiter`] says before each write.
+pub struct LimitedWrite<W> {
+    inner: W,
+    limiter: Option<Arc<dyn UploadLimiter>>,
+    wait: Option<Pin<Box<Sleep>>>,
+    /// Bytes already paid for and not yet written.
+    credit: u64,
+}
+
+impl<W> LimitedWrite<W> {
+    /// Wraps `inner`; with no limiter it is a plain pass-through.
+    pub fn new(inner: W, limiter: Option<Arc<dyn UploadLimiter>>) -> Self {
+        LimitedWrite { inner, limiter, wait: None, credit: 0 }
+    }
+
+    /// The wrapped writer.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for LimitedWrite<W> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let me = &mut *self;
+        if let Some(limiter) = &me.limiter {
+            if let Some(wait) = me.wait.as_mut() {
+                ready!(wait.as_mut().poll(cx));
+                me.wait = None;
+            }
+            if me.credit == 0 {
+                me.credit = buf.len() as u64;
+                let delay = limiter.reserve(me.credit);
+                if !delay.is_zero() {
+                    let mut sleep = Box::pin(tokio::time::sleep(delay));
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        me.wait = Some(sleep);
+                        return Poll::Pending;
+                    }
+                }
+            }
+            let allowed = buf.len().min(me.credit as usize);
+            let n = ready!(Pin::new(&mut me.inner).poll_write(cx, &buf[..allowed]))?;
+            me.credit -= n as u64;
+            return Poll::Ready(Ok(n));
+        }
+        Pin::new(&mut me.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A token bucket: `rate` bytes per second with a burst of `burst` bytes.
+/// Shared by reference, it paces every transfer that uses it together.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl TokenBucket {
+    /// A bucket of `rate` bytes/s, starting full with `burst` bytes.
+    pub fn new(rate_bytes_per_sec: u64, burst: u64) -> Self {
+        let rate = rate_bytes_per_sec.max(1) as f64;
+        TokenBucket {
+            rate,
+            burst: burst as f64,
+            state: std::sync::Mutex::new((burst as f64, std::time::Instant::now())),
+        }
+    }
+}
+
+impl UploadLimiter for TokenBucket {
+    fn reserve(&self, bytes: u64) -> Duration {
+        let mut s = self.state.lock().unwrap();
+        let now = std::time::Instant::now();
+        let tokens = (s.0 + now.duration_since(s.1).as_secs_f64() * self.rate).min(self.burst) - bytes as f64;
+        *s = (tokens, now);
+        if tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-tokens / self.rate)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_paces_to_its_rate() {
+        let b = TokenBucket::new(1_000_000, 100_000);
+        assert_eq!(b.reserve(100_000), Duration::ZERO);
+        let d = b.reserve(500_000);
+        assert!(d >= Duration::from_millis(490) && d <= Duration::from_millis(510), "{d:?}");
+    }
+}
