@@ -26,8 +26,12 @@ pub struct Tuning {
     pub stream_window: u32,
     /// Per-connection receive window for responses we download.
     pub connection_window: u32,
-    /// Bytes in flight we send per connection.
+    /// Bytes in flight we send per connection we dialled (requests only).
     pub send_window: u64,
+    /// Bytes in flight we send per connection we accepted: what we serve.
+    /// Also the most memory one peer can make us buffer, so it is moderate
+    /// (8 MiB carries 80 MB/s at 100 ms RTT per connection).
+    pub server_send_window: u64,
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: Duration,
     /// Keep-alive interval (holds NAT mappings, detects dead peers).
@@ -40,7 +44,8 @@ impl Default for Tuning {
             socket_buffer_bytes: 4 * 1024 * 1024,
             stream_window: 16 * 1024 * 1024,
             connection_window: 32 * 1024 * 1024,
-            send_window: 32 * 1024 * 1024,
+            send_window: 1024 * 1024,
+            server_send_window: 8 * 1024 * 1024,
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(10),
         }
@@ -50,8 +55,7 @@ impl Default for Tuning {
 impl Tuning {
     fn common(&self) -> quinn::TransportConfig {
         let mut t = quinn::TransportConfig::default();
-        t.send_window(self.send_window)
-            .max_concurrent_uni_streams(VarInt::from_u32(0))
+        t.max_concurrent_uni_streams(VarInt::from_u32(0))
             .keep_alive_interval(Some(self.keep_alive))
             .max_idle_timeout(Some(self.idle_timeout.try_into().expect("idle timeout fits a varint")));
         t
@@ -61,7 +65,8 @@ impl Tuning {
     /// receive windows are large; the peer may open no streams to us.
     pub fn client_transport(&self) -> quinn::TransportConfig {
         let mut t = self.common();
-        t.stream_receive_window(VarInt::from_u32(self.stream_window))
+        t.send_window(self.send_window)
+            .stream_receive_window(VarInt::from_u32(self.stream_window))
             .receive_window(VarInt::from_u32(self.connection_window))
             .max_concurrent_bidi_streams(VarInt::from_u32(0));
         t
@@ -72,7 +77,8 @@ impl Tuning {
     /// peer may open [`MAX_STREAMS_PER_CONNECTION`] streams at once.
     pub fn server_transport(&self) -> quinn::TransportConfig {
         let mut t = self.common();
-        t.stream_receive_window(VarInt::from_u32(128 * 1024))
+        t.send_window(self.server_send_window)
+            .stream_receive_window(VarInt::from_u32(128 * 1024))
             .receive_window(VarInt::from_u32(1024 * 1024))
             .max_concurrent_bidi_streams(VarInt::from_u32(MAX_STREAMS_PER_CONNECTION));
         t

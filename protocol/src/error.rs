@@ -58,8 +58,9 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// True if the peer sent data that failed verification or broke the
-    /// protocol: such a peer should be cut off and reported.
+    /// True if, returned from a request, the peer sent data that failed
+    /// verification or broke the protocol: such a peer should be cut off and
+    /// reported.
     pub fn is_peer_misbehaving(&self) -> bool {
         matches!(
             self,
@@ -67,6 +68,7 @@ impl Error {
                 | Error::WrongIdentity { .. }
                 | Error::Store(blixard_store::Error::Verification { .. })
                 | Error::Store(blixard_store::Error::SizeMismatch { .. })
+                | Error::Store(blixard_store::Error::Limit(_))
         )
     }
 }

@@ -32,7 +32,9 @@ pub const MAX_STRING_BYTES: usize = 255 + 7;
 /// How often a watched observe re-checks the blob, at most.
 pub const OBSERVE_INTERVAL: Duration = Duration::from_millis(200);
 
-/// A server's own resource knobs.
+/// A server's own resource knobs. Memory a server spends on peers is bounded
+/// by `max_connections` x (the server send window + 1 MiB receive window)
+/// plus `max_concurrent_responses` x 256 KiB of encoder buffers.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
     /// Time a client has to send its whole request after opening a stream.
@@ -44,6 +46,9 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// Time a watched observe stream may stay open.
     pub max_observe: Duration,
+    /// A response that cannot write a byte for this long (the client stopped
+    /// reading) is reset, freeing its permit.
+    pub response_stall: Duration,
 }
 
 impl Default for ServerLimits {
@@ -51,8 +56,9 @@ impl Default for ServerLimits {
         ServerLimits {
             request_timeout: Duration::from_secs(10),
             max_concurrent_responses: 32,
-            max_connections: 512,
+            max_connections: 256,
             max_observe: Duration::from_secs(30 * 60),
+            response_stall: Duration::from_secs(30),
         }
     }
 }

@@ -354,8 +354,14 @@ async fn send_blob(
     effective: ChunkRanges,
 ) -> (quinn::SendStream, std::result::Result<(), ErrorCode>) {
     let Ok(_permit) = ctx.responses.acquire().await else { return (send, Err(ErrorCode::Unavailable)) };
-    let (result, writer) =
-        ctx.store.write_response(hash, effective.clone(), LimitedWrite::new(send, ctx.upload_limiter.clone())).await;
+    let (result, writer) = ctx
+        .store
+        .write_response(
+            hash,
+            effective.clone(),
+            LimitedWrite::new(send, ctx.upload_limiter.clone(), ctx.limits.response_stall),
+        )
+        .await;
     let result = match result {
         // Held ranges only grow, so everything checked is still served.
         Ok(out) if out.served == effective => Ok(()),

@@ -194,19 +194,43 @@ pub trait UploadLimiter: Send + Sync {
     fn reserve(&self, bytes: u64) -> Duration;
 }
 
-/// An `AsyncWrite` that waits as an [`UploadLimiter`] says before each write.
+/// An `AsyncWrite` that waits as an [`UploadLimiter`] says before each
+/// write, and fails with `TimedOut` when the peer accepts no byte for
+/// `stall` (it stopped reading).
 pub struct LimitedWrite<W> {
     inner: W,
     limiter: Option<Arc<dyn UploadLimiter>>,
     wait: Option<Pin<Box<Sleep>>>,
     /// Bytes already paid for and not yet written.
     credit: u64,
+    stall: Pin<Box<Sleep>>,
+    stall_after: Duration,
 }
 
 impl<W> LimitedWrite<W> {
-    /// Wraps `inner`; with no limiter it is a plain pass-through.
-    pub fn new(inner: W, limiter: Option<Arc<dyn UploadLimiter>>) -> Self {
-        LimitedWrite { inner, limiter, wait: None, credit: 0 }
+    /// Wraps `inner`; with no limiter it only watches for stalls.
+    pub fn new(inner: W, limiter: Option<Arc<dyn UploadLimiter>>, stall: Duration) -> Self {
+        let stall_after = stall;
+        let stall = Box::pin(tokio::time::sleep(stall));
+        LimitedWrite { inner, limiter, wait: None, credit: 0, stall, stall_after }
+    }
+
+    fn poll_inner(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                self.stall.as_mut().reset(Instant::now() + self.stall_after);
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if self.stall.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the peer stopped reading")));
+                }
+                Poll::Pending
+            }
+        }
     }
 
     /// The wrapped writer.
@@ -235,11 +259,11 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for LimitedWrite<W> {
                 }
             }
             let allowed = buf.len().min(me.credit as usize);
-            let n = ready!(Pin::new(&mut me.inner).poll_write(cx, &buf[..allowed]))?;
+            let n = ready!(me.poll_inner(cx, &buf[..allowed]))?;
             me.credit -= n as u64;
             return Poll::Ready(Ok(n));
         }
-        Pin::new(&mut me.inner).poll_write(cx, buf)
+        me.poll_inner(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -52,9 +52,13 @@ pub struct Client {
 }
 
 pub async fn client(server: &Endpoint) -> Client {
+    client_with(server, EndpointOptions::default()).await
+}
+
+pub async fn client_with(server: &Endpoint, options: EndpointOptions) -> Client {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let endpoint = endpoint();
+    let endpoint = Endpoint::bind(SecretKey::generate(), "127.0.0.1:0".parse().unwrap(), options).unwrap();
     let conn = endpoint.connect(server.local_addr(), Some(server.node_id())).await.unwrap();
     Client { endpoint, store, conn, _dir: dir }
 }

@@ -1,0 +1,159 @@
+//! A malicious server: flipped bits, a truncated stream, a lying size
+//! header, trailing garbage, a slow drip. The client fails with a clear
+//! error, stores nothing unverified, and does not hang past its deadline.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use blixard_protocol::{client, stream, wire, Error};
+use blixard_store::{BlobStatus, Hash, Store};
+
+#[derive(Clone, Copy, Debug)]
+enum Lie {
+    FlipBit(usize),
+    Truncate(usize),
+    SizeHeader(u64),
+    TrailingGarbage,
+    SlowDrip,
+}
+
+/// Serves one connection, answering every get with `lie` applied to the
+/// honest response.
+async fn lying_server(store: Store, lie: Lie) -> blixard_protocol::Endpoint {
+    let ep = common::endpoint();
+    let ep2 = ep.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(conn)) = ep2.accept().await {
+            let store = store.clone();
+            tokio::spawn(async move {
+                while let Ok((mut send, mut recv)) = conn.quinn().accept_bi().await {
+                    let body = stream::read_frame_body(&mut recv, 65536).await.unwrap().unwrap();
+                    let wire::Request::Get(g) = wire::decode_request(&body).unwrap() else { panic!() };
+                    let hash = Hash(g.hash);
+                    let size = match store.status(&hash).unwrap() {
+                        BlobStatus::Complete { size } => size,
+                        s => panic!("{s:?}"),
+                    };
+                    let effective = wire::effective_ranges(&g.ranges.to_ranges().unwrap(), size);
+                    let mut honest = Vec::new();
+                    store.write_encoded(&hash, &effective, &mut honest).unwrap();
+                    match lie {
+                        Lie::FlipBit(at) => honest[at] ^= 0x10,
+                        Lie::Truncate(len) => honest.truncate(len),
+                        Lie::SizeHeader(s) => honest[..8].copy_from_slice(&s.to_le_bytes()),
+                        Lie::TrailingGarbage => honest.extend_from_slice(b"garbage"),
+                        Lie::SlowDrip => {
+                            for b in std::mem::take(&mut honest) {
+                                if send.write_all(&[b]).await.is_err() {
+                                    return;
+                                }
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
+                    let _ = send.write_all(&honest).await;
+                    let _ = send.finish();
+                }
+            });
+        }
+    });
+    ep
+}
+
+async fn fetch_from_liar(lie: Lie, data: &[u8]) -> (Result<client::GetOutcome, Error>, common::Client, Hash, Duration) {
+    let honest = common::server().await;
+    let hash = honest.add(data.to_vec()).await;
+    let liar = lying_server(honest.store.clone(), lie).await;
+    let c = common::client(&liar).await;
+    let opts = client::GetOptions {
+        deadlines: stream::Deadlines { total: Some(Duration::from_secs(3)), stall: Duration::from_secs(2) },
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let r = client::get(&c.conn, &c.store, hash, &opts).await;
+    let took = start.elapsed();
+    std::mem::forget(honest); // keep the source store's files for the liar
+    (r, c, hash, took)
+}
+
+/// Nothing the store holds may differ from the source.
+fn assert_only_verified(store: &Store, hash: &Hash, data: &[u8]) {
+    match store.status(hash).unwrap() {
+        BlobStatus::Absent => {}
+        BlobStatus::Partial { ranges, .. } => {
+            // Serve what is held back into a fresh store: it must verify.
+            let mut buf = Vec::new();
+            store.write_encoded(hash, &ranges, &mut buf).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let check = Store::open(dir.path()).unwrap();
+            let size = u64::from_le_bytes(buf[..8].try_into().unwrap());
+            check.receive_encoded(*hash, size, &ranges, &mut &buf[8..]).unwrap();
+        }
+        BlobStatus::Complete { .. } => assert_eq!(store.read_to_vec(hash).unwrap(), data),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_bits_fail_verification_and_store_nothing_bad() {
+    let data = common::data(600_000, 1);
+    for at in [9, 8 + 64 + 3, 300_000, 600_000] {
+        let (r, c, hash, _) = fetch_from_liar(Lie::FlipBit(at), &data).await;
+        let store = &c.store;
+        let e = r.unwrap_err();
+        assert!(e.is_peer_misbehaving(), "flip at {at}: {e}");
+        assert!(e.to_string().contains("verification"), "{e}");
+        assert_only_verified(store, &hash, &data);
+        assert!(!matches!(store.status(&hash).unwrap(), BlobStatus::Complete { .. }));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_stream_keeps_what_verified() {
+    let data = common::data(600_000, 2);
+    for len in [4, 8, 100, 300_000] {
+        let (r, c, hash, _) = fetch_from_liar(Lie::Truncate(len), &data).await;
+        let store = &c.store;
+        let e = r.unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("ended") || msg.contains("truncated") || msg.contains("size header"), "{len}: {msg}");
+        assert_only_verified(store, &hash, &data);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_size_header_is_caught() {
+    let data = common::data(600_000, 3);
+    for size in [1, 599_999, 600_001, 1 << 40, u64::MAX] {
+        let (r, c, hash, _) = fetch_from_liar(Lie::SizeHeader(size), &data).await;
+        let store = &c.store;
+        let e = r.unwrap_err();
+        // A size just over the truth makes the stream end early; others fail verification.
+        let truncated = matches!(e, Error::Store(blixard_store::Error::Truncated { .. }));
+        assert!(e.is_peer_misbehaving() || truncated, "size {size}: {e}");
+        assert_only_verified(store, &hash, &data);
+        assert!(!matches!(store.status(&hash).unwrap(), BlobStatus::Complete { .. }));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailing_garbage_is_an_error() {
+    let data = common::data(100_000, 4);
+    let (r, c, hash, _) = fetch_from_liar(Lie::TrailingGarbage, &data).await;
+    let store = &c.store;
+    let e = r.unwrap_err();
+    assert!(e.to_string().contains("trailing"), "{e}");
+    // The blob itself verified completely before the garbage.
+    assert_only_verified(store, &hash, &data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_drip_times_out() {
+    let data = common::data(100_000, 5);
+    let (r, c, hash, took) = fetch_from_liar(Lie::SlowDrip, &data).await;
+    let store = &c.store;
+    let e = r.unwrap_err();
+    assert!(matches!(e, Error::Timeout(_)), "{e}");
+    assert!(took < Duration::from_secs(6), "gave up after {took:?}");
+    assert_only_verified(store, &hash, &data);
+}
