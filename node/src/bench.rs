@@ -5,6 +5,8 @@
 //! - `import`: importing a file into a fresh store vs BLAKE3 over the same
 //!   file memory-mapped with `update_rayon` (what `b3sum` does); also the
 //!   peak RSS of the import.
+//! - `transfer` (in `transfer_bench`): a verified get between two processes
+//!   vs a raw quinn stream.
 
 use std::{
     fs::File,
@@ -79,7 +81,7 @@ fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }

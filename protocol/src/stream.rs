@@ -123,6 +123,7 @@ pub struct WatchedRead<R> {
     stall: Pin<Box<Sleep>>,
     stall_after: Duration,
     cancel: oneshot::Receiver<()>,
+    cancelled: bool,
 }
 
 /// Cancels the paired [`WatchedRead`] when dropped.
@@ -146,6 +147,7 @@ impl<R> WatchedRead<R> {
             stall: Box::pin(tokio::time::sleep_until(now + deadlines.stall)),
             stall_after: deadlines.stall,
             cancel: rx,
+            cancelled: false,
         };
         (me, CancelGuard(tx), report)
     }
@@ -154,7 +156,8 @@ impl<R> WatchedRead<R> {
 impl<R: AsyncRead + Unpin> AsyncRead for WatchedRead<R> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let me = &mut *self;
-        if Pin::new(&mut me.cancel).poll(cx).is_ready() {
+        if me.cancelled || Pin::new(&mut me.cancel).poll(cx).is_ready() {
+            me.cancelled = true;
             me.report.ended.store(2, Ordering::Relaxed);
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled")));
         }

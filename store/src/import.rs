@@ -371,7 +371,7 @@ impl Store {
     /// Makes a non-durable blob durable in the background.
     /// The thread holds the store weakly: a store being closed is not kept open,
     /// and whatever is left undone is re-verified at the next open.
-    fn schedule_sync(&self, hash: Hash) {
+    pub(crate) fn schedule_sync(&self, hash: Hash) {
         let weak = std::sync::Arc::downgrade(&self.inner);
         std::thread::spawn(move || {
             let Some(inner) = weak.upgrade() else { return };

@@ -17,7 +17,10 @@ use std::{
     fs::{self, File, OpenOptions},
     io::Read,
     os::unix::fs::FileExt,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, Weak,
+    },
     time::Instant,
 };
 
@@ -62,6 +65,10 @@ pub(crate) struct PartialBlob {
     state: Mutex<State>,
     /// Serialises checkpoints and completion, so checkpoints only grow.
     checkpoint_lock: Mutex<()>,
+    /// True while a background checkpoint runs.
+    checkpointing: AtomicBool,
+    /// This blob, for handing to the background checkpoint.
+    me: Weak<PartialBlob>,
     store: Store,
 }
 
@@ -144,9 +151,31 @@ impl PartialBlob {
         if complete {
             self.finalize()?;
         } else if due {
-            self.checkpoint()?;
+            self.checkpoint_in_background();
         }
         Ok(complete)
+    }
+
+    /// Starts a checkpoint on its own thread unless one is running, so
+    /// receiving never waits for the disk (the fsyncs take as long as the
+    /// disk needs to write the interval's data).
+    fn checkpoint_in_background(&self) {
+        if self.checkpointing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.me.clone();
+        let spawned = std::thread::Builder::new().name("blixard-checkpoint".into()).spawn(move || {
+            if let Some(p) = me.upgrade() {
+                if let Err(e) = p.checkpoint() {
+                    warn!(hash = %p.hash, "checkpoint failed: {e}");
+                }
+                p.checkpointing.store(false, Ordering::Release);
+            }
+        });
+        if let Err(e) = spawned {
+            warn!(hash = %self.hash, "cannot start a checkpoint thread: {e}");
+            self.checkpointing.store(false, Ordering::Release);
+        }
     }
 
     fn write_parent(&self, node: bao_tree::TreeNode, pair: &(blake3::Hash, blake3::Hash)) -> Result<()> {
@@ -193,8 +222,10 @@ impl PartialBlob {
         Ok(())
     }
 
-    /// Turns the partial blob into a complete one: sync, move into `blobs/`,
-    /// record the entry, drop the checkpoint.
+    /// Turns the partial blob into a complete one: move into `blobs/`, record
+    /// the entry as not yet durable, drop the checkpoint, and sync in the
+    /// background (as an import does). A crash before that sync ends is
+    /// caught at open, which re-verifies non-durable blobs.
     fn finalize(&self) -> Result<()> {
         let _g = self.checkpoint_lock.lock().unwrap();
         if self.state.lock().unwrap().complete {
@@ -204,8 +235,6 @@ impl PartialBlob {
         let h = &self.hash;
         let io = |op, p: &std::path::Path| Error::io(op, p.to_path_buf());
         let (pd, po) = (s.partial_path(h, "data"), s.partial_path(h, "obao4"));
-        self.data.sync_all().map_err(io("sync", &pd))?;
-        self.outboard.sync_all().map_err(io("sync", &po))?;
         let ob_size = tree::outboard_size(self.size);
         let outboard = if ob_size <= INLINE_MAX {
             let mut buf = vec![0u8; ob_size as usize];
@@ -216,15 +245,15 @@ impl PartialBlob {
             OutboardLocation::Owned
         };
         fs::rename(&pd, s.blob_path(h, "data")).map_err(io("rename", &pd))?;
-        sync_dir(&s.inner.dir.join("blobs"))?;
         {
             let _roots = s.inner.roots.lock().unwrap();
             s.put_entry(
                 h,
-                &EntryRecord::Complete { size: self.size, data: DataLocation::Owned, outboard, durable: true },
+                &EntryRecord::Complete { size: self.size, data: DataLocation::Owned, outboard, durable: false },
             )?;
             s.flush()?;
         }
+        s.schedule_sync(*h);
         let _ = fs::remove_file(s.partial_path(h, "ckpt"));
         let _ = fs::remove_file(&po);
         self.state.lock().unwrap().complete = true;
@@ -246,10 +275,6 @@ impl Drop for PartialBlob {
             }
         }
     }
-}
-
-fn sync_dir(dir: &std::path::Path) -> Result<()> {
-    File::open(dir).and_then(|f| f.sync_all()).map_err(Error::io("sync directory", dir))
 }
 
 fn write_checkpoint(store: &Store, hash: &Hash, size: u64, r: &ChunkRanges) -> Result<()> {
@@ -312,13 +337,15 @@ impl Store {
             self.put_entry(hash, &EntryRecord::Partial { size })?;
             self.flush()?;
         }
-        let p = Arc::new(PartialBlob {
+        let p = Arc::new_cyclic(|me| PartialBlob {
             hash: *hash,
             size,
             data,
             outboard,
             state: Mutex::new(State { ranges, unsynced: 0, last_checkpoint: Instant::now(), complete: false }),
             checkpoint_lock: Mutex::new(()),
+            checkpointing: AtomicBool::new(false),
+            me: me.clone(),
             store: self.clone(),
         });
         map.insert(*hash, Arc::downgrade(&p));

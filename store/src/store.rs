@@ -296,14 +296,37 @@ impl Store {
     }
 }
 
+/// How long `open` waits for sled's lock on the metadata directory. sled's
+/// flusher thread releases the lock of a dropped database up to one flush
+/// interval later, so an immediate reopen in the same process can find it held.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 fn open_sled(path: &Path) -> Result<sled::Db> {
-    let p = path.to_path_buf();
-    // sled may panic on some kinds of damage; turn that into an error naming the path.
-    let res = std::panic::catch_unwind(move || sled::Config::new().path(&p).open());
-    match res {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(e)) => Err(Error::OpenMetadata { path: path.to_path_buf(), reason: e.to_string() }),
-        Err(_) => Err(Error::OpenMetadata { path: path.to_path_buf(), reason: "database is damaged".into() }),
+    let started = std::time::Instant::now();
+    loop {
+        let p = path.to_path_buf();
+        // sled may panic on some kinds of damage; turn that into an error naming the path.
+        let res = std::panic::catch_unwind(move || sled::Config::new().path(&p).open());
+        match res {
+            Ok(Ok(db)) => return Ok(db),
+            Ok(Err(sled::Error::Io(e)))
+                if e.to_string().contains("could not acquire lock") && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Ok(Err(e)) => {
+                let reason = match &e {
+                    sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                        format!("{e} (is another process using this store?)")
+                    }
+                    _ => e.to_string(),
+                };
+                return Err(Error::OpenMetadata { path: path.to_path_buf(), reason });
+            }
+            Err(_) => {
+                return Err(Error::OpenMetadata { path: path.to_path_buf(), reason: "database is damaged".into() })
+            }
+        }
     }
 }
 

@@ -158,7 +158,19 @@ fn other_format_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
     {
-        let db = sled::open(dir.path().join("meta")).unwrap();
+        // sled releases a dropped database's lock from its flusher thread, a moment later.
+        let meta = dir.path().join("meta");
+        let started = std::time::Instant::now();
+        let db = loop {
+            match sled::open(&meta) {
+                Ok(db) => break db,
+                Err(e) if started.elapsed() < std::time::Duration::from_secs(3) => {
+                    eprintln!("retrying: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         db.insert("format_version", &99u32.to_le_bytes()).unwrap();
         db.flush().unwrap();
     }

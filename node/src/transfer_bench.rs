@@ -1,0 +1,216 @@
+//! `blixard bench transfer`: our verified get of a blob between two
+//! processes on loopback vs a raw quinn stream of the same size with the
+//! same transport configuration, in the same run; plus a resumed transfer
+//! and the b3sum check of what arrived.
+//!
+//! The parent generates the file and re-runs this binary as the serving
+//! child (`bench transfer-server`), which imports the file and serves it on
+//! two endpoints: the protocol, and a raw stream of N bytes.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use blixard_protocol::{client, server, Endpoint, EndpointOptions, NodeId, SecretKey};
+use blixard_store::{ranges, Hash, ImportMode, Store};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::bench::{generate_file, median, Figure};
+
+/// Arguments of the transfer scenario.
+pub struct TransferArgs {
+    pub size: u64,
+    pub file: Option<PathBuf>,
+    pub runs: usize,
+    pub dir: PathBuf,
+}
+
+/// The serving child: imports `file`, serves it, prints
+/// `READY <node-id> <protocol-addr> <raw-addr> <hash>`, runs until stdin closes.
+pub async fn serve_child(file: PathBuf, dir: PathBuf) -> Result<()> {
+    let store = Store::open(dir.join("server-store"))?;
+    let out = store.import_path(&file, ImportMode::Copy).await?;
+    store.set_tag_and_release("bench", out.lease)?;
+    let key = SecretKey::generate();
+    let proto = Endpoint::bind(key, "127.0.0.1:0".parse()?, EndpointOptions::default())?;
+    tokio::spawn(server::accept_loop(proto.clone(), server::ServerContext::new(store, Default::default())));
+    let raw = Endpoint::bind(SecretKey::generate(), "127.0.0.1:0".parse()?, EndpointOptions::default())?;
+    let raw2 = raw.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(conn)) = raw2.accept().await {
+            tokio::spawn(async move {
+                while let Ok((mut send, mut recv)) = conn.quinn().accept_bi().await {
+                    let mut len = [0u8; 8];
+                    if recv.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut left = u64::from_le_bytes(len);
+                    let piece = bytes::Bytes::from(vec![0x5au8; 1 << 20]);
+                    while left > 0 {
+                        let n = left.min(piece.len() as u64) as usize;
+                        if send.write_chunk(piece.slice(..n)).await.is_err() {
+                            return;
+                        }
+                        left -= n as u64;
+                    }
+                    let _ = send.finish();
+                    let _ = send.stopped().await;
+                }
+            });
+        }
+    });
+    println!("READY {} {} {} {}", proto.node_id(), proto.local_addr(), raw.local_addr(), out.hash);
+    // Run until the parent closes our stdin.
+    let mut line = String::new();
+    let _ = BufReader::new(tokio::io::stdin()).read_line(&mut line).await;
+    Ok(())
+}
+
+/// `b3sum` of a file if the tool is installed.
+fn b3sum(path: &Path) -> Option<String> {
+    let out = std::process::Command::new("b3sum").arg("--no-names").arg(path).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The transfer scenario.
+pub async fn run(args: TransferArgs) -> Result<Vec<Figure>> {
+    let work = tempfile::Builder::new().prefix("blixard-bench-").tempdir_in(&args.dir)?;
+    let path = match &args.file {
+        Some(p) => p.clone(),
+        None => {
+            let p = work.path().join("input.bin");
+            generate_file(&p, args.size)?;
+            p
+        }
+    };
+    let size = std::fs::metadata(&path)?.len();
+    let exe = std::env::current_exe()?;
+    let mut child = tokio::process::Command::new(exe)
+        .args(["bench", "transfer-server", "--file"])
+        .arg(&path)
+        .arg("--dir")
+        .arg(work.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("start the serving child")?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(600), lines.next_line())
+        .await
+        .context("the serving child did not start")??
+        .context("the serving child exited")?;
+    let parts: Vec<&str> = ready.split_whitespace().collect();
+    let [_, id, proto_addr, raw_addr, hash] = parts[..] else { bail!("unexpected child output {ready:?}") };
+    let id: NodeId = id.parse()?;
+    let hash: Hash = hash.parse()?;
+    let (proto_addr, raw_addr) = (proto_addr.parse()?, raw_addr.parse()?);
+
+    let ep = Endpoint::bind(SecretKey::generate(), "127.0.0.1:0".parse()?, EndpointOptions::default())?;
+    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+    for run in 0..args.runs {
+        // Raw quinn: one stream of `size` bytes, read and dropped.
+        let conn = ep.connect(raw_addr, None).await?;
+        let start = Instant::now();
+        let (mut send, mut recv) = conn.quinn().open_bi().await?;
+        send.write_all(&size.to_le_bytes()).await?;
+        send.finish()?;
+        let mut got = 0u64;
+        while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
+            got += chunk.bytes.len() as u64;
+        }
+        let took = start.elapsed();
+        if got != size {
+            bail!("raw stream carried {got} of {size} bytes");
+        }
+        raw.push(size as f64 / took.as_secs_f64() / 1e6);
+        conn.close(blixard_protocol::ErrorCode::Ok, "done");
+
+        // Ours: a verified get into a fresh store (its data lands in files).
+        let store_dir = work.path().join(format!("client-{run}"));
+        let store = Store::open(&store_dir)?;
+        let conn = ep.connect(proto_addr, Some(id)).await?;
+        let start = Instant::now();
+        let out = client::get(&conn, &store, hash, &Default::default()).await?;
+        let took = start.elapsed();
+        if !out.complete {
+            bail!("the get did not complete");
+        }
+        ours.push(size as f64 / took.as_secs_f64() / 1e6);
+        conn.close(blixard_protocol::ErrorCode::Ok, "done");
+        drop(store);
+        std::fs::remove_dir_all(&store_dir)?;
+    }
+
+    // Resume: interrupt a get at ~40%, then finish it; count what the
+    // second get received against what was missing.
+    let store_dir = work.path().join("client-resume");
+    let store = Store::open(&store_dir)?;
+    let conn = ep.connect(proto_addr, Some(id)).await?;
+    let progress = Arc::new(AtomicU64::new(0));
+    let opts = client::GetOptions { progress: Some(progress.clone()), ..Default::default() };
+    let stop_at = size * 2 / 5;
+    tokio::select! {
+        r = client::get(&conn, &store, hash, &opts) => { r?; bail!("the get finished before it could be interrupted"); }
+        _ = async { while progress.load(Ordering::Relaxed) < stop_at { tokio::time::sleep(Duration::from_millis(2)).await } } => {}
+    }
+    // Let the cancelled receiver wind down and checkpoint.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let missing = client::missing(&store, &hash)?.unwrap_or_default();
+    let missing_bytes = ranges::byte_count(&missing, size);
+    let second = client::get(&conn, &store, hash, &Default::default()).await?;
+    if !second.complete {
+        bail!("the resumed get did not complete");
+    }
+    let held_before = size - missing_bytes;
+
+    // What arrived equals the source: the store verified it against the
+    // hash; the hash must equal b3sum of the source file.
+    let b3 = b3sum(&path);
+    let matches = match &b3 {
+        Some(sum) => *sum == hash.to_hex(),
+        None => Hash::of(&std::fs::read(&path)?) == hash,
+    };
+    if !matches {
+        bail!("received blob {hash} differs from b3sum {b3:?} of the source");
+    }
+    drop(store);
+    drop(child.stdin.take());
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+
+    let extra = json!({"size": size, "runs": args.runs, "processes": 2});
+    Ok(vec![
+        Figure {
+            scenario: "transfer",
+            metric: "throughput_get".into(),
+            value: median(ours),
+            unit: "MB/s",
+            baseline: Some(("raw_quinn_single_stream".into(), median(raw))),
+            extra: extra.clone(),
+        },
+        Figure {
+            scenario: "transfer",
+            metric: "resume_data_bytes".into(),
+            value: second.data_bytes as f64,
+            unit: "B",
+            baseline: Some(("missing_bytes".into(), missing_bytes as f64)),
+            extra: json!({"held_before_resume": held_before, "wire_bytes": second.wire_bytes, "size": size}),
+        },
+        Figure {
+            scenario: "transfer",
+            metric: "hash_equals_b3sum".into(),
+            value: if matches { 1.0 } else { 0.0 },
+            unit: "bool",
+            baseline: None,
+            extra: json!({"hash": hash.to_hex(), "checked_with": if b3.is_some() { "b3sum" } else { "blake3 crate" }}),
+        },
+    ])
+}
