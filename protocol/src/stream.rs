@@ -112,7 +112,7 @@ impl ReadReport {
 }
 
 /// An `AsyncRead` over a response stream that fails with `TimedOut` when a
-/// deadline passes, with `Interrupted` when the request is cancelled (the
+/// deadline passes, with `ConnectionAborted` when the request is cancelled (the
 /// paired [`CancelGuard`] dropped), and records bytes and reset codes in a
 /// [`ReadReport`].
 pub struct WatchedRead<R> {
@@ -159,7 +159,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for WatchedRead<R> {
         if me.cancelled || Pin::new(&mut me.cancel).poll(cx).is_ready() {
             me.cancelled = true;
             me.report.ended.store(2, Ordering::Relaxed);
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled")));
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "cancelled")));
         }
         let before = buf.filled().len();
         match Pin::new(&mut me.inner).poll_read(cx, buf) {
@@ -323,5 +323,24 @@ mod tests {
         assert_eq!(b.reserve(100_000), Duration::ZERO);
         let d = b.reserve(500_000);
         assert!(d >= Duration::from_millis(490) && d <= Duration::from_millis(510), "{d:?}");
+    }
+
+    /// A cancelled read must end a blocking `read_exact` (std retries
+    /// `Interrupted` errors forever, which once spun a receiving thread).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancel_ends_a_blocking_read_exact() {
+        let (_writer, reader) = tokio::io::duplex(64);
+        let (watched, cancel, report) = WatchedRead::new(reader, Deadlines::default(), None);
+        let handle = tokio::runtime::Handle::current();
+        let task = tokio::task::spawn_blocking(move || {
+            let mut r = blixard_store::bridge::BlockingRead::new(handle, watched);
+            let mut buf = [0u8; 8];
+            std::io::Read::read_exact(&mut r, &mut buf)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(cancel);
+        let result = tokio::time::timeout(Duration::from_secs(5), task).await.expect("the read ended").unwrap();
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
+        assert_eq!(report.ended.load(Ordering::Relaxed), 2);
     }
 }
