@@ -49,6 +49,7 @@
 
 pub mod bridge;
 pub mod codec;
+mod decode;
 pub mod entry;
 pub mod error;
 pub mod hash;

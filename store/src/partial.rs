@@ -24,13 +24,14 @@ use std::{
     time::Instant,
 };
 
-use bao_tree::io::{sync::DecodeResponseIter, BaoContentItem, DecodeError};
+use bao_tree::io::BaoContentItem;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tracing::{debug, warn};
 
 use crate::{
     bridge::BlockingRead,
     codec,
+    decode::{self, AlignedBuf, Verified},
     entry::{CheckpointRecord, DataLocation, EntryRecord, OutboardLocation},
     ranges::{self, ChunkNum, ChunkRanges},
     tree, Error, Hash, Result, Store, INLINE_MAX, MAX_BLOB_SIZE,
@@ -178,13 +179,10 @@ impl PartialBlob {
         }
     }
 
-    fn write_parent(&self, node: bao_tree::TreeNode, pair: &(blake3::Hash, blake3::Hash)) -> Result<()> {
+    fn write_parent(&self, node: bao_tree::TreeNode, rec: &[u8; 64]) -> Result<()> {
         let Some(index) = tree::bao_tree(self.size).pre_order_offset(node) else { return Ok(()) };
-        let mut rec = [0u8; 64];
-        rec[..32].copy_from_slice(pair.0.as_bytes());
-        rec[32..].copy_from_slice(pair.1.as_bytes());
         let path = || self.store.partial_path(&self.hash, "obao4");
-        self.outboard.write_all_at(&rec, index * tree::PARENT_BYTES).map_err(|e| Error::io("write", path())(e))
+        self.outboard.write_all_at(rec, index * tree::PARENT_BYTES).map_err(|e| Error::io("write", path())(e))
     }
 
     fn write_leaf(&self, offset: u64, data: &[u8]) -> Result<bool> {
@@ -263,16 +261,25 @@ impl PartialBlob {
     }
 }
 
-impl Drop for PartialBlob {
-    fn drop(&mut self) {
+impl PartialBlob {
+    /// Checkpoints now if anything was verified since the last checkpoint:
+    /// a receive that returns has everything it verified made durable.
+    fn checkpoint_if_dirty(&self) -> Result<()> {
         let dirty = {
             let st = self.state.lock().unwrap();
             !st.complete && st.unsynced > 0
         };
         if dirty {
-            if let Err(e) = self.checkpoint() {
-                warn!(hash = %self.hash, "final checkpoint failed: {e}");
-            }
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PartialBlob {
+    fn drop(&mut self) {
+        if let Err(e) = self.checkpoint_if_dirty() {
+            warn!(hash = %self.hash, "final checkpoint failed: {e}");
         }
     }
 }
@@ -375,13 +382,34 @@ impl Store {
         out: &mut ReceiveOutcome,
     ) -> Result<()> {
         match (target, item) {
-            (Target::Partial(p), BaoContentItem::Parent(parent)) => p.write_parent(parent.node, &parent.pair)?,
-            (Target::Partial(p), BaoContentItem::Leaf(leaf)) => {
-                out.complete = p.write_leaf(leaf.offset, &leaf.data)?;
-                out.data_bytes += leaf.data.len() as u64;
+            (_, BaoContentItem::Parent(parent)) => {
+                let mut rec = [0u8; 64];
+                rec[..32].copy_from_slice(parent.pair.0.as_bytes());
+                rec[32..].copy_from_slice(parent.pair.1.as_bytes());
+                self.apply_verified(hash, size, target, Verified::Parent { node: parent.node, pair: rec }, out)
             }
-            (Target::Small, BaoContentItem::Leaf(leaf)) if leaf.data.len() as u64 == size => {
-                drop(self.commit_inline(hash, leaf.data.to_vec())?);
+            (_, BaoContentItem::Leaf(leaf)) => {
+                self.apply_verified(hash, size, target, Verified::Leaf { offset: leaf.offset, data: &leaf.data }, out)
+            }
+        }
+    }
+
+    fn apply_verified(
+        &self,
+        hash: &Hash,
+        size: u64,
+        target: &Target,
+        item: Verified<'_>,
+        out: &mut ReceiveOutcome,
+    ) -> Result<()> {
+        match (target, item) {
+            (Target::Partial(p), Verified::Parent { node, pair }) => p.write_parent(node, &pair)?,
+            (Target::Partial(p), Verified::Leaf { offset, data }) => {
+                out.complete = p.write_leaf(offset, data)?;
+                out.data_bytes += data.len() as u64;
+            }
+            (Target::Small, Verified::Leaf { data, .. }) if data.len() as u64 == size => {
+                drop(self.commit_inline(hash, data.to_vec())?);
                 out.data_bytes += size;
                 out.complete = true;
             }
@@ -404,8 +432,10 @@ impl Store {
     /// Every item is verified against `hash` before it is written; only
     /// verified data is ever recorded. On a verification failure or a stream
     /// that ends early, what verified before the failure is kept and the error
-    /// returned. The reader must end where the response ends: trailing bytes
-    /// are an error. The reader is handed back.
+    /// returned. Either way, everything verified is checkpointed before this
+    /// returns (one fsync per response; checkpoints during a long response
+    /// run in the background). The reader must end where the response ends:
+    /// trailing bytes are an error. The reader is handed back.
     pub async fn receive_response<R>(
         &self,
         hash: Hash,
@@ -463,11 +493,17 @@ impl Store {
         let _lease = self.lease(hash);
         let target = self.target(&hash, size)?;
         let mut out = ReceiveOutcome { size, data_bytes: 0, held: ChunkRanges::empty(), complete: false };
-        let decoder = DecodeResponseIter::new(hash.into(), tree::bao_tree(size), &mut *reader, requested);
-        for item in decoder {
-            let item = item.map_err(|e| decode_error(hash, e))?;
-            self.apply(&hash, size, &target, item, &mut out)?;
-        }
+        let mut buf = AlignedBuf::new();
+        let decoded = decode::decode(hash, size, requested, reader, &mut buf, |item| {
+            self.apply_verified(&hash, size, &target, item, &mut out)
+        });
+        // What verified is kept, whether or not the response ended well.
+        let checkpointed = match &target {
+            Target::Partial(p) => p.checkpoint_if_dirty(),
+            _ => Ok(()),
+        };
+        decoded?;
+        checkpointed?;
         if size == 0 && matches!(target, Target::Small) && hash == Hash::of(&[]) {
             drop(self.commit_inline(&hash, Vec::new())?);
             out.complete = true;
@@ -488,20 +524,15 @@ impl Store {
         let _lease = self.lease(hash);
         let target = self.target(&hash, size)?;
         let mut out = ReceiveOutcome { size, data_bytes: 0, held: ChunkRanges::empty(), complete: false };
-        for item in items {
-            self.apply(&hash, size, &target, item, &mut out)?;
-        }
+        let applied = items.into_iter().try_for_each(|item| self.apply(&hash, size, &target, item, &mut out));
+        let checkpointed = match &target {
+            Target::Partial(p) => p.checkpoint_if_dirty(),
+            _ => Ok(()),
+        };
+        applied?;
+        checkpointed?;
         out.held = self.held(&hash, &target, size);
         Ok(out)
     }
 }
 
-fn decode_error(hash: Hash, e: DecodeError) -> Error {
-    match e {
-        DecodeError::ParentNotFound(_) | DecodeError::LeafNotFound(_) => {
-            Error::Truncated { hash, reason: e.to_string() }
-        }
-        DecodeError::Io(io) => Error::Stream(io),
-        other => Error::Verification { hash, reason: other.to_string() },
-    }
-}

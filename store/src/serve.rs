@@ -1,10 +1,15 @@
 //! Serving: the bao encoding of requested chunk ranges, a reader over a
 //! complete blob, and export to a path.
 //!
-//! Every leaf that is served is re-hashed against the outboard
-//! (`encode_ranges_validated`), so a damaged owned file or a referenced file
-//! changed after import is detected and reported, never sent. A partial blob
-//! serves exactly the part of a request it has verified.
+//! A referenced file (reference-mode import) can change behind the store's
+//! back, so every leaf served from one is re-hashed against the outboard
+//! (`encode_ranges_validated`): a change is detected and reported, never
+//! sent. Data the store owns was hashed when it was written (import) or
+//! verified before it was written (receive), so it is sent as it is, like
+//! every content-addressed store does; a receiver verifies every byte anyway,
+//! so on-disk damage (bit rot) fails the receiver's check and is never
+//! accepted. A partial blob serves exactly the part of a request it has
+//! verified.
 
 use std::{
     fs::{self, File},
@@ -51,6 +56,15 @@ impl positioned_io::ReadAt for Bytes {
                 Ok(n)
             }
             Bytes::File(f) => FileExt::read_at(f, buf, pos),
+        }
+    }
+}
+
+impl positioned_io::Size for Bytes {
+    fn size(&self) -> io::Result<Option<u64>> {
+        match self {
+            Bytes::Memory(v) => Ok(Some(v.len() as u64)),
+            Bytes::File(f) => Ok(Some(f.metadata()?.len())),
         }
     }
 }
@@ -134,7 +148,12 @@ impl Store {
         let mut counting = CountingWrite { inner: writer, bytes: 8 };
         let outboard =
             PreOrderOutboard { root: (*hash).into(), tree: tree::bao_tree(opened.size), data: opened.outboard };
-        bao_tree::io::sync::encode_ranges_validated(opened.data, outboard, &served, &mut counting).map_err(
+        let encoded = if opened.external.is_some() {
+            bao_tree::io::sync::encode_ranges_validated(opened.data, outboard, &served, &mut counting)
+        } else {
+            bao_tree::io::sync::encode_ranges(opened.data, outboard, &served, &mut counting)
+        };
+        encoded.map_err(
             |e| match (e, &opened.external) {
                 (EncodeError::Io(io), _) => Error::Stream(io),
                 (e, Some(p)) => Error::ReferenceChanged { hash: *hash, path: p.clone(), reason: e.to_string() },
