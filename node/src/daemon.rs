@@ -21,9 +21,8 @@ pub struct NodeArgs {
 
 /// Runs until Ctrl-C or SIGTERM.
 pub async fn run(args: NodeArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| {
-        format!("Failed to create node: data dir {} is not writable", args.data_dir.display())
-    })?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("Failed to create node: data dir {} is not writable", args.data_dir.display()))?;
     let key = SecretKey::load_or_create(&args.data_dir).context("Failed to create node: identity")?;
     let store = Store::open(args.data_dir.join("store"))
         .with_context(|| format!("Failed to create node: store in {}", args.data_dir.display()))?;

@@ -11,10 +11,14 @@ use std::{
     io::Read,
     net::SocketAddr,
     sync::{atomic::AtomicU64, Arc},
+    task::Poll,
     time::{Duration, Instant},
 };
 
-use blixard_store::{bridge::BlockingRead, ranges, BlobStatus, ChunkRanges, Hash, Store};
+use blixard_store::{
+    bridge::{chunk_pipe, ChunkSender, PIPE_BATCH},
+    ranges, BlobStatus, ChunkRanges, Hash, Store,
+};
 use serde::de::DeserializeOwned;
 
 use crate::{
@@ -151,11 +155,10 @@ async fn fetch(
     send.finish()?;
     let (reader, cancel, report) = WatchedRead::new(recv, options.deadlines, options.progress.clone());
     let store2 = store.clone();
-    let handle = tokio::runtime::Handle::current();
-    let task = tokio::task::spawn_blocking(move || {
-        let mut r = std::io::BufReader::with_capacity(256 * 1024, BlockingRead::new(handle, reader));
-        receive_items(&store2, &mut r, items, seq_children)
-    });
+    let (chunks, mut pipe) = chunk_pipe();
+    // The pump ends with the stream, or when the receiver drops the pipe.
+    tokio::spawn(pump_chunks(reader, chunks));
+    let task = tokio::task::spawn_blocking(move || receive_items(&store2, &mut pipe, items, seq_children));
     let result = task.await.map_err(|e| Error::Stream(format!("receive task: {e}")));
     drop(cancel);
     let wire = report.bytes.load(std::sync::atomic::Ordering::Relaxed);
@@ -168,6 +171,48 @@ async fn fetch(
             Ok(outcomes)
         }
         Err(e) => Err(report.explain(e, &options.deadlines)),
+    }
+}
+
+/// Moves a response's chunks to the receiving thread without copying them,
+/// in batches of what is ready (so that thread wakes once per batch, not
+/// once per packet).
+async fn pump_chunks(mut src: WatchedRead<quinn::RecvStream>, tx: ChunkSender) {
+    loop {
+        let first = tokio::select! {
+            r = src.read_chunk(PIPE_BATCH) => r,
+            _ = tx.closed() => return,
+        };
+        let first = match first {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return,
+            Err(e) => return tx.fail(e).await,
+        };
+        let (mut bytes, mut batch) = (first.len(), vec![first]);
+        let (mut ended, mut error) = (false, None);
+        while bytes < PIPE_BATCH {
+            match std::future::poll_fn(|cx| Poll::Ready(src.poll_chunk(cx, PIPE_BATCH))).await {
+                Poll::Pending => break,
+                Poll::Ready(Ok(Some(chunk))) => {
+                    bytes += chunk.len();
+                    batch.push(chunk);
+                }
+                Poll::Ready(Ok(None)) => ended = true,
+                Poll::Ready(Err(e)) => error = Some(e),
+            }
+            if ended || error.is_some() {
+                break;
+            }
+        }
+        if !tx.send(batch).await {
+            return;
+        }
+        if let Some(e) = error {
+            return tx.fail(e).await;
+        }
+        if ended {
+            return;
+        }
     }
 }
 

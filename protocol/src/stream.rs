@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -122,6 +123,7 @@ pub struct WatchedRead<R> {
     total: Option<Pin<Box<Sleep>>>,
     stall: Pin<Box<Sleep>>,
     stall_after: Duration,
+    last_progress: Instant,
     cancel: oneshot::Receiver<()>,
     cancelled: bool,
 }
@@ -146,6 +148,7 @@ impl<R> WatchedRead<R> {
             total: deadlines.total.map(|d| Box::pin(tokio::time::sleep_until(now + d))),
             stall: Box::pin(tokio::time::sleep_until(now + deadlines.stall)),
             stall_after: deadlines.stall,
+            last_progress: now,
             cancel: rx,
             cancelled: false,
         };
@@ -153,23 +156,55 @@ impl<R> WatchedRead<R> {
     }
 }
 
+impl<R> WatchedRead<R> {
+    /// Checks cancellation and the deadlines; an error ends the read. The
+    /// stall timer is only moved when it fires (not on every read): it is
+    /// then re-armed from the last progress, or the read has stalled.
+    fn poll_watch(&mut self, cx: &mut Context<'_>, pending: bool) -> Option<io::Error> {
+        if self.cancelled || Pin::new(&mut self.cancel).poll(cx).is_ready() {
+            self.cancelled = true;
+            self.report.ended.store(2, Ordering::Relaxed);
+            return Some(io::Error::new(io::ErrorKind::ConnectionAborted, "cancelled"));
+        }
+        if !pending {
+            return None;
+        }
+        let total_passed = self.total.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        let mut stalled = false;
+        while !total_passed && self.stall.as_mut().poll(cx).is_ready() {
+            let due = self.last_progress + self.stall_after;
+            if due <= Instant::now() {
+                stalled = true;
+                break;
+            }
+            self.stall.as_mut().reset(due);
+        }
+        if total_passed || stalled {
+            self.report.ended.store(1, Ordering::Relaxed);
+            return Some(io::Error::new(io::ErrorKind::TimedOut, "response deadline passed"));
+        }
+        None
+    }
+
+    fn progressed(&mut self, n: u64) {
+        self.report.bytes.fetch_add(n, Ordering::Relaxed);
+        if let Some(p) = &self.progress {
+            p.fetch_add(n, Ordering::Relaxed);
+        }
+        self.last_progress = Instant::now();
+    }
+}
+
 impl<R: AsyncRead + Unpin> AsyncRead for WatchedRead<R> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let me = &mut *self;
-        if me.cancelled || Pin::new(&mut me.cancel).poll(cx).is_ready() {
-            me.cancelled = true;
-            me.report.ended.store(2, Ordering::Relaxed);
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "cancelled")));
+        if let Some(e) = me.poll_watch(cx, false) {
+            return Poll::Ready(Err(e));
         }
         let before = buf.filled().len();
         match Pin::new(&mut me.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let n = (buf.filled().len() - before) as u64;
-                me.report.bytes.fetch_add(n, Ordering::Relaxed);
-                if let Some(p) = &me.progress {
-                    p.fetch_add(n, Ordering::Relaxed);
-                }
-                me.stall.as_mut().reset(Instant::now() + me.stall_after);
+                me.progressed((buf.filled().len() - before) as u64);
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => {
@@ -178,14 +213,47 @@ impl<R: AsyncRead + Unpin> AsyncRead for WatchedRead<R> {
                 }
                 Poll::Ready(Err(e))
             }
-            Poll::Pending => {
-                let total_passed = me.total.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
-                if total_passed || me.stall.as_mut().poll(cx).is_ready() {
-                    me.report.ended.store(1, Ordering::Relaxed);
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "response deadline passed")));
-                }
-                Poll::Pending
+            Poll::Pending => match me.poll_watch(cx, true) {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl WatchedRead<quinn::RecvStream> {
+    /// The next chunk of the stream as received (no copy), at most `max`
+    /// bytes; `None` at its end.
+    pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        std::future::poll_fn(|cx| self.poll_chunk(cx, max)).await
+    }
+
+    /// Polls for the next chunk, as [`WatchedRead::read_chunk`] waits for
+    /// (a batching reader polls once more to take what is ready now).
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Option<Bytes>>> {
+        if let Some(e) = self.poll_watch(cx, false) {
+            return Poll::Ready(Err(e));
+        }
+        let polled = {
+            let read = std::pin::pin!(self.inner.read_chunk(max, true));
+            read.poll(cx)
+        };
+        match polled {
+            Poll::Ready(Ok(Some(chunk))) => {
+                self.progressed(chunk.bytes.len() as u64);
+                Poll::Ready(Ok(Some(chunk.bytes)))
             }
+            Poll::Ready(Ok(None)) => Poll::Ready(Ok(None)),
+            Poll::Ready(Err(e)) => {
+                if let quinn::ReadError::Reset(code) = e {
+                    self.report.reset_code.store(code.into_inner() + 1, Ordering::Relaxed);
+                }
+                Poll::Ready(Err(e.into()))
+            }
+            Poll::Pending => match self.poll_watch(cx, true) {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            },
         }
     }
 }

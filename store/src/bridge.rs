@@ -4,13 +4,174 @@
 //! Hashing is CPU work, so encoding and decoding run on tokio's blocking
 //! pool; these adapters let that blocking code pull from an `AsyncRead` or
 //! push to an `AsyncWrite` owned by the async side.
+//!
+//! [`chunk_pipe`] and [`write_pipe`] are the fast path: an async task moves
+//! data in batches of up to [`PIPE_BATCH`] bytes over a bounded channel, so
+//! the blocking thread wakes once per batch rather than once per network
+//! packet (or per acknowledgement freeing send space), and the batch buffers
+//! are reused. [`BlockingRead`] and [`BlockingWrite`] drive the stream from the
+//! blocking thread directly; they suit small or occasional I/O.
 
-use std::io::{self, Read, Write};
+use std::{
+    collections::VecDeque,
+    future::Future,
+    io::{self, Read, Write},
+    sync::{mpsc as std_mpsc, Arc, Mutex},
+};
+
+use bytes::Bytes;
 
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     runtime::Handle,
+    sync::mpsc,
 };
+
+/// Bytes per batch in a pipe.
+pub const PIPE_BATCH: usize = 256 * 1024;
+/// Batches queued in a pipe; with the one being filled and the one being
+/// drained, a pipe holds at most 4 x [`PIPE_BATCH`] bytes.
+const PIPE_QUEUED: usize = 2;
+
+/// The blocking end of a [`chunk_pipe`]: a `Read` over the chunks an async
+/// task sends with the paired [`ChunkSender`].
+pub struct PipeReader {
+    rx: mpsc::Receiver<io::Result<Vec<Bytes>>>,
+    chunks: VecDeque<Bytes>,
+    failed: Option<(io::ErrorKind, String)>,
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if let Some((kind, msg)) = &self.failed {
+            return Err(io::Error::new(*kind, msg.clone()));
+        }
+        loop {
+            while self.chunks.front().is_some_and(|c| c.is_empty()) {
+                self.chunks.pop_front();
+            }
+            if let Some(chunk) = self.chunks.front_mut() {
+                let n = out.len().min(chunk.len());
+                out[..n].copy_from_slice(&chunk[..n]);
+                bytes::Buf::advance(chunk, n);
+                return Ok(n);
+            }
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(batch)) => self.chunks.extend(batch),
+                Some(Err(e)) => {
+                    self.failed = Some((e.kind(), e.to_string()));
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// The async end of a [`chunk_pipe`].
+pub struct ChunkSender {
+    tx: mpsc::Sender<io::Result<Vec<Bytes>>>,
+}
+
+impl ChunkSender {
+    /// Sends a batch of chunks; false if the reader is gone.
+    pub async fn send(&self, batch: Vec<Bytes>) -> bool {
+        batch.is_empty() || self.tx.send(Ok(batch)).await.is_ok()
+    }
+
+    /// Fails the reader with `e` (after the chunks already sent).
+    pub async fn fail(&self, e: io::Error) {
+        let _ = self.tx.send(Err(e)).await;
+    }
+
+    /// Completes once the reader is gone.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+/// A pipe that carries zero-copy chunks (e.g. from a QUIC stream's
+/// `read_chunk`) from an async task to a blocking reader. The sender should
+/// batch chunks up to about [`PIPE_BATCH`] bytes; at most two batches queue.
+/// Dropping the sender ends the reader's stream (`Ok(0)`).
+pub fn chunk_pipe() -> (ChunkSender, PipeReader) {
+    let (tx, rx) = mpsc::channel(PIPE_QUEUED);
+    (ChunkSender { tx }, PipeReader { rx, chunks: VecDeque::new(), failed: None })
+}
+
+/// The blocking end of a [`write_pipe`]. Bytes are sent on when a batch
+/// fills and on `flush`; drop it (after a flush) to end the stream.
+pub struct PipeWriter {
+    tx: mpsc::Sender<Vec<u8>>,
+    batch: Vec<u8>,
+    reuse: std_mpsc::Receiver<Vec<u8>>,
+    failed: Arc<Mutex<Option<(io::ErrorKind, String)>>>,
+}
+
+impl PipeWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let next = self.reuse.try_recv().unwrap_or_else(|_| Vec::with_capacity(PIPE_BATCH));
+        let full = std::mem::replace(&mut self.batch, next);
+        self.batch.clear();
+        self.tx.blocking_send(full).map_err(|_| self.failure())
+    }
+
+    fn failure(&self) -> io::Error {
+        match &*self.failed.lock().unwrap() {
+            Some((kind, msg)) => io::Error::new(*kind, msg.clone()),
+            None => io::Error::new(io::ErrorKind::BrokenPipe, "the writing task ended"),
+        }
+    }
+}
+
+impl Write for PipeWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.batch.len() >= PIPE_BATCH {
+            self.send()?;
+        }
+        let n = buf.len().min(PIPE_BATCH - self.batch.len());
+        self.batch.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+/// Takes bytes from the returned blocking writer in batches and writes them
+/// to `dst` on an async task. The task's output is `dst` and the outcome of
+/// writing to it (a write error also fails the blocking writer's next call).
+pub fn write_pipe<W>(dst: W) -> (PipeWriter, impl Future<Output = (W, io::Result<()>)> + Send + 'static)
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(PIPE_QUEUED);
+    let (spent, reuse) = std_mpsc::channel();
+    let failed = Arc::new(Mutex::new(None));
+    let writer = PipeWriter { tx, batch: Vec::with_capacity(PIPE_BATCH), reuse, failed: failed.clone() };
+    (writer, pump_writes(dst, rx, spent, failed))
+}
+
+async fn pump_writes<W: AsyncWrite + Unpin>(
+    mut dst: W,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    spent: std_mpsc::Sender<Vec<u8>>,
+    failed: Arc<Mutex<Option<(io::ErrorKind, String)>>>,
+) -> (W, io::Result<()>) {
+    while let Some(batch) = rx.recv().await {
+        if let Err(e) = dst.write_all(&batch).await {
+            *failed.lock().unwrap() = Some((e.kind(), e.to_string()));
+            return (dst, Err(e));
+        }
+        let _ = spent.send(batch);
+    }
+    let flushed = dst.flush().await;
+    (dst, flushed)
+}
 
 /// A synchronous `Read` over an `AsyncRead`, for use on a blocking thread.
 pub struct BlockingRead<R> {

@@ -15,8 +15,8 @@ use bao_tree::{
         self,
         hazmat::{merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode},
     },
-    iter::{BaoChunk, ResponseIterRef},
     io::sync::truncate_ranges,
+    iter::{BaoChunk, ResponseIterRef},
     TreeNode,
 };
 

@@ -22,7 +22,7 @@ use bao_tree::io::{outboard::PreOrderOutboard, EncodeError};
 use tokio::io::AsyncWrite;
 
 use crate::{
-    bridge::BlockingWrite,
+    bridge::write_pipe,
     entry::{DataLocation, EntryRecord, OutboardLocation},
     ranges::{self, ChunkRanges},
     tree, Error, Hash, Result, Store,
@@ -153,13 +153,11 @@ impl Store {
         } else {
             bao_tree::io::sync::encode_ranges(opened.data, outboard, &served, &mut counting)
         };
-        encoded.map_err(
-            |e| match (e, &opened.external) {
-                (EncodeError::Io(io), _) => Error::Stream(io),
-                (e, Some(p)) => Error::ReferenceChanged { hash: *hash, path: p.clone(), reason: e.to_string() },
-                (e, None) => Error::Verification { hash: *hash, reason: format!("local data is damaged: {e}") },
-            },
-        )?;
+        encoded.map_err(|e| match (e, &opened.external) {
+            (EncodeError::Io(io), _) => Error::Stream(io),
+            (e, Some(p)) => Error::ReferenceChanged { hash: *hash, path: p.clone(), reason: e.to_string() },
+            (e, None) => Error::Verification { hash: *hash, reason: format!("local data is damaged: {e}") },
+        })?;
         counting.flush().map_err(Error::Stream)?;
         Ok(ServeOutcome { size: opened.size, served, bytes_written: counting.bytes })
     }
@@ -172,23 +170,29 @@ impl Store {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let store = self.clone();
-        let handle = tokio::runtime::Handle::current();
+        let (mut pipe, pump) = write_pipe(writer);
+        let pump = tokio::spawn(pump);
         let task = tokio::task::spawn_blocking(move || {
-            let mut w = io::BufWriter::with_capacity(256 * 1024, BlockingWrite::new(handle, writer));
-            let res = store.write_encoded(&hash, &requested, &mut w);
-            let res = res.and_then(|o| w.flush().map_err(Error::Stream).map(|_| o));
-            let inner = match w.into_inner() {
-                Ok(b) => b.inner,
-                Err(e) => e.into_inner().into_parts().0.inner,
-            };
-            (res, inner)
+            let res = store.write_encoded(&hash, &requested, &mut pipe);
+            res.and_then(|o| pipe.flush().map_err(Error::Stream).map(|_| o))
+            // The pipe drops here, ending the pump.
         });
-        match task.await {
+        let encoded = match task.await {
             Ok(done) => done,
             // A blocking task is cancelled only at runtime shutdown; a panic
             // in the encoder is a bug and propagates.
             Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        };
+        let (writer, written) = match pump.await {
+            Ok(done) => done,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        let result = match (encoded, written) {
+            (Ok(outcome), Ok(())) => Ok(outcome),
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(Error::Stream(e)),
+        };
+        (result, writer)
     }
 
     /// A reader over the bytes of a complete blob. Reads of a referenced file

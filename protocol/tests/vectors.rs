@@ -1,0 +1,299 @@
+//! The test vectors in `tests/vectors/` (workspace root), checked against
+//! the codec, our store's encoder and decoder, and bao-tree's encoder.
+//!
+//! Each `.hex` file holds `#` comment lines and hex digits (whitespace is
+//! ignored). Message vectors are whole frames (length prefix included);
+//! response vectors are a whole blob response (size header and encoding).
+//! Invalid requests under `invalid/` carry `# error: CODE` and must be
+//! refused with that code. `BLIXARD_WRITE_VECTORS=1` rewrites the files from
+//! the code (then review the diff: vectors change only with the protocol).
+
+mod common;
+
+use std::path::PathBuf;
+
+use blixard_protocol::wire::{self, *};
+use blixard_protocol::NodeId;
+use blixard_store::{ranges, ChunkNum, ChunkRanges, Store};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors")
+}
+
+fn writing() -> bool {
+    std::env::var_os("BLIXARD_WRITE_VECTORS").is_some()
+}
+
+fn to_hex_lines(bytes: &[u8]) -> String {
+    bytes.chunks(32).map(|c| hex::encode(c) + "\n").collect()
+}
+
+/// Reads a vector file: its comment lines and its bytes.
+fn read(name: &str) -> (Vec<String>, Vec<u8>) {
+    let path = dir().join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let comments = text.lines().filter(|l| l.starts_with('#')).map(str::to_string).collect();
+    let digits: String =
+        text.lines().filter(|l| !l.starts_with('#')).flat_map(|l| l.chars()).filter(|c| !c.is_whitespace()).collect();
+    (comments, hex::decode(digits).unwrap_or_else(|e| panic!("{name}: {e}")))
+}
+
+/// Checks `bytes` against the file `name`, or writes it.
+fn check(name: &str, about: &str, bytes: &[u8]) {
+    if writing() {
+        let path = dir().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let header: String = about.lines().map(|l| format!("# {l}\n")).collect();
+        std::fs::write(&path, header + &to_hex_lines(bytes)).unwrap();
+        return;
+    }
+    let (_, expected) = read(name);
+    assert_eq!(hex::encode(bytes), hex::encode(&expected), "vector {name} differs from the code");
+}
+
+fn h(n: u8) -> [u8; 32] {
+    std::array::from_fn(|i| n.wrapping_add(i as u8))
+}
+
+fn requests() -> Vec<(&'static str, &'static str, Request)> {
+    let get = |ranges: Vec<u64>| GetRequest { hash: h(0xa0), ranges: RangeSpec(ranges) };
+    vec![
+        ("request-get-all", "get: hash a0a1..bf, ranges [0] (every chunk)", Request::Get(get(vec![0]))),
+        (
+            "request-get-ranges",
+            "get: chunks 0..16 and 32.. (boundaries [0, 16, 32])",
+            Request::Get(get(vec![0, 16, 32])),
+        ),
+        (
+            "request-get-many",
+            "get many: two items, [0] and [16, 32]",
+            Request::GetMany(GetManyRequest {
+                items: vec![get(vec![0]), GetRequest { hash: h(0x10), ranges: RangeSpec(vec![16, 32]) }],
+            }),
+        ),
+        (
+            "request-get-seq",
+            "get seq: sequence hash a0.., children ranges [0]",
+            Request::GetSeq(GetSeqRequest { hash: h(0xa0), children: RangeSpec(vec![0]) }),
+        ),
+        (
+            "request-observe",
+            "observe: hash a0.., watch = true",
+            Request::Observe(ObserveRequest { hash: h(0xa0), watch: true }),
+        ),
+        (
+            "request-lookup",
+            "lookup: vm-image ubuntu-server 22.04",
+            Request::Lookup(LookupRequest {
+                kind: "vm-image".into(),
+                name: "ubuntu-server".into(),
+                version: "22.04".into(),
+            }),
+        ),
+        ("request-list-all", "list: every kind", Request::List(ListRequest { kind: None })),
+        ("request-list-kind", "list: kind logs", Request::List(ListRequest { kind: Some("logs".into()) })),
+        ("request-ping", "ping", Request::Ping),
+        ("request-peers", "peers", Request::Peers),
+    ]
+}
+
+#[test]
+fn request_vectors_match_the_codec() {
+    for (name, about, req) in requests() {
+        let frame = encode_frame(&req);
+        check(&format!("{name}.hex"), about, &frame);
+        let (_, bytes) = read(&format!("{name}.hex"));
+        let len = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, bytes.len() - 4, "{name}: length prefix");
+        assert_eq!(decode_request(&bytes[4..]).unwrap(), req, "{name}: decodes to the message");
+    }
+}
+
+#[test]
+fn response_frame_vectors_match_the_codec() {
+    let info = ResourceInfo {
+        kind: "vm-image".into(),
+        name: "ubuntu-server".into(),
+        version: "22.04".into(),
+        hash: h(0xa0),
+        size: 1 << 30,
+        created_unix_ms: 1_763_942_400_000,
+    };
+    fn one<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+        name: &str,
+        about: &str,
+        value: T,
+    ) {
+        let frame = encode_frame(&value);
+        check(&format!("{name}.hex"), about, &frame);
+        let (_, bytes) = read(&format!("{name}.hex"));
+        let back: T = decode_body("vector", &bytes[4..]).unwrap();
+        assert_eq!(back, value, "{name}: decodes to the message");
+    }
+    one(
+        "response-availability-partial",
+        "observe response: size 40000, not verified, chunks 0..16 held, not complete",
+        Availability { size: Some(40_000), size_verified: false, ranges: RangeSpec(vec![0, 16]), complete: false },
+    );
+    one(
+        "response-availability-absent",
+        "observe response: nothing held",
+        Availability { size: None, size_verified: false, ranges: RangeSpec(vec![]), complete: false },
+    );
+    one("response-lookup-found", "lookup response: one record", LookupResponse(Some(info.clone())));
+    one("response-lookup-missing", "lookup response: no such resource", LookupResponse(None));
+    one(
+        "response-list",
+        "list response: one record, not truncated",
+        ListResponse { items: vec![info], truncated: false },
+    );
+    one(
+        "response-pong-v4",
+        "pong: observed 192.0.2.7:7001",
+        Pong { observed: "192.0.2.7:7001".parse::<std::net::SocketAddr>().unwrap().into() },
+    );
+    one(
+        "response-pong-v6",
+        "pong: observed [2001:db8::1]:443",
+        Pong { observed: "[2001:db8::1]:443".parse::<std::net::SocketAddr>().unwrap().into() },
+    );
+    one(
+        "response-peers",
+        "peers response: one peer (id 00..1f) at 198.51.100.1:7002",
+        PeersResponse {
+            peers: vec![PeerInfo {
+                id: NodeId(h(0)),
+                addrs: vec!["198.51.100.1:7002".parse::<std::net::SocketAddr>().unwrap().into()],
+            }],
+        },
+    );
+}
+
+fn invalid() -> Vec<(&'static str, &'static str, Vec<u8>, ErrorCode)> {
+    let body = |req: &Request| encode_frame(req)[4..].to_vec();
+    let mut trailing = body(&Request::Ping);
+    trailing.push(0);
+    let mut huge_count = 1u32.to_le_bytes().to_vec();
+    huge_count.extend_from_slice(&(1u64 << 60).to_le_bytes());
+    vec![
+        ("invalid/unknown-tag", "request tag 9 (not defined in blixard/1)", 9u32.to_le_bytes().to_vec(), ErrorCode::UnknownRequest),
+        ("invalid/short", "a body shorter than a tag", vec![0, 0], ErrorCode::BadRequest),
+        ("invalid/trailing-byte", "ping followed by one extra byte", trailing, ErrorCode::BadRequest),
+        (
+            "invalid/unsorted-ranges",
+            "get with boundaries [5, 5] (not strictly increasing)",
+            body(&Request::Get(GetRequest { hash: h(0), ranges: RangeSpec(vec![5, 5]) })),
+            ErrorCode::BadRequest,
+        ),
+        (
+            "invalid/too-many-ranges",
+            "get with 2049 boundaries",
+            body(&Request::Get(GetRequest { hash: h(0), ranges: RangeSpec((0..2049).collect()) })),
+            ErrorCode::TooMany,
+        ),
+        ("invalid/huge-count", "get many claiming 2^60 items in 12 bytes", huge_count, ErrorCode::BadRequest),
+        (
+            "invalid/bad-bool",
+            "observe with watch byte 2",
+            {
+                let mut b = body(&Request::Observe(ObserveRequest { hash: h(0), watch: true }));
+                *b.last_mut().unwrap() = 2;
+                b
+            },
+            ErrorCode::BadRequest,
+        ),
+    ]
+}
+
+#[test]
+fn invalid_request_vectors_are_refused_with_their_code() {
+    for (name, about, body, code) in invalid() {
+        let about = format!("{about}\nerror: {}", code.code());
+        check(&format!("{name}.hex"), &about, &body);
+        let (comments, bytes) = read(&format!("{name}.hex"));
+        let expected: u64 = comments
+            .iter()
+            .find_map(|c| c.strip_prefix("# error: "))
+            .unwrap_or_else(|| panic!("{name}: no error line"))
+            .parse()
+            .unwrap();
+        let got = decode_request(&bytes).expect_err(name);
+        assert_eq!(got.code.code(), expected, "{name}: {}", got.reason);
+    }
+}
+
+/// Blob bytes of the response vectors: byte i is i mod 251.
+fn blob(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i % 251) as u8).collect()
+}
+
+fn chunks(r: std::ops::Range<u64>) -> ChunkRanges {
+    ChunkRanges::from(ChunkNum(r.start)..ChunkNum(r.end))
+}
+
+fn blob_vectors() -> Vec<(&'static str, &'static str, usize, ChunkRanges)> {
+    vec![
+        ("response-empty", "blob of 0 bytes, ranges [0]", 0, ChunkRanges::all()),
+        ("response-1000-all", "blob of 1000 bytes (one chunk, one group), ranges [0]", 1000, ChunkRanges::all()),
+        ("response-16384-all", "blob of 16384 bytes (one whole group), ranges [0]", 16384, ChunkRanges::all()),
+        ("response-40000-all", "blob of 40000 bytes (3 groups), ranges [0]", 40_000, ChunkRanges::all()),
+        (
+            "response-40000-chunk-20",
+            "blob of 40000 bytes, ranges [20, 21]: rounded to the group of chunks 16..32",
+            40_000,
+            chunks(20..21),
+        ),
+        (
+            "response-40000-past-end",
+            "blob of 40000 bytes, ranges [100]: past the end, so the last chunk (the size proof)",
+            40_000,
+            ChunkRanges::from(ChunkNum(100)..),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn blob_response_vectors_match_our_encoder_bao_tree_and_our_decoder() {
+    for (name, about, size, requested) in blob_vectors() {
+        let data = blob(size);
+        let scratch = tempfile::tempdir().unwrap();
+        let store = Store::open(scratch.path().join("src")).unwrap();
+        let out = store.import_bytes(data.clone()).await.unwrap();
+        let hash = out.hash;
+        let effective = wire::effective_ranges(&requested, size as u64);
+
+        // Our server's bytes.
+        let mut ours = Vec::new();
+        store.write_encoded(&hash, &effective, &mut ours).unwrap();
+        let about = format!(
+            "{about}\nhash {hash}\nrequest boundaries {:?}, effective boundaries {:?}",
+            RangeSpec::new(&requested).0,
+            RangeSpec::new(&effective).0
+        );
+        check(&format!("{name}.hex"), &about, &ours);
+        let (_, vector) = read(&format!("{name}.hex"));
+
+        // bao-tree's encoder, from an in-memory outboard.
+        let ob = bao_tree::io::outboard::PreOrderMemOutboard::create(&data, blixard_store::tree::BLOCK_SIZE);
+        let mut theirs = (size as u64).to_le_bytes().to_vec();
+        bao_tree::io::sync::encode_ranges_validated(&data[..], &ob, &effective, &mut theirs).unwrap();
+        assert_eq!(hex::encode(&theirs), hex::encode(&vector), "{name}: bao-tree encodes differently");
+        assert_eq!(ob.root.as_bytes(), &hash.0);
+
+        // The vector decodes into a fresh store, verified.
+        let dst = Store::open(scratch.path().join("dst")).unwrap();
+        let got = dst.receive_encoded(hash, size as u64, &effective, &mut &vector[8..]).unwrap();
+        assert!(got.held.is_superset(&ranges::clamp(&effective, size as u64)), "{name}: {:?}", got.held);
+        if requested == ChunkRanges::all() {
+            assert!(got.complete, "{name}: a full response completes the blob");
+        }
+        // Any flipped byte is refused.
+        if vector.len() > 8 {
+            let mut bad = vector.clone();
+            let i = 8 + (bad.len() - 8) / 2;
+            bad[i] ^= 1;
+            let dst2 = Store::open(scratch.path().join("dst2")).unwrap();
+            assert!(dst2.receive_encoded(hash, size as u64, &effective, &mut &bad[8..]).is_err(), "{name}: flip");
+        }
+    }
+}
