@@ -176,7 +176,12 @@ fn invalid() -> Vec<(&'static str, &'static str, Vec<u8>, ErrorCode)> {
     let mut huge_count = 1u32.to_le_bytes().to_vec();
     huge_count.extend_from_slice(&(1u64 << 60).to_le_bytes());
     vec![
-        ("invalid/unknown-tag", "request tag 9 (not defined in blixard/1)", 9u32.to_le_bytes().to_vec(), ErrorCode::UnknownRequest),
+        (
+            "invalid/unknown-tag",
+            "request tag 9 (not defined in blixard/1)",
+            9u32.to_le_bytes().to_vec(),
+            ErrorCode::UnknownRequest,
+        ),
         ("invalid/short", "a body shorter than a tag", vec![0, 0], ErrorCode::BadRequest),
         ("invalid/trailing-byte", "ping followed by one extra byte", trailing, ErrorCode::BadRequest),
         (
