@@ -1,70 +1,73 @@
-//! `blixard node`: runs a node that serves its store over the protocol.
-//!
-//! This is the serving core: identity, store, QUIC endpoint, request
-//! handling. Peer management, the transfer queue and the control API build
-//! on it.
+//! `blixard node`: runs a [`Node`] with its control API until Ctrl-C or
+//! SIGTERM.
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::{Context, Result};
-use blixard_protocol::{client, server, Endpoint, EndpointOptions, ErrorCode, PeerAddr, SecretKey};
-use blixard_store::Store;
+use blixard_node::{control, Node, NodeOptions, P2pConfig};
+use blixard_protocol::PeerAddr;
 use tracing::{info, warn};
 
-/// Options of `blixard node`.
+/// What `blixard node` was given.
 pub struct NodeArgs {
     pub id: u64,
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
     pub peers: Vec<PeerAddr>,
+    pub config: P2pConfig,
 }
 
 /// Runs until Ctrl-C or SIGTERM.
 pub async fn run(args: NodeArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("Failed to create node: data dir {} is not writable", args.data_dir.display()))?;
-    let key = SecretKey::load_or_create(&args.data_dir).context("Failed to create node: identity")?;
-    let store = Store::open(args.data_dir.join("store"))
-        .with_context(|| format!("Failed to create node: store in {}", args.data_dir.display()))?;
-    let endpoint = Endpoint::bind(key, args.bind, EndpointOptions::default())
-        .with_context(|| format!("Failed to create node: cannot listen on UDP {} (port in use?)", args.bind))?;
-    let ctx = server::ServerContext::new(store.clone(), Default::default());
-    tokio::spawn(server::accept_loop(endpoint.clone(), ctx));
-    // One line for scripts and tests: the id and actual address.
+    if let Ok(relay) = std::env::var("BLIXARD_P2P_RELAY") {
+        warn!(%relay, "BLIXARD_P2P_RELAY is set, but this build has no relay support yet; connecting directly");
+    }
+    let node =
+        Node::spawn(NodeOptions { id: args.id, data_dir: args.data_dir.clone(), bind: args.bind, config: args.config })
+            .await?;
+    let control = control::serve(node.clone(), node.addr().port()).await?;
+    // Dial the configured peers first (bounded), so the node is connected
+    // when it reports ready; a peer that is down is retried later.
+    let dials = args.peers.iter().map(|peer| {
+        let (node, peer) = (node.clone(), *peer);
+        tokio::spawn(async move {
+            match node.connect_peer(&peer.to_string()).await {
+                Ok(id) => info!(%peer, %id, "peer reachable"),
+                Err(e) => {
+                    warn!(%peer, "cannot reach peer (No peers discovered? check that it runs and the address): {e}")
+                }
+            }
+        })
+    });
+    let dials: Vec<_> = dials.collect();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        for d in dials {
+            let _ = d.await;
+        }
+    })
+    .await;
+    // One line for scripts and tests: the id and actual addresses.
     println!(
-        "blixard node {} id={} addr={} data={}",
+        "blixard node {} id={} addr={} control={} data={}",
         args.id,
-        endpoint.node_id(),
-        endpoint.local_addr(),
+        node.node_id(),
+        node.addr(),
+        control,
         args.data_dir.display()
     );
-    info!(node = args.id, id = %endpoint.node_id(), addr = %endpoint.local_addr(), "node started");
-    for peer in &args.peers {
-        let ep = endpoint.clone();
-        let peer = *peer;
-        tokio::spawn(async move {
-            match ep.connect(peer.addr, peer.id).await {
-                Ok(conn) => match client::ping(&conn).await {
-                    Ok(p) => info!(%peer, id = %conn.remote_id(), rtt = ?p.rtt, "peer reachable"),
-                    Err(e) => warn!(%peer, "peer did not answer a ping: {e}"),
-                },
-                Err(e) => warn!(%peer, "cannot reach peer: {e}"),
-            }
-        });
-    }
-    shutdown_signal().await;
+    shutdown_signal().await.context("installing signal handlers")?;
     info!("shutting down");
-    endpoint.close(ErrorCode::Unavailable, "shutting down");
-    store.flush()?;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), endpoint.wait_idle()).await;
+    node.shutdown().await;
+    let _ = std::fs::remove_file(control::ControlFile::path(&args.data_dir));
     Ok(())
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal() -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = signal(SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    Ok(())
 }

@@ -1,10 +1,11 @@
 //! `blixard`: the Blixard P2P command-line tool.
 
 mod bench;
+mod cli;
 mod daemon;
 mod transfer_bench;
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use blixard_protocol::PeerAddr;
@@ -20,12 +21,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a node: serve this node's store to peers over QUIC.
+    /// Run a node: serve its store to peers, download through the queue,
+    /// answer the control API.
     Node {
         /// Numeric node id (names the default data dir).
         #[arg(long)]
         id: u64,
-        /// UDP address to listen on; BLIXARD_P2P_PORT overrides its port.
+        /// UDP address to listen on; BLIXARD_P2P_PORT overrides its port. The
+        /// control API listens on TCP 127.0.0.1 at the same port (or a free one).
         #[arg(long, default_value = "0.0.0.0:7001")]
         bind: SocketAddr,
         /// Accepted for compatibility: P2P is always on.
@@ -34,9 +37,50 @@ enum Command {
         /// A peer to reach at start: ADDR or NODE_ID@ADDR (repeatable).
         #[arg(long = "p2p-peer")]
         p2p_peers: Vec<PeerAddr>,
-        /// Data directory (identity key and store); default ./blixard-data/node-ID.
+        /// Data directory (identity key, store, control file); default ./blixard-data/node-ID.
         #[arg(long, env = "BLIXARD_P2P_CACHE_DIR")]
         data_dir: Option<PathBuf>,
+        /// A TOML file of P2pConfig settings; the flags below win over it.
+        #[arg(long, env = "BLIXARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Downloads running at once (default 3).
+        #[arg(long, env = "BLIXARD_P2P_MAX_CONCURRENT_TRANSFERS")]
+        max_concurrent_transfers: Option<usize>,
+        /// Seconds before a download attempt fails (default 300).
+        #[arg(long, env = "BLIXARD_P2P_TRANSFER_TIMEOUT")]
+        transfer_timeout: Option<f64>,
+        /// Retries of a failed download or dial (default 3).
+        #[arg(long, env = "BLIXARD_P2P_MAX_RETRY_ATTEMPTS")]
+        max_retry_attempts: Option<u32>,
+        /// Seconds between peer exchanges (default 30).
+        #[arg(long, env = "BLIXARD_P2P_DISCOVERY_INTERVAL")]
+        peer_discovery_interval: Option<f64>,
+        /// Seconds between health pings (default 60).
+        #[arg(long, env = "BLIXARD_P2P_HEALTH_INTERVAL")]
+        health_check_interval: Option<f64>,
+        /// Upload and download limit, megabits per second (default unlimited).
+        #[arg(long, env = "BLIXARD_P2P_BANDWIDTH_LIMIT_MBPS")]
+        bandwidth_limit_mbps: Option<f64>,
+        /// Only these node ids may connect (repeatable; default: anyone).
+        #[arg(long = "allow")]
+        allow: Vec<blixard_protocol::NodeId>,
+    },
+    /// VM images: upload into a node, download through its peers, list.
+    Vm {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: VmCommand,
+    },
+    /// The peers a node knows.
+    Peers {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// A node's status.
+    Status {
+        #[command(flatten)]
+        target: Target,
     },
     /// Check a peer against the protocol specification; exits non-zero on any failure.
     Conformance {
@@ -50,6 +94,59 @@ enum Command {
     Bench {
         #[command(subcommand)]
         scenario: BenchScenario,
+    },
+}
+
+/// Which running node a client command drives.
+#[derive(clap::Args)]
+struct Target {
+    /// The node's id: its data dir is ./blixard-data/node-ID.
+    #[arg(long, env = "BLIXARD_NODE", default_value_t = 1, global = true)]
+    node: u64,
+    /// The node's data dir (wins over --node).
+    #[arg(long, env = "BLIXARD_P2P_CACHE_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+impl Target {
+    fn control(&self) -> Result<cli::Control> {
+        let dir = self.data_dir.clone().unwrap_or_else(|| default_data_dir(self.node));
+        cli::Control::find(&dir)
+    }
+}
+
+fn default_data_dir(id: u64) -> PathBuf {
+    PathBuf::from(format!("blixard-data/node-{id}"))
+}
+
+#[derive(Subcommand)]
+enum VmCommand {
+    /// Import a VM image file into the node and publish it to peers.
+    Upload {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Download a VM image through the node's peers, verified.
+    Download {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+        /// low, normal, high or critical.
+        #[arg(long, default_value = "normal")]
+        priority: blixard_node::TransferPriority,
+        /// Also write the image to this file.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// VM images on the node (and, with --remote, on its peers).
+    List {
+        #[arg(long)]
+        remote: bool,
     },
 }
 
@@ -119,13 +216,69 @@ async fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Node { id, mut bind, enable_p2p: _, p2p_peers, data_dir } => {
+        Command::Node {
+            id,
+            mut bind,
+            enable_p2p: _,
+            p2p_peers,
+            data_dir,
+            config,
+            max_concurrent_transfers,
+            transfer_timeout,
+            max_retry_attempts,
+            peer_discovery_interval,
+            health_check_interval,
+            bandwidth_limit_mbps,
+            allow,
+        } => {
             if let Ok(port) = std::env::var("BLIXARD_P2P_PORT") {
                 bind.set_port(port.parse().with_context(|| format!("BLIXARD_P2P_PORT={port:?} is not a port"))?);
             }
-            let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("blixard-data/node-{id}")));
-            daemon::run(daemon::NodeArgs { id, bind, data_dir, peers: p2p_peers }).await?;
+            let mut c = match &config {
+                Some(path) => blixard_node::P2pConfig::from_toml_file(path)?,
+                None => blixard_node::P2pConfig::default(),
+            };
+            let secs = |s: f64| Duration::try_from_secs_f64(s).context("a duration in seconds");
+            if let Some(v) = max_concurrent_transfers {
+                c.max_concurrent_transfers = v;
+            }
+            if let Some(v) = transfer_timeout {
+                c.transfer_timeout = secs(v)?;
+            }
+            if let Some(v) = max_retry_attempts {
+                c.max_retry_attempts = v;
+            }
+            if let Some(v) = peer_discovery_interval {
+                c.peer_discovery_interval = secs(v)?;
+            }
+            if let Some(v) = health_check_interval {
+                c.health_check_interval = secs(v)?;
+            }
+            if bandwidth_limit_mbps.is_some() {
+                c.bandwidth_limit_mbps = bandwidth_limit_mbps;
+            }
+            if !allow.is_empty() {
+                c.allowlist = Some(allow);
+            }
+            c.validate()?;
+            let data_dir = data_dir.unwrap_or_else(|| default_data_dir(id));
+            daemon::run(daemon::NodeArgs { id, bind, data_dir, peers: p2p_peers, config: c }).await?;
         }
+        Command::Vm { target, command } => {
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                let node = target.control()?;
+                match command {
+                    VmCommand::Upload { name, version, file } => cli::upload(&node, &name, &version, &file),
+                    VmCommand::Download { name, version, priority, output } => {
+                        cli::download(&node, &name, &version, priority, output.as_deref())
+                    }
+                    VmCommand::List { remote } => cli::list(&node, remote),
+                }
+            })
+            .await??;
+        }
+        Command::Peers { target } => tokio::task::spawn_blocking(move || cli::peers(&target.control()?)).await??,
+        Command::Status { target } => tokio::task::spawn_blocking(move || cli::status(&target.control()?)).await??,
         Command::Conformance { peer, hash } => {
             let Some(id) = peer.id else {
                 bail!("conformance needs the peer's identity: NODE_ID@{}", peer.addr);

@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     limits::*,
-    stream::{self, Deadlines, WatchedRead},
+    stream::{self, Deadlines, UploadLimiter, WatchedRead},
     wire::*,
     Connection, Error, Result,
 };
@@ -32,12 +32,24 @@ use crate::{
 pub const SMALL_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Options for blob requests.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct GetOptions {
     /// Deadlines for the response.
     pub deadlines: Deadlines,
     /// If set, incremented by every response byte read, as it arrives.
     pub progress: Option<Arc<AtomicU64>>,
+    /// If set, paces reading the response (download bandwidth limits); the
+    /// sender slows down through QUIC flow control.
+    pub limiter: Option<Arc<dyn UploadLimiter>>,
+}
+
+impl std::fmt::Debug for GetOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetOptions")
+            .field("deadlines", &self.deadlines)
+            .field("limited", &self.limiter.is_some())
+            .finish()
+    }
 }
 
 /// What one blob request did.
@@ -157,7 +169,7 @@ async fn fetch(
     let store2 = store.clone();
     let (chunks, mut pipe) = chunk_pipe();
     // The pump ends with the stream, or when the receiver drops the pipe.
-    tokio::spawn(pump_chunks(reader, chunks));
+    tokio::spawn(pump_chunks(reader, chunks, options.limiter.clone()));
     let task = tokio::task::spawn_blocking(move || receive_items(&store2, &mut pipe, items, seq_children));
     let result = task.await.map_err(|e| Error::Stream(format!("receive task: {e}")));
     drop(cancel);
@@ -177,7 +189,11 @@ async fn fetch(
 /// Moves a response's chunks to the receiving thread without copying them,
 /// in batches of what is ready (so that thread wakes once per batch, not
 /// once per packet).
-async fn pump_chunks(mut src: WatchedRead<quinn::RecvStream>, tx: ChunkSender) {
+async fn pump_chunks(
+    mut src: WatchedRead<quinn::RecvStream>,
+    tx: ChunkSender,
+    limiter: Option<Arc<dyn UploadLimiter>>,
+) {
     loop {
         let first = tokio::select! {
             r = src.read_chunk(PIPE_BATCH) => r,
@@ -206,6 +222,12 @@ async fn pump_chunks(mut src: WatchedRead<quinn::RecvStream>, tx: ChunkSender) {
         }
         if !tx.send(batch).await {
             return;
+        }
+        if let Some(limiter) = &limiter {
+            let wait = limiter.reserve(bytes as u64);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
         }
         if let Some(e) = error {
             return tx.fail(e).await;

@@ -1,0 +1,220 @@
+//! The client commands (`vm upload|download|list`, `peers`, `status`): they
+//! drive a running node through its control API, found through the node's
+//! data dir (`control.json`, readable only by the node's user).
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use blixard_node::{
+    control::{ControlFile, DownloadRequest, ResourceFile},
+    PeerInfo, ResourceInfo, Stats, TransferInfo, TransferPriority, TransferState,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{de::DeserializeOwned, Serialize};
+
+/// A connection to a node's control API.
+pub struct Control {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Control {
+    /// Finds the node whose data dir is `data_dir`.
+    pub fn find(data_dir: &Path) -> Result<Control> {
+        let file = ControlFile::read(data_dir).map_err(|e| {
+            anyhow!(
+                "no running node found at {} ({e}); start one with `blixard node --id N`, \
+                 or pick it with --node N / --data-dir DIR",
+                data_dir.display()
+            )
+        })?;
+        let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(5)).build();
+        Ok(Control { base: format!("http://{}", file.addr), token: file.token, agent })
+    }
+
+    fn call<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&impl Serialize>) -> Result<T> {
+        let req = self
+            .agent
+            .request(method, &format!("{}{path}", self.base))
+            .set("Authorization", &format!("Bearer {}", self.token));
+        let res = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        match res {
+            Ok(r) => r.into_json().context("reading the node's answer"),
+            Err(ureq::Error::Status(code, r)) => {
+                let msg = r.into_json::<blixard_node::control::ApiError>().map(|e| e.error).unwrap_or_default();
+                bail!("{msg} (HTTP {code})")
+            }
+            Err(e) => bail!("cannot reach the node's control API at {}: {e} (is the node running?)", self.base),
+        }
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call("GET", path, None::<&()>)
+    }
+
+    fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        self.call("POST", path, Some(body))
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
+
+/// `blixard vm upload`.
+pub fn upload(node: &Control, name: &str, version: &str, file: &Path) -> Result<()> {
+    let path = absolute(file)?;
+    let size = std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?.len();
+    let spinner = ProgressBar::new_spinner().with_message(format!(
+        "importing {} ({})",
+        path.display(),
+        indicatif::HumanBytes(size)
+    ));
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let started = Instant::now();
+    let body = ResourceFile { kind: "vm-image".into(), name: name.into(), version: version.into(), path };
+    let info: ResourceInfo = node.post("/v1/upload", &body)?;
+    spinner.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "uploaded vm-image {name} {version}: {} in {secs:.1} s ({}/s), hash {}",
+        indicatif::HumanBytes(info.size),
+        indicatif::HumanBytes((info.size as f64 / secs.max(1e-3)) as u64),
+        info.hash
+    );
+    Ok(())
+}
+
+/// `blixard vm download`.
+pub fn download(
+    node: &Control,
+    name: &str,
+    version: &str,
+    priority: TransferPriority,
+    output: Option<&Path>,
+) -> Result<()> {
+    let req = DownloadRequest { kind: "vm-image".into(), name: name.into(), version: version.into(), priority };
+    let id: String = node.post("/v1/download", &req)?;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("{id} queued"));
+    bar.enable_steady_tick(Duration::from_millis(100));
+    let queued_since = Instant::now();
+    let mut hinted = false;
+    let done = loop {
+        let t: TransferInfo = node.get(&format!("/v1/transfers/{id}"))?;
+        if let Some(p) = &t.progress {
+            bar.set_length(p.total);
+            bar.set_position(p.bytes);
+            bar.set_message(format!("{id} from {} peer(s)", p.providers));
+        }
+        match t.state {
+            TransferState::Queued if !hinted && queued_since.elapsed() > Duration::from_secs(10) => {
+                bar.println(
+                    "still queued: other transfers hold every slot (max_concurrent_transfers); it runs when one ends",
+                );
+                hinted = true;
+            }
+            TransferState::Queued | TransferState::Running => {}
+            _ => break t,
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    bar.finish_and_clear();
+    match done.state {
+        TransferState::Completed => {
+            let size = done.progress.as_ref().map_or(0, |p| p.total);
+            let secs = done.duration_secs.unwrap_or(0.0);
+            println!(
+                "downloaded vm-image {name} {version}: {} in {secs:.1} s, verified, hash {}",
+                indicatif::HumanBytes(size),
+                done.hash.as_deref().unwrap_or("?")
+            );
+        }
+        _ => bail!(
+            "download {id} {}: {}",
+            match done.state {
+                TransferState::Cancelled => "cancelled",
+                _ => "failed",
+            },
+            done.error.unwrap_or_default()
+        ),
+    }
+    if let Some(out) = output {
+        let path = absolute(out)?;
+        let body =
+            ResourceFile { kind: "vm-image".into(), name: name.into(), version: version.into(), path: path.clone() };
+        let () = node.post("/v1/export", &body)?;
+        println!("written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// `blixard vm list`.
+pub fn list(node: &Control, remote: bool) -> Result<()> {
+    let local: Vec<ResourceInfo> = node.get("/v1/resources")?;
+    println!("{:<10} {:<24} {:<12} {:>12}  hash", "where", "name", "version", "size");
+    for r in local.iter().filter(|r| r.kind == "vm-image") {
+        println!(
+            "{:<10} {:<24} {:<12} {:>12}  {}",
+            "local",
+            r.name,
+            r.version,
+            indicatif::HumanBytes(r.size).to_string(),
+            &r.hash[..16]
+        );
+    }
+    if remote {
+        let others: Vec<(String, ResourceInfo)> = node.get("/v1/resources/remote")?;
+        for (peer, r) in others.iter().filter(|(_, r)| r.kind == "vm-image") {
+            println!(
+                "{:<10} {:<24} {:<12} {:>12}  {}",
+                &peer[..8],
+                r.name,
+                r.version,
+                indicatif::HumanBytes(r.size).to_string(),
+                &r.hash[..16]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `blixard peers`.
+pub fn peers(node: &Control) -> Result<()> {
+    let peers: Vec<PeerInfo> = node.get("/v1/peers")?;
+    if peers.is_empty() {
+        println!("no peers known: start the node with --p2p-peer ADDR, or check that peers are running");
+    }
+    for p in peers {
+        let rtt = p.rtt_ms.map_or("-".into(), |r| format!("{r:.2} ms"));
+        println!("{}  {:<22} {:<12} rtt {rtt}", p.id, p.addr, if p.connected { "connected" } else { "disconnected" });
+    }
+    Ok(())
+}
+
+/// `blixard status`.
+pub fn status(node: &Control) -> Result<()> {
+    let s: Stats = node.get("/v1/status")?;
+    println!("node      {}", s.node_id);
+    println!("address   {}", s.addr);
+    println!("peers     {} connected, {} known", s.peers_connected, s.peers_known);
+    println!("transfers {} active, {} queued", s.transfers_active, s.transfers_queued);
+    println!(
+        "traffic   {} sent, {} received",
+        indicatif::HumanBytes(s.bytes_sent),
+        indicatif::HumanBytes(s.bytes_received)
+    );
+    println!("resources {}", s.resources);
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! `P2pConfig`: the node's settings, with the seed's defaults, read from a
+//! TOML file, the environment and flags (flags win, then environment, then
+//! the file, then defaults).
+
+use std::{path::Path, time::Duration};
+
+use blixard_protocol::NodeId;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The node's settings. Every field is used; see each for where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct P2pConfig {
+    /// Downloads running at once; more wait in the priority queue. Default 3.
+    pub max_concurrent_transfers: usize,
+    /// A download that has not finished after this long fails (and may be
+    /// retried). Default 5 minutes.
+    #[serde(with = "secs")]
+    pub transfer_timeout: Duration,
+    /// How often connected peers are asked for the peers they know. Default 30 s.
+    #[serde(with = "secs")]
+    pub peer_discovery_interval: Duration,
+    /// How often each peer is pinged; a failed ping disconnects it. Default 60 s.
+    #[serde(with = "secs")]
+    pub health_check_interval: Duration,
+    /// Attempts after the first for a failed download, and for dialing a
+    /// peer, with exponential backoff. Default 3.
+    pub max_retry_attempts: u32,
+    /// Upload and download limit in megabits per second, per node; `None`
+    /// is unlimited (the default).
+    pub bandwidth_limit_mbps: Option<f64>,
+    /// If set, only these nodes may connect; others are refused at the
+    /// handshake.
+    pub allowlist: Option<Vec<NodeId>>,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        P2pConfig {
+            max_concurrent_transfers: 3,
+            transfer_timeout: Duration::from_secs(5 * 60),
+            peer_discovery_interval: Duration::from_secs(30),
+            health_check_interval: Duration::from_secs(60),
+            max_retry_attempts: 3,
+            bandwidth_limit_mbps: None,
+            allowlist: None,
+        }
+    }
+}
+
+impl P2pConfig {
+    /// Reads a TOML file; missing fields take their defaults, unknown ones
+    /// are an error (a typo must not be silently ignored).
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let c: P2pConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks values that would make the node misbehave.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_concurrent_transfers == 0 {
+            return Err(Error::Config("max_concurrent_transfers must be at least 1".into()));
+        }
+        if let Some(m) = self.bandwidth_limit_mbps {
+            if !(m.is_finite() && m > 0.0) {
+                return Err(Error::Config(format!("bandwidth_limit_mbps must be positive, not {m}")));
+            }
+        }
+        for (name, d) in [
+            ("transfer_timeout", self.transfer_timeout),
+            ("peer_discovery_interval", self.peer_discovery_interval),
+            ("health_check_interval", self.health_check_interval),
+        ] {
+            if d.is_zero() {
+                return Err(Error::Config(format!("{name} must be more than 0")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The bandwidth limit in bytes per second, if any.
+    pub fn bandwidth_limit_bytes(&self) -> Option<u64> {
+        self.bandwidth_limit_mbps.map(|m| (m * 1_000_000.0 / 8.0) as u64)
+    }
+}
+
+/// Durations as seconds (fractions allowed) in TOML.
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_seeds() {
+        let c = P2pConfig::default();
+        assert_eq!(c.max_concurrent_transfers, 3);
+        assert_eq!(c.transfer_timeout, Duration::from_secs(300));
+        assert_eq!(c.peer_discovery_interval, Duration::from_secs(30));
+        assert_eq!(c.health_check_interval, Duration::from_secs(60));
+        assert_eq!(c.max_retry_attempts, 3);
+        assert_eq!(c.bandwidth_limit_mbps, None);
+    }
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_typos() {
+        let c = P2pConfig::from_toml("max_concurrent_transfers = 1\ntransfer_timeout = 2.5\n").unwrap();
+        assert_eq!(c.max_concurrent_transfers, 1);
+        assert_eq!(c.transfer_timeout, Duration::from_millis(2500));
+        assert_eq!(c.max_retry_attempts, 3);
+        let err = P2pConfig::from_toml("max_concurrent_transfer = 1\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        assert!(P2pConfig::from_toml("bandwidth_limit_mbps = -1.0\n").is_err());
+    }
+}

@@ -1,0 +1,236 @@
+//! The control API: HTTP + JSON on a loopback TCP port, used by the CLI
+//! (and later the TUI). Every route except `/metrics` needs the bearer token
+//! kept in `<data-dir>/control.json` (mode 0600), so other local users
+//! cannot drive the node; `/metrics` is read-only Prometheus text.
+//!
+//! Routes (all under `/v1` except metrics):
+//! `GET status`, `GET peers`, `POST peers {peer}`, `GET resources`,
+//! `GET resources/remote`, `POST upload {kind,name,version,path}`,
+//! `POST download {kind,name,version,priority}`, `GET transfers`,
+//! `GET transfers/{id}`, `DELETE transfers/{id}`,
+//! `POST export {kind,name,version,path}`, and `GET /metrics`.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use axum::{
+    extract::{Path as UrlPath, Request, State},
+    http::{header, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use blixard_store::ResourceKind;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::{queue::TransferPriority, Error, Node, Result};
+
+/// Where a node's control API listens and its token: `control.json` in the
+/// data dir, readable only by the node's user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlFile {
+    /// The loopback address.
+    pub addr: SocketAddr,
+    /// The bearer token.
+    pub token: String,
+}
+
+impl ControlFile {
+    /// The file's path in a data dir.
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("control.json")
+    }
+
+    /// Reads a node's control file.
+    pub fn read(data_dir: &Path) -> Result<ControlFile> {
+        let path = Self::path(data_dir);
+        let text = std::fs::read_to_string(&path).map_err(Error::io("read", &path))?;
+        serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    fn write(&self, data_dir: &Path) -> Result<()> {
+        use std::{io::Write, os::unix::fs::OpenOptionsExt};
+        let path = Self::path(data_dir);
+        let tmp = path.with_extension("json.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(Error::io("create", &tmp))?;
+        f.write_all(serde_json::to_string(self).expect("plain data").as_bytes()).map_err(Error::io("write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(Error::io("rename", &tmp))
+    }
+}
+
+/// Starts the control API on `127.0.0.1:port` (or any free port if that
+/// one is taken) and writes the control file. Runs until the node stops.
+pub async fn serve(node: Node, port: u16) -> Result<SocketAddr> {
+    let listener = match tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
+        Ok(l) => l,
+        Err(_) => tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(|e| Error::Start(format!("control API: cannot listen on 127.0.0.1: {e}")))?,
+    };
+    let addr = listener.local_addr().map_err(|e| Error::Start(format!("control API: {e}")))?;
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    ControlFile { addr, token: token.clone() }.write(node.data_dir())?;
+    let api = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/peers", get(peers).post(connect))
+        .route("/v1/resources", get(resources))
+        .route("/v1/resources/remote", get(remote_resources))
+        .route("/v1/upload", post(upload))
+        .route("/v1/download", post(download))
+        .route("/v1/export", post(export))
+        .route("/v1/transfers", get(transfers))
+        .route("/v1/transfers/{id}", get(transfer).delete(cancel))
+        .route_layer(middleware::from_fn_with_state(token, authorize));
+    let app = api.route("/metrics", get(metrics)).with_state(node);
+    info!(%addr, "control API listening");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+async fn authorize(State(token): State<String>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compare without an early exit, so timing does not reveal a prefix.
+    let same = given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
+    if same {
+        next.run(request).await
+    } else {
+        (StatusCode::UNAUTHORIZED, Json(ApiError { error: "missing or wrong control token".into() })).into_response()
+    }
+}
+
+/// An error answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What went wrong.
+    pub error: String,
+}
+
+struct Failure(StatusCode, String);
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::NotFound { .. } | Error::UnknownTransfer(_) => StatusCode::NOT_FOUND,
+            Error::Config(_) | Error::Io { .. } => StatusCode::BAD_REQUEST,
+            Error::Protocol(_) | Error::NoPeers => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failure(code, e.to_string())
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(ApiError { error: self.1 })).into_response()
+    }
+}
+
+type Answer<T> = std::result::Result<Json<T>, Failure>;
+
+fn kind(text: &str) -> std::result::Result<ResourceKind, Failure> {
+    text.parse().map_err(|e: blixard_store::Error| Failure(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+async fn status(State(node): State<Node>) -> Json<crate::Stats> {
+    Json(node.stats())
+}
+
+async fn peers(State(node): State<Node>) -> Json<Vec<crate::events::PeerInfo>> {
+    Json(node.peers())
+}
+
+/// `POST /v1/peers`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConnectRequest {
+    /// `ADDR` or `NODE_ID@ADDR`.
+    pub peer: String,
+}
+
+async fn connect(State(node): State<Node>, Json(req): Json<ConnectRequest>) -> Answer<String> {
+    Ok(Json(node.connect_peer(&req.peer).await?.to_string()))
+}
+
+async fn resources(State(node): State<Node>) -> Answer<Vec<crate::events::ResourceInfo>> {
+    Ok(Json(node.local_resources()?))
+}
+
+async fn remote_resources(State(node): State<Node>) -> Json<Vec<(String, crate::events::ResourceInfo)>> {
+    Json(node.remote_resources().await)
+}
+
+/// `POST /v1/upload` and `/v1/export`: a resource and a local path.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResourceFile {
+    /// Kind, text form.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// An absolute path on the node's machine.
+    pub path: PathBuf,
+}
+
+async fn upload(State(node): State<Node>, Json(req): Json<ResourceFile>) -> Answer<crate::events::ResourceInfo> {
+    let kind = kind(&req.kind)?;
+    Ok(Json(node.upload_resource(kind, &req.name, &req.version, &req.path).await?))
+}
+
+async fn export(State(node): State<Node>, Json(req): Json<ResourceFile>) -> Answer<()> {
+    let kind = kind(&req.kind)?;
+    node.export_resource(&kind, &req.name, &req.version, &req.path).await?;
+    Ok(Json(()))
+}
+
+/// `POST /v1/download`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DownloadRequest {
+    /// Kind, text form.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Priority (default normal).
+    #[serde(default)]
+    pub priority: TransferPriority,
+}
+
+async fn download(State(node): State<Node>, Json(req): Json<DownloadRequest>) -> Answer<String> {
+    let kind = kind(&req.kind)?;
+    Ok(Json(node.request_download(kind, &req.name, &req.version, req.priority)?))
+}
+
+async fn transfers(State(node): State<Node>) -> Json<Vec<crate::TransferInfo>> {
+    Json(node.transfers())
+}
+
+async fn transfer(State(node): State<Node>, UrlPath(id): UrlPath<String>) -> Answer<crate::TransferInfo> {
+    node.transfer(&id).map(Json).ok_or_else(|| Error::UnknownTransfer(id).into())
+}
+
+async fn cancel(State(node): State<Node>, UrlPath(id): UrlPath<String>) -> Answer<()> {
+    node.cancel(&id)?;
+    Ok(Json(()))
+}
+
+async fn metrics(State(node): State<Node>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], node.metrics().render())
+}

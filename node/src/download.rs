@@ -1,0 +1,245 @@
+//! Downloads: resolve `(kind, name, version)` through peers, learn which
+//! ranges each provider holds, and fetch the missing ranges from all of them
+//! at once.
+//!
+//! The missing ranges are cut into stripes (4 MiB, whole chunk groups). One
+//! worker per provider takes the next stripe that provider holds, fetches it
+//! verified into the store, and comes back for more, so faster providers
+//! take more stripes (weighting by measured throughput without a plan) and a
+//! provider that stalls or fails hands its stripe back to the others (work
+//! stealing). A provider whose data fails verification is cut off and
+//! reported.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use blixard_protocol::{
+    client::{self, GetOptions},
+    stream::{Deadlines, UploadLimiter},
+    wire::ResourceInfo as WireResource,
+    Connection,
+};
+use blixard_store::{ranges, ChunkNum, ChunkRanges, Hash, ResourceKind, Store};
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn};
+
+use crate::{events::P2pEvent, metrics::Metrics, Error, Result};
+
+/// Chunks per stripe: 4 MiB, a multiple of the 16-chunk group.
+const STRIPE_CHUNKS: u64 = 4096;
+/// A provider that makes no progress for this long loses its stripe.
+const STALL: Duration = Duration::from_secs(20);
+/// Failures (other than bad data) after which a provider is dropped.
+const MAX_PROVIDER_FAILURES: u32 = 2;
+
+/// What a download needs from the node.
+pub(crate) struct Context {
+    pub store: Store,
+    pub events: broadcast::Sender<P2pEvent>,
+    pub metrics: Arc<Metrics>,
+    pub limiter: Option<Arc<dyn UploadLimiter>>,
+}
+
+/// Live figures of one download, read by the progress reporter.
+#[derive(Default)]
+pub(crate) struct Live {
+    pub total: AtomicU64,
+    /// Verified bytes held (starts at what was held before).
+    pub held: AtomicU64,
+    /// Response bytes arriving, for speed.
+    pub wire: Arc<AtomicU64>,
+    pub providers: AtomicUsize,
+}
+
+/// The resource's record as the peers describe it, and who has it.
+pub(crate) async fn resolve(
+    conns: &[Connection],
+    kind: &ResourceKind,
+    name: &str,
+    version: &str,
+) -> Result<(WireResource, Vec<Connection>)> {
+    if conns.is_empty() {
+        return Err(Error::NoPeers);
+    }
+    let kind_text = kind.to_string();
+    let lookups = conns.iter().map(|c| async {
+        let r = tokio::time::timeout(Duration::from_secs(15), client::lookup(c, &kind_text, name, version)).await;
+        (c.clone(), r)
+    });
+    let mut found: Vec<(Connection, WireResource)> = Vec::new();
+    for (conn, r) in join_all(lookups).await {
+        match r {
+            Ok(Ok(Some(info))) => found.push((conn, info)),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => debug!(peer = %conn.remote_id(), "lookup failed: {e}"),
+            Err(_) => debug!(peer = %conn.remote_id(), "lookup timed out"),
+        }
+    }
+    // Peers may disagree (a newer upload under the same name): take the hash
+    // most of them report.
+    let mut counts: Vec<([u8; 32], usize)> = Vec::new();
+    for (_, info) in &found {
+        match counts.iter_mut().find(|(h, _)| *h == info.hash) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((info.hash, 1)),
+        }
+    }
+    let Some((hash, _)) = counts.into_iter().max_by_key(|(_, n)| *n) else {
+        return Err(Error::NotFound {
+            kind: kind_text,
+            name: name.into(),
+            version: version.into(),
+            peers: conns.len(),
+        });
+    };
+    let info = found.iter().find(|(_, i)| i.hash == hash).map(|(_, i)| i.clone()).expect("counted from found");
+    let providers = found.into_iter().filter(|(_, i)| i.hash == hash).map(|(c, _)| c).collect();
+    Ok((info, providers))
+}
+
+/// Fetches whatever the store lacks of `hash` (claimed `size`) from
+/// `providers`, in parallel. Returns when the blob is complete.
+pub(crate) async fn fetch(ctx: &Context, hash: Hash, size: u64, providers: Vec<Connection>, live: &Live) -> Result<()> {
+    let Some(missing) = client::missing(&ctx.store, &hash)? else { return Ok(()) };
+    let missing = if missing == ChunkRanges::all() { ranges::all(size) } else { missing };
+    live.total.store(size, Ordering::Relaxed);
+    live.held.store(size - ranges::byte_count(&missing, size), Ordering::Relaxed);
+
+    // Which providers hold what.
+    let mut holders = Vec::new();
+    for conn in providers {
+        match tokio::time::timeout(Duration::from_secs(15), client::observe(&conn, hash)).await {
+            Ok(Ok(a)) => match a.ranges.to_ranges_within(usize::MAX) {
+                Ok(r) if !r.is_empty() => holders.push((conn, r)),
+                _ => {}
+            },
+            _ => debug!(peer = %conn.remote_id(), "observe failed; not a provider"),
+        }
+    }
+    if holders.is_empty() {
+        return Err(Error::Incomplete("no provider holds any of it".into()));
+    }
+    let stripes: VecDeque<ChunkRanges> = stripes(&missing, size).into();
+    info!(%hash, size, stripes = stripes.len(), providers = holders.len(), "downloading");
+    let work = Arc::new(Mutex::new(stripes));
+    let workers = holders.into_iter().map(|(conn, held)| worker(ctx, hash, conn, held, work.clone(), live));
+    let reasons = join_all(workers).await;
+    match client::missing(&ctx.store, &hash)? {
+        None => Ok(()),
+        Some(_) => {
+            let why: Vec<String> = reasons.into_iter().flatten().collect();
+            Err(Error::Incomplete(if why.is_empty() { "providers ran out".into() } else { why.join("; ") }))
+        }
+    }
+}
+
+/// Cuts `missing` into stripes of at most [`STRIPE_CHUNKS`] chunks.
+fn stripes(missing: &ChunkRanges, size: u64) -> Vec<ChunkRanges> {
+    let mut out = Vec::new();
+    for r in ranges::to_vec(missing, size) {
+        let mut start = r.start;
+        while start < r.end {
+            let end = ((start / STRIPE_CHUNKS + 1) * STRIPE_CHUNKS).min(r.end);
+            out.push(ChunkRanges::from(ChunkNum(start)..ChunkNum(end)));
+            start = end;
+        }
+    }
+    out
+}
+
+/// One provider's loop; returns why it stopped early, if it did.
+async fn worker(
+    ctx: &Context,
+    hash: Hash,
+    conn: Connection,
+    held: ChunkRanges,
+    work: Arc<Mutex<VecDeque<ChunkRanges>>>,
+    live: &Live,
+) -> Option<String> {
+    let peer = conn.remote_id();
+    let mut failures = 0;
+    live.providers.fetch_add(1, Ordering::Relaxed);
+    let result = loop {
+        let stripe = {
+            let mut q = work.lock().unwrap();
+            let pos = q.iter().position(|s| held.is_superset(s));
+            pos.and_then(|i| q.remove(i))
+        };
+        let Some(stripe) = stripe else { break None };
+        let options = GetOptions {
+            deadlines: Deadlines { total: None, stall: STALL },
+            progress: Some(live.wire.clone()),
+            limiter: ctx.limiter.clone(),
+        };
+        match client::get_ranges(&conn, &ctx.store, hash, stripe.clone(), &options).await {
+            Ok(out) => {
+                ctx.metrics.bytes_received.inc_by(out.data_bytes);
+                live.held.fetch_add(out.data_bytes, Ordering::Relaxed);
+            }
+            Err(e) if e.is_peer_misbehaving() => {
+                warn!(%peer, "cut off: {e}");
+                let _ = ctx.events.send(P2pEvent::PeerMisbehaved(peer.to_string(), e.to_string()));
+                work.lock().unwrap().push_front(stripe);
+                conn.close(blixard_protocol::ErrorCode::ProtocolViolation, "sent unverifiable data");
+                break Some(format!("{peer} sent bad data: {e}"));
+            }
+            Err(e) => {
+                failures += 1;
+                debug!(%peer, failures, "stripe failed: {e}");
+                work.lock().unwrap().push_front(stripe);
+                if failures > MAX_PROVIDER_FAILURES {
+                    break Some(format!("{peer}: {e}"));
+                }
+            }
+        }
+    };
+    live.providers.fetch_sub(1, Ordering::Relaxed);
+    result
+}
+
+async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    let mut pending: Vec<_> = futures.into_iter().enumerate().collect();
+    std::future::poll_fn(|cx| {
+        pending.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => {
+                out[*i] = Some(v);
+                false
+            }
+            std::task::Poll::Pending => true,
+        });
+        if pending.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter().map(|v| v.expect("every future finished")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripes_cover_the_missing_ranges_on_stripe_boundaries() {
+        let size = 20 * 1024 * 1024 + 5;
+        let missing = ChunkRanges::from(ChunkNum(100)..ChunkNum(9000)) | ChunkRanges::from(ChunkNum(12000)..);
+        let s = stripes(&missing, size);
+        let mut union = ChunkRanges::empty();
+        for x in &s {
+            assert!((x & &union).is_empty(), "stripes overlap");
+            union |= x.clone();
+        }
+        assert_eq!(union, ranges::clamp(&missing, size));
+        assert!(s.iter().all(|x| ranges::byte_count(x, size) <= STRIPE_CHUNKS * 1024));
+    }
+}

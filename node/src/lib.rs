@@ -1,0 +1,52 @@
+//! `blixard-node`: the Blixard P2P node — peers, a priority transfer queue,
+//! multi-source verified downloads, a localhost control API and Prometheus
+//! metrics — over the `blixard-protocol` QUIC protocol and a
+//! `blixard-store` chunk store. The `blixard` binary is a thin shell over
+//! this library.
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use blixard_node::{Node, NodeOptions, P2pConfig, TransferPriority, TransferState};
+//! use blixard_store::ResourceKind;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let start = |id: u64| Node::spawn(NodeOptions {
+//!     id,
+//!     data_dir: dir.path().join(format!("node-{id}")),
+//!     bind: "127.0.0.1:0".parse().unwrap(),
+//!     config: P2pConfig::default(),
+//! });
+//! let (seeder, leecher) = (start(1).await?, start(2).await?);
+//!
+//! // Upload an image on one node...
+//! let image = dir.path().join("image.img");
+//! std::fs::write(&image, vec![7u8; 100_000])?;
+//! seeder.upload_resource(ResourceKind::VmImage, "ubuntu-server", "22.04", &image).await?;
+//!
+//! // ...and download it, verified, on the other.
+//! leecher.connect_peer(&format!("{}@{}", seeder.node_id(), seeder.addr())).await?;
+//! let id = leecher.request_download(ResourceKind::VmImage, "ubuntu-server", "22.04", TransferPriority::High)?;
+//! let done = leecher.wait(&id).await?;
+//! assert_eq!(done.state, TransferState::Completed);
+//! # seeder.shutdown().await;
+//! # leecher.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod config;
+pub mod control;
+mod download;
+pub mod error;
+pub mod events;
+pub mod metrics;
+mod node;
+mod peers;
+pub mod queue;
+
+pub use config::P2pConfig;
+pub use error::{Error, Result};
+pub use events::{P2pEvent, PeerInfo, ResourceInfo, TransferProgress};
+pub use node::{Node, NodeOptions, Stats, TransferInfo, TransferState};
+pub use queue::TransferPriority;

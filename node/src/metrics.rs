@@ -1,0 +1,88 @@
+//! Prometheus metrics, with the names the seed promised
+//! (`blixard_p2p_peers_total`, `blixard_p2p_transfers_active`,
+//! `blixard_p2p_bytes_sent`, `blixard_p2p_bytes_received`,
+//! `blixard_p2p_transfer_duration`) and a few more. Served by the control
+//! API at `/metrics` in the Prometheus text format.
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// The node's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Connected peers.
+    pub peers: IntGauge,
+    /// Transfers running now.
+    pub transfers_active: IntGauge,
+    /// Transfers waiting in the queue.
+    pub transfers_queued: IntGauge,
+    /// Blob bytes served to peers.
+    pub bytes_sent: IntCounter,
+    /// Verified blob bytes received from peers.
+    pub bytes_received: IntCounter,
+    /// Seconds from a transfer's start to its completion.
+    pub transfer_duration: Histogram,
+    /// Transfers that ended, by outcome (`completed`, `failed`, `cancelled`).
+    pub transfers_finished: IntCounterVec,
+    /// Ping round-trip times, seconds.
+    pub peer_rtt: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set, registered.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+            registry.register(Box::new(h.clone())).expect("unique metric");
+            h
+        };
+        let finished = IntCounterVec::new(
+            Opts::new("blixard_p2p_transfers_finished", "Transfers that ended, by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(finished.clone())).expect("unique metric");
+        Metrics {
+            peers: gauge("blixard_p2p_peers_total", "Number of connected peers"),
+            transfers_active: gauge("blixard_p2p_transfers_active", "Active transfer count"),
+            transfers_queued: gauge("blixard_p2p_transfers_queued", "Transfers waiting in the queue"),
+            bytes_sent: counter("blixard_p2p_bytes_sent", "Total blob bytes uploaded to peers"),
+            bytes_received: counter("blixard_p2p_bytes_received", "Total verified blob bytes downloaded"),
+            transfer_duration: histogram(
+                "blixard_p2p_transfer_duration",
+                "Transfer completion times, seconds",
+                vec![0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0],
+            ),
+            transfers_finished: finished,
+            peer_rtt: histogram(
+                "blixard_p2p_peer_rtt_seconds",
+                "Ping round-trip times to peers",
+                vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0],
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}

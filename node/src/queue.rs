@@ -1,0 +1,149 @@
+//! The transfer queue's order: strictly Critical > High > Normal > Low, and
+//! first come, first served within a priority. A plain data structure; the
+//! node pairs it with concurrency permits (`node.rs`).
+
+use std::{cmp::Ordering, collections::BinaryHeap, fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+/// How urgent a transfer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub enum TransferPriority {
+    /// Background work.
+    Low,
+    /// The default.
+    #[default]
+    Normal,
+    /// Ahead of normal work.
+    High,
+    /// Ahead of everything.
+    Critical,
+}
+
+impl fmt::Display for TransferPriority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransferPriority::Low => "low",
+            TransferPriority::Normal => "normal",
+            TransferPriority::High => "high",
+            TransferPriority::Critical => "critical",
+        })
+    }
+}
+
+impl FromStr for TransferPriority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "low" => Ok(TransferPriority::Low),
+            "normal" => Ok(TransferPriority::Normal),
+            "high" => Ok(TransferPriority::High),
+            "critical" => Ok(TransferPriority::Critical),
+            _ => Err(format!("unknown priority {s:?} (low, normal, high, critical)")),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Queued {
+    priority: TransferPriority,
+    seq: u64,
+    id: String,
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Higher priority first; within one, the lower sequence number first.
+        self.priority.cmp(&other.priority).then(other.seq.cmp(&self.seq))
+    }
+}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Waiting transfers, by request id.
+#[derive(Debug, Default)]
+pub struct Queue {
+    heap: BinaryHeap<Queued>,
+    next_seq: u64,
+}
+
+impl Queue {
+    /// Adds `id` at `priority`, behind everything already queued at it.
+    pub fn push(&mut self, id: String, priority: TransferPriority) {
+        self.next_seq += 1;
+        self.heap.push(Queued { priority, seq: self.next_seq, id });
+    }
+
+    /// Takes the next transfer to run.
+    pub fn pop(&mut self) -> Option<String> {
+        self.heap.pop().map(|q| q.id)
+    }
+
+    /// Removes `id`; true if it was queued.
+    pub fn remove(&mut self, id: &str) -> bool {
+        let before = self.heap.len();
+        self.heap.retain(|q| q.id != id);
+        self.heap.len() != before
+    }
+
+    /// Raises a queued transfer to `priority` if that is higher (a duplicate
+    /// request merged into it), keeping its place among equals.
+    pub fn raise(&mut self, id: &str, priority: TransferPriority) {
+        let mut items = std::mem::take(&mut self.heap).into_vec();
+        for q in items.iter_mut().filter(|q| q.id == id) {
+            q.priority = q.priority.max(priority);
+        }
+        self.heap = items.into();
+    }
+
+    /// Queued transfers.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// True if nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TransferPriority::*;
+
+    #[test]
+    fn strict_priority_then_fifo() {
+        let mut q = Queue::default();
+        for (id, p) in [("l1", Low), ("n1", Normal), ("l2", Low), ("c1", Critical), ("h1", High), ("n2", Normal)] {
+            q.push(id.into(), p);
+        }
+        let order: Vec<String> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(order, ["c1", "h1", "n1", "n2", "l1", "l2"]);
+    }
+
+    #[test]
+    fn remove_and_raise() {
+        let mut q = Queue::default();
+        q.push("a".into(), Low);
+        q.push("b".into(), Low);
+        q.push("c".into(), Normal);
+        assert!(q.remove("c"));
+        assert!(!q.remove("c"));
+        q.raise("b", High);
+        assert_eq!(q.pop().as_deref(), Some("b"));
+        assert_eq!(q.pop().as_deref(), Some("a"));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn priorities_parse() {
+        assert_eq!("Critical".parse::<TransferPriority>().unwrap(), Critical);
+        assert!("urgent".parse::<TransferPriority>().is_err());
+        assert!(Critical > High && High > Normal && Normal > Low);
+    }
+}

@@ -1,0 +1,119 @@
+//! The seed's multi-node example, as processes: three `blixard node`s,
+//! `vm upload` on node 1, `vm download` on node 3, the bytes verified.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_blixard");
+
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(id: u64, data: &Path, peers: &[&Node], extra: &[&str]) -> Node {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["node", "--id", &id.to_string(), "--bind", "127.0.0.1:0", "--enable-p2p", "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .env_remove("BLIXARD_P2P_PORT")
+        .env_remove("BLIXARD_P2P_CACHE_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for p in peers {
+        cmd.args(["--p2p-peer", &p.addr]);
+    }
+    let mut child = cmd.spawn().expect("start blixard node");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .unwrap_or_else(|| panic!("no addr in {line:?}"))
+        .to_string();
+    Node { child, addr }
+}
+
+fn blixard(args: &[&str], data: &Path) -> std::process::Output {
+    Command::new(BIN).args(args).arg("--data-dir").arg(data).env_remove("BLIXARD_NODE").output().unwrap()
+}
+
+#[test]
+fn three_nodes_upload_on_one_download_on_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: u32| dir.path().join(format!("node-{n}"));
+    let n1 = start(1, &d(1), &[], &[]);
+    let n2 = start(2, &d(2), &[&n1], &[]);
+    let _n3 = start(3, &d(3), &[&n1, &n2], &[]);
+
+    let image = dir.path().join("ubuntu.img");
+    let data: Vec<u8> = (0..3 * 1024 * 1024 + 123u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(&image, &data).unwrap();
+
+    let up = blixard(
+        &["vm", "upload", "--name", "ubuntu-server", "--version", "22.04", "--file", image.to_str().unwrap()],
+        &d(1),
+    );
+    assert!(up.status.success(), "upload: {}", String::from_utf8_lossy(&up.stderr));
+
+    let out = dir.path().join("downloaded.img");
+    let down = blixard(
+        &["vm", "download", "--name", "ubuntu-server", "--version", "22.04", "--output", out.to_str().unwrap()],
+        &d(3),
+    );
+    assert!(
+        down.status.success(),
+        "download: {}{}",
+        String::from_utf8_lossy(&down.stdout),
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let got = std::fs::read(&out).unwrap();
+    assert_eq!(blake3::hash(&got), blake3::hash(&data), "downloaded bytes differ");
+    if let Ok(b3) = Command::new("b3sum").args(["--no-names"]).arg(&out).output() {
+        if b3.status.success() {
+            let sum = String::from_utf8_lossy(&b3.stdout).trim().to_string();
+            assert_eq!(sum, blake3::hash(&data).to_hex().as_str(), "b3sum of the download");
+        }
+    }
+
+    // Node 3 lists it locally now; node 1 reports bytes sent in its status.
+    let list = blixard(&["vm", "list"], &d(3));
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("ubuntu-server"),
+        "{}",
+        String::from_utf8_lossy(&list.stdout)
+    );
+    let status = blixard(&["status"], &d(1));
+    assert!(status.status.success());
+}
+
+#[test]
+fn client_commands_without_a_node_say_how_to_start_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = blixard(&["status"], dir.path());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no running node found") && err.contains("blixard node"), "{err}");
+}
+
+#[test]
+fn downloading_an_unknown_image_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: u32| dir.path().join(format!("node-{n}"));
+    let n1 = start(1, &d(1), &[], &[]);
+    let _n2 = start(2, &d(2), &[&n1], &["--max-retry-attempts", "0"]);
+    let out = blixard(&["vm", "download", "--name", "nope", "--version", "1"], &d(2));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no peer has vm-image nope 1"), "{err}");
+}
