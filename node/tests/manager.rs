@@ -1,0 +1,267 @@
+//! The node's behaviours, in process, each with a test that fails without
+//! it: priority order, the concurrency cap, the timeout, retries, multi-source
+//! speed and survival, the allowlist, the control token, the bandwidth
+//! limit and the metrics.
+
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use blixard_node::{control, Node, NodeOptions, P2pConfig, P2pEvent, TransferPriority, TransferState};
+use blixard_store::ResourceKind;
+use tempfile::TempDir;
+
+const MBPS_16: f64 = 16.0; // 2 MB/s
+
+async fn node(dir: &Path, id: u64, config: P2pConfig) -> Node {
+    Node::spawn(NodeOptions {
+        id,
+        data_dir: dir.join(format!("node-{id}")),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        config,
+    })
+    .await
+    .unwrap()
+}
+
+fn limited(mbps: f64) -> P2pConfig {
+    P2pConfig { bandwidth_limit_mbps: Some(mbps), ..Default::default() }
+}
+
+fn image(dir: &Path, name: &str, size: usize, seed: u32) -> std::path::PathBuf {
+    let p = dir.join(name);
+    let data: Vec<u8> = (0..size as u32).map(|i| (i.wrapping_add(seed).wrapping_mul(2654435761) >> 11) as u8).collect();
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+async fn upload(n: &Node, dir: &Path, name: &str, size: usize) {
+    let p = image(dir, &format!("{name}.img"), size, 1);
+    n.upload_resource(ResourceKind::VmImage, name, "1", &p).await.unwrap();
+}
+
+async fn link(from: &Node, to: &Node) {
+    from.connect_peer(&format!("{}@{}", to.node_id(), to.addr())).await.unwrap();
+}
+
+fn vm(n: &Node, name: &str, p: TransferPriority) -> String {
+    n.request_download(ResourceKind::VmImage, name, "1", p).unwrap()
+}
+
+async fn started(events: &mut tokio::sync::broadcast::Receiver<P2pEvent>) -> String {
+    loop {
+        if let P2pEvent::TransferStarted(id) = events.recv().await.unwrap() {
+            return id;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_runs_before_queued_low_requests() {
+    let dir = TempDir::new().unwrap();
+    let seeder = node(dir.path(), 1, limited(MBPS_16)).await;
+    for i in 0..4 {
+        upload(&seeder, dir.path(), &format!("img-{i}"), 512 * 1024).await;
+    }
+    let leecher = node(dir.path(), 2, P2pConfig { max_concurrent_transfers: 1, ..Default::default() }).await;
+    link(&leecher, &seeder).await;
+    let mut events = leecher.events();
+    let first = vm(&leecher, "img-0", TransferPriority::Low);
+    assert_eq!(started(&mut events).await, first);
+    let low1 = vm(&leecher, "img-1", TransferPriority::Low);
+    let low2 = vm(&leecher, "img-2", TransferPriority::Low);
+    let critical = vm(&leecher, "img-3", TransferPriority::Critical);
+    let order = vec![started(&mut events).await, started(&mut events).await, started(&mut events).await];
+    assert_eq!(order, vec![critical, low1, low2], "the critical request must run first");
+    for t in leecher.transfers() {
+        assert_eq!(leecher.wait(&t.id).await.unwrap().state, TransferState::Completed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_more_than_the_concurrency_cap_run_at_once() {
+    let dir = TempDir::new().unwrap();
+    let seeder = node(dir.path(), 1, limited(MBPS_16)).await;
+    for i in 0..5 {
+        upload(&seeder, dir.path(), &format!("img-{i}"), 768 * 1024).await;
+    }
+    let leecher = node(dir.path(), 2, P2pConfig { max_concurrent_transfers: 2, ..Default::default() }).await;
+    link(&leecher, &seeder).await;
+    let ids: Vec<String> = (0..5).map(|i| vm(&leecher, &format!("img-{i}"), TransferPriority::Normal)).collect();
+    let mut peak = 0;
+    while leecher.transfers().iter().any(|t| matches!(t.state, TransferState::Queued | TransferState::Running)) {
+        let running = leecher.transfers().iter().filter(|t| t.state == TransferState::Running).count();
+        peak = peak.max(running);
+        assert!(running <= 2, "{running} transfers running with a cap of 2");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(peak, 2, "the cap should be reached");
+    for id in ids {
+        assert_eq!(leecher.transfer(&id).unwrap().state, TransferState::Completed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_over_its_timeout_fails() {
+    let dir = TempDir::new().unwrap();
+    let seeder = node(dir.path(), 1, limited(2.0)).await; // 250 kB/s
+    upload(&seeder, dir.path(), "slow", 2 * 1024 * 1024).await;
+    let config = P2pConfig { transfer_timeout: Duration::from_secs(1), max_retry_attempts: 0, ..Default::default() };
+    let leecher = node(dir.path(), 2, config).await;
+    link(&leecher, &seeder).await;
+    let started = Instant::now();
+    let id = vm(&leecher, "slow", TransferPriority::Normal);
+    let done = leecher.wait(&id).await.unwrap();
+    assert_eq!(done.state, TransferState::Failed);
+    assert!(done.error.unwrap().contains("timed out"));
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_attempt_is_retried_with_another_provider() {
+    let dir = TempDir::new().unwrap();
+    let first = node(dir.path(), 1, limited(MBPS_16)).await;
+    let second = node(dir.path(), 2, P2pConfig::default()).await;
+    upload(&first, dir.path(), "img", 3 * 1024 * 1024).await;
+    upload(&second, dir.path(), "img", 3 * 1024 * 1024).await;
+    let leecher = node(dir.path(), 3, P2pConfig::default()).await;
+    link(&leecher, &first).await;
+    let mut events = leecher.events();
+    let id = vm(&leecher, "img", TransferPriority::Normal);
+    started(&mut events).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.shutdown().await; // the only provider dies mid-transfer
+    link(&leecher, &second).await;
+    let done = leecher.wait(&id).await.unwrap();
+    assert_eq!(done.state, TransferState::Completed, "{:?}", done.error);
+    assert!(done.attempts >= 2, "expected a retry, got {} attempt(s)", done.attempts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_providers_triple_the_rate_and_survive_losing_one() {
+    let dir = TempDir::new().unwrap();
+    let size = 24 * 1024 * 1024;
+    let mut providers = Vec::new();
+    for i in 1..=3 {
+        let p = node(dir.path(), i, limited(MBPS_16)).await;
+        upload(&p, dir.path(), "big", size).await;
+        providers.push(p);
+    }
+    let u = MBPS_16 * 1e6 / 8.0;
+    let leecher = node(dir.path(), 4, P2pConfig::default()).await;
+    for p in &providers {
+        link(&leecher, p).await;
+    }
+    let started = Instant::now();
+    let id = vm(&leecher, "big", TransferPriority::Normal);
+    let done = leecher.wait(&id).await.unwrap();
+    assert_eq!(done.state, TransferState::Completed, "{:?}", done.error);
+    let rate = size as f64 / started.elapsed().as_secs_f64();
+    eprintln!("multi-source: {:.2} MB/s = {:.2} U", rate / 1e6, rate / u);
+    assert!(rate >= 2.5 * u, "rate {:.2} MB/s is under 2.5 U ({:.2} MB/s)", rate / 1e6, 2.5 * u / 1e6);
+
+    // Again, killing one provider part-way.
+    let leecher2 = node(dir.path(), 5, P2pConfig::default()).await;
+    for p in &providers {
+        link(&leecher2, p).await;
+    }
+    let id = vm(&leecher2, "big", TransferPriority::Normal);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    providers[0].shutdown().await;
+    let done = leecher2.wait(&id).await.unwrap();
+    assert_eq!(done.state, TransferState::Completed, "{:?}", done.error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upload_limit_holds_within_15_percent() {
+    let dir = TempDir::new().unwrap();
+    let seeder = node(dir.path(), 1, limited(MBPS_16)).await;
+    let size = 8 * 1024 * 1024;
+    upload(&seeder, dir.path(), "img", size).await;
+    let leecher = node(dir.path(), 2, P2pConfig::default()).await;
+    link(&leecher, &seeder).await;
+    let started = Instant::now();
+    let id = vm(&leecher, "img", TransferPriority::Normal);
+    assert_eq!(leecher.wait(&id).await.unwrap().state, TransferState::Completed);
+    let rate = size as f64 / started.elapsed().as_secs_f64();
+    let limit = MBPS_16 * 1e6 / 8.0;
+    eprintln!("limited upload: {:.3} MB/s for a limit of {:.3} MB/s", rate / 1e6, limit / 1e6);
+    assert!((rate - limit).abs() <= 0.15 * limit, "rate {:.3} MB/s vs limit {:.3} MB/s", rate / 1e6, limit / 1e6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allowlist_refuses_other_peers() {
+    let dir = TempDir::new().unwrap();
+    let friend = node(dir.path(), 2, P2pConfig::default()).await;
+    let stranger = node(dir.path(), 3, P2pConfig { max_retry_attempts: 0, ..Default::default() }).await;
+    let config = P2pConfig { allowlist: Some(vec![friend.node_id()]), ..Default::default() };
+    let guarded = node(dir.path(), 1, config).await;
+    upload(&guarded, dir.path(), "img", 100_000).await;
+    link(&friend, &guarded).await;
+    let target = format!("{}@{}", guarded.node_id(), guarded.addr());
+    // The handshake may finish on the client before the server refuses it;
+    // either way no request is served.
+    if stranger.connect_peer(&target).await.is_ok() {
+        let id = vm(&stranger, "img", TransferPriority::Normal);
+        let done = stranger.wait(&id).await.unwrap();
+        assert_eq!(done.state, TransferState::Failed, "a refused peer was served");
+    }
+    let id = vm(&friend, "img", TransferPriority::Normal);
+    assert_eq!(friend.wait(&id).await.unwrap().state, TransferState::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_api_needs_the_token_and_serves_metrics() {
+    let dir = TempDir::new().unwrap();
+    let seeder = node(dir.path(), 1, P2pConfig::default()).await;
+    let size = 1024 * 1024 + 5;
+    upload(&seeder, dir.path(), "img", size).await;
+    let leecher = node(dir.path(), 2, P2pConfig::default()).await;
+    let addr = control::serve(leecher.clone(), 0).await.unwrap();
+    let file = control::ControlFile::path(leecher.data_dir());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let token = control::ControlFile::read(leecher.data_dir()).unwrap().token;
+    link(&leecher, &seeder).await;
+
+    let base = format!("http://{addr}");
+    let call = move |path: &'static str, token: Option<String>| {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut req = ureq::get(&format!("{base}{path}"));
+            if let Some(t) = token {
+                req = req.set("Authorization", &format!("Bearer {t}"));
+            }
+            match req.call() {
+                Ok(r) => (r.status(), r.into_string().unwrap()),
+                Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+                Err(e) => panic!("{e}"),
+            }
+        })
+    };
+    assert_eq!(call("/v1/status", None).await.unwrap().0, 401);
+    assert_eq!(call("/v1/status", Some("0".repeat(64))).await.unwrap().0, 401);
+    assert_eq!(call("/v1/status", Some(token.clone())).await.unwrap().0, 200);
+
+    let id = vm(&leecher, "img", TransferPriority::Normal);
+    assert_eq!(leecher.wait(&id).await.unwrap().state, TransferState::Completed);
+    let (code, text) = call("/metrics", None).await.unwrap();
+    assert_eq!(code, 200);
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("blixard_p2p_bytes_received"), size as f64);
+    assert_eq!(value("blixard_p2p_peers_total"), 1.0);
+    assert_eq!(value("blixard_p2p_transfers_active"), 0.0);
+    assert_eq!(value("blixard_p2p_transfer_duration_count"), 1.0);
+    assert_eq!(value("blixard_p2p_bytes_sent"), 0.0);
+    assert!(seeder.metrics().bytes_sent.get() >= size as u64);
+    let _ = Arc::new(());
+}
