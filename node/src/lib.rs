@@ -35,6 +35,7 @@
 //! # }
 //! ```
 
+mod codec;
 pub mod config;
 pub mod control;
 mod download;

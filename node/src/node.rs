@@ -111,6 +111,17 @@ pub struct Stats {
 
 type Key = (String, String, String);
 
+/// A transfer that has not finished, as kept in `node.db` so it resumes
+/// after a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PendingRecord {
+    id: String,
+    kind: String,
+    name: String,
+    version: String,
+    priority: TransferPriority,
+}
+
 struct Transfers {
     queue: Queue,
     all: HashMap<String, TransferInfo>,
@@ -124,6 +135,7 @@ pub(crate) struct Inner {
     store: Store,
     endpoint: Endpoint,
     _db: sled::Db,
+    pending: sled::Tree,
     peers: Arc<Peers>,
     events: broadcast::Sender<P2pEvent>,
     metrics: Arc<Metrics>,
@@ -205,6 +217,7 @@ impl Node {
             options,
             store,
             endpoint: endpoint.clone(),
+            pending: db.open_tree("transfers").map_err(|e| Error::Start(format!("node database: {e}")))?,
             _db: db,
             peers: peers.clone(),
             events,
@@ -221,6 +234,7 @@ impl Node {
             tasks: Mutex::new(Vec::new()),
         });
         let node = Node { inner };
+        node.resume_pending()?;
         node.start_tasks(ctx);
         for saved in peers.saved() {
             let p = peers.clone();
@@ -392,6 +406,25 @@ impl Node {
         }
         t.next += 1;
         let id = format!("{}-{}", self.inner.options.id, t.next);
+        let record = PendingRecord {
+            id: id.clone(),
+            kind: key.0.clone(),
+            name: key.1.clone(),
+            version: key.2.clone(),
+            priority,
+        };
+        self.inner.pending.insert(id.as_bytes(), crate::codec::encode(&record)).map_err(blixard_store::Error::from)?;
+        self.enqueue(&mut t, record);
+        drop(t);
+        self.inner.queued.notify_one();
+        info!(%id, %kind, name, version, %priority, "download queued");
+        Ok(id)
+    }
+
+    /// Puts a transfer into the queue and the tables.
+    fn enqueue(&self, t: &mut Transfers, r: PendingRecord) {
+        let (id, priority) = (r.id.clone(), r.priority);
+        let key: Key = (r.kind.clone(), r.name.clone(), r.version.clone());
         t.all.insert(
             id.clone(),
             TransferInfo {
@@ -409,12 +442,30 @@ impl Node {
             },
         );
         t.by_key.insert(key, id.clone());
-        t.queue.push(id.clone(), priority);
+        t.queue.push(id, priority);
         self.inner.metrics.transfers_queued.set(t.queue.len() as i64);
-        drop(t);
-        self.inner.queued.notify_one();
-        info!(%id, %kind, name, version, %priority, "download queued");
-        Ok(id)
+    }
+
+    /// Re-queues the transfers a previous run left unfinished, in their
+    /// original order.
+    fn resume_pending(&self) -> Result<()> {
+        let mut records = Vec::new();
+        for kv in self.inner.pending.iter() {
+            let (_, v) = kv.map_err(blixard_store::Error::from)?;
+            match crate::codec::decode::<PendingRecord>("transfer", &v) {
+                Ok(r) => records.push(r),
+                Err(e) => warn!("dropping a pending transfer: {e}"),
+            }
+        }
+        let number = |id: &str| id.rsplit('-').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        records.sort_by_key(|r| number(&r.id));
+        let mut t = self.inner.transfers.lock().unwrap();
+        for r in records {
+            t.next = t.next.max(number(&r.id));
+            info!(id = %r.id, name = %r.name, version = %r.version, "resuming an unfinished download");
+            self.enqueue(&mut t, r);
+        }
+        Ok(())
     }
 
     /// Cancels a queued or running transfer.
@@ -425,6 +476,7 @@ impl Node {
             return Ok(());
         }
         t.queue.remove(id);
+        let _ = self.inner.pending.remove(id.as_bytes());
         if let Some(task) = t.running.remove(id) {
             task.abort();
             self.inner.metrics.transfers_active.dec();
@@ -575,6 +627,7 @@ impl Node {
         };
         reporter.abort();
         let took = started.elapsed();
+        let _ = inner.pending.remove(id.as_bytes());
         let mut t = inner.transfers.lock().unwrap();
         t.running.remove(id);
         inner.metrics.transfers_active.dec();
