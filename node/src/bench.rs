@@ -115,7 +115,7 @@ fn reset_peak_rss() {
 }
 
 /// The b3sum baseline: BLAKE3 with `update_rayon` over the memory-mapped file.
-fn baseline_hash(path: &Path) -> Result<(blake3::Hash, Duration)> {
+pub fn baseline_hash(path: &Path) -> Result<(blake3::Hash, Duration)> {
     let start = Instant::now();
     let f = File::open(path)?;
     // SAFETY: a read-only map of a file only this benchmark uses.

@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod daemon;
+mod demo;
 mod transfer_bench;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -81,6 +82,13 @@ enum Command {
     Status {
         #[command(flatten)]
         target: Target,
+    },
+    /// See it work: three nodes in this process, an image uploaded on two
+    /// and downloaded, verified, on the third from both. Cleans up after.
+    Demo {
+        /// Size of the generated image.
+        #[arg(long, default_value = "256MiB", value_parser = bench::parse_size)]
+        size: u64,
     },
     /// Check a peer against the protocol specification; exits non-zero on any failure.
     Conformance {
@@ -279,6 +287,7 @@ async fn main() -> Result<()> {
         }
         Command::Peers { target } => tokio::task::spawn_blocking(move || cli::peers(&target.control()?)).await??,
         Command::Status { target } => tokio::task::spawn_blocking(move || cli::status(&target.control()?)).await??,
+        Command::Demo { size } => demo::run(size).await?,
         Command::Conformance { peer, hash } => {
             let Some(id) = peer.id else {
                 bail!("conformance needs the peer's identity: NODE_ID@{}", peer.addr);
