@@ -2,13 +2,15 @@
 //! ranges each provider holds, and fetch the missing ranges from all of them
 //! at once.
 //!
-//! The missing ranges are cut into stripes (4 MiB, whole chunk groups). One
-//! worker per provider takes the next stripe that provider holds, fetches it
-//! verified into the store, and comes back for more, so faster providers
-//! take more stripes (weighting by measured throughput without a plan) and a
-//! provider that stalls or fails hands its stripe back to the others (work
-//! stealing). A provider whose data fails verification is cut off and
-//! reported.
+//! The missing ranges are cut into stripes (4 MiB, whole chunk groups), in
+//! a random order. One worker per peer watches which ranges that peer holds
+//! (observe with updates: a peer downloading the same blob becomes a
+//! provider as it goes, which makes a swarm), takes the next stripe the
+//! peer holds, fetches it verified into the store, and comes back for more.
+//! So faster providers take more stripes (weighting by measured throughput
+//! without a plan), and a provider that stalls or fails hands its stripe
+//! back to the others (work stealing). A provider whose data fails
+//! verification is cut off and reported.
 
 use std::{
     collections::VecDeque,
@@ -16,7 +18,7 @@ use std::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use blixard_protocol::{
@@ -26,7 +28,7 @@ use blixard_protocol::{
     Connection,
 };
 use blixard_store::{ranges, ChunkNum, ChunkRanges, Hash, ResourceKind, Store};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 use tracing::{debug, info, warn};
 
 use crate::{events::P2pEvent, metrics::Metrics, Error, Result};
@@ -37,6 +39,8 @@ const STRIPE_CHUNKS: u64 = 4096;
 const STALL: Duration = Duration::from_secs(20);
 /// Failures (other than bad data) after which a provider is dropped.
 const MAX_PROVIDER_FAILURES: u32 = 2;
+/// A peer that has held nothing still wanted for this long stops waiting.
+const IDLE_LIMIT: Duration = Duration::from_secs(30);
 
 /// What a download needs from the node.
 pub(crate) struct Context {
@@ -103,39 +107,62 @@ pub(crate) async fn resolve(
     Ok((info, providers))
 }
 
-/// Fetches whatever the store lacks of `hash` (claimed `size`) from
-/// `providers`, in parallel. Returns when the blob is complete.
-pub(crate) async fn fetch(ctx: &Context, hash: Hash, size: u64, providers: Vec<Connection>, live: &Live) -> Result<()> {
+/// Fetches whatever the store lacks of `hash` (claimed `size`) from every
+/// peer in `peers` that holds some of it, in parallel, until the blob is
+/// complete. Peers that are downloading it too (a swarm) count: their
+/// holdings are watched as they grow.
+pub(crate) async fn fetch(ctx: &Context, hash: Hash, size: u64, peers: Vec<Connection>, live: &Live) -> Result<()> {
     let Some(missing) = client::missing(&ctx.store, &hash)? else { return Ok(()) };
     let missing = if missing == ChunkRanges::all() { ranges::all(size) } else { missing };
     live.total.store(size, Ordering::Relaxed);
     live.held.store(size - ranges::byte_count(&missing, size), Ordering::Relaxed);
-
-    // Which providers hold what.
-    let mut holders = Vec::new();
-    for conn in providers {
-        match tokio::time::timeout(Duration::from_secs(15), client::observe(&conn, hash)).await {
-            Ok(Ok(a)) => match a.ranges.to_ranges_within(usize::MAX) {
-                Ok(r) if !r.is_empty() => holders.push((conn, r)),
-                _ => {}
-            },
-            _ => debug!(peer = %conn.remote_id(), "observe failed; not a provider"),
-        }
-    }
-    if holders.is_empty() {
-        return Err(Error::Incomplete("no provider holds any of it".into()));
-    }
-    let stripes: VecDeque<ChunkRanges> = stripes(&missing, size).into();
-    info!(%hash, size, stripes = stripes.len(), providers = holders.len(), "downloading");
-    let work = Arc::new(Mutex::new(stripes));
-    let workers = holders.into_iter().map(|(conn, held)| worker(ctx, hash, conn, held, work.clone(), live));
+    // A random order: peers fetching the same blob then hold different
+    // stripes early, and have something to give each other.
+    let mut order = stripes(&missing, size);
+    rand::seq::SliceRandom::shuffle(&mut order[..], &mut rand::thread_rng());
+    info!(%hash, size, stripes = order.len(), peers = peers.len(), "downloading");
+    let work = Arc::new(Work { state: Mutex::new((order.into(), 0)), changed: Notify::new() });
+    let workers = peers.into_iter().map(|conn| provider(ctx, hash, conn, work.clone(), live));
     let reasons = join_all(workers).await;
     match client::missing(&ctx.store, &hash)? {
         None => Ok(()),
         Some(_) => {
             let why: Vec<String> = reasons.into_iter().flatten().collect();
-            Err(Error::Incomplete(if why.is_empty() { "providers ran out".into() } else { why.join("; ") }))
+            Err(Error::Incomplete(if why.is_empty() { "no provider held the rest".into() } else { why.join("; ") }))
         }
+    }
+}
+
+/// Stripes not yet fetched, and how many are being fetched.
+struct Work {
+    state: Mutex<(VecDeque<ChunkRanges>, usize)>,
+    changed: Notify,
+}
+
+impl Work {
+    /// The next stripe inside `held`, marked in flight.
+    fn take(&self, held: &ChunkRanges) -> Option<ChunkRanges> {
+        let mut st = self.state.lock().unwrap();
+        let i = st.0.iter().position(|s| held.is_superset(s))?;
+        let stripe = st.0.remove(i);
+        st.1 += 1;
+        stripe
+    }
+
+    /// A stripe is done (`None`) or handed back.
+    fn finish(&self, back: Option<ChunkRanges>) {
+        let mut st = self.state.lock().unwrap();
+        st.1 -= 1;
+        if let Some(s) = back {
+            st.0.push_front(s);
+        }
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
+    fn all_done(&self) -> bool {
+        let st = self.state.lock().unwrap();
+        st.0.is_empty() && st.1 == 0
     }
 }
 
@@ -153,25 +180,52 @@ fn stripes(missing: &ChunkRanges, size: u64) -> Vec<ChunkRanges> {
     out
 }
 
-/// One provider's loop; returns why it stopped early, if it did.
-async fn worker(
-    ctx: &Context,
-    hash: Hash,
-    conn: Connection,
-    held: ChunkRanges,
-    work: Arc<Mutex<VecDeque<ChunkRanges>>>,
-    live: &Live,
-) -> Option<String> {
+/// One peer's loop: watch what it holds, fetch stripes it holds, come back
+/// for more. Returns why it stopped early, if it did.
+async fn provider(ctx: &Context, hash: Hash, conn: Connection, work: Arc<Work>, live: &Live) -> Option<String> {
     let peer = conn.remote_id();
+    let held = Arc::new(Mutex::new(ChunkRanges::empty()));
+    let mut observer = match tokio::time::timeout(Duration::from_secs(15), client::watch(&conn, hash)).await {
+        Ok(Ok(o)) => o,
+        _ => return None, // cannot tell what it holds: not a provider
+    };
+    match tokio::time::timeout(Duration::from_secs(15), observer.next()).await {
+        Ok(Ok(Some(a))) => *held.lock().unwrap() = a.ranges.to_ranges_within(usize::MAX).unwrap_or_default(),
+        _ => return None,
+    }
+    // Follow its holdings as they grow (it may be downloading too).
+    let watcher = tokio::spawn({
+        let (held, work) = (held.clone(), work.clone());
+        async move {
+            while let Ok(Some(a)) = observer.next().await {
+                if let Ok(r) = a.ranges.to_ranges_within(usize::MAX) {
+                    *held.lock().unwrap() = r;
+                    work.changed.notify_waiters();
+                }
+            }
+        }
+    });
     let mut failures = 0;
-    live.providers.fetch_add(1, Ordering::Relaxed);
+    let mut active = false;
+    let mut idle_since = Instant::now();
     let result = loop {
-        let stripe = {
-            let mut q = work.lock().unwrap();
-            let pos = q.iter().position(|s| held.is_superset(s));
-            pos.and_then(|i| q.remove(i))
+        let changed = work.changed.notified();
+        let stripe = work.take(&held.lock().unwrap());
+        let Some(stripe) = stripe else {
+            if work.all_done() {
+                break None;
+            }
+            if idle_since.elapsed() > IDLE_LIMIT {
+                break None; // holds nothing that is still wanted
+            }
+            // Wait for a stripe to come back or this peer to hold more.
+            let _ = tokio::time::timeout(Duration::from_millis(500), changed).await;
+            continue;
         };
-        let Some(stripe) = stripe else { break None };
+        if !active {
+            active = true;
+            live.providers.fetch_add(1, Ordering::Relaxed);
+        }
         let options = GetOptions {
             deadlines: Deadlines { total: None, stall: STALL },
             progress: Some(live.wire.clone()),
@@ -181,25 +235,30 @@ async fn worker(
             Ok(out) => {
                 ctx.metrics.bytes_received.inc_by(out.data_bytes);
                 live.held.fetch_add(out.data_bytes, Ordering::Relaxed);
+                work.finish(None);
+                idle_since = Instant::now();
             }
             Err(e) if e.is_peer_misbehaving() => {
                 warn!(%peer, "cut off: {e}");
                 let _ = ctx.events.send(P2pEvent::PeerMisbehaved(peer.to_string(), e.to_string()));
-                work.lock().unwrap().push_front(stripe);
+                work.finish(Some(stripe));
                 conn.close(blixard_protocol::ErrorCode::ProtocolViolation, "sent unverifiable data");
                 break Some(format!("{peer} sent bad data: {e}"));
             }
             Err(e) => {
                 failures += 1;
                 debug!(%peer, failures, "stripe failed: {e}");
-                work.lock().unwrap().push_front(stripe);
+                work.finish(Some(stripe));
                 if failures > MAX_PROVIDER_FAILURES {
                     break Some(format!("{peer}: {e}"));
                 }
             }
         }
     };
-    live.providers.fetch_sub(1, Ordering::Relaxed);
+    watcher.abort();
+    if active {
+        live.providers.fetch_sub(1, Ordering::Relaxed);
+    }
     result
 }
 

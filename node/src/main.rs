@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod daemon;
 mod demo;
+mod swarm_bench;
 mod transfer_bench;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -206,6 +207,22 @@ enum BenchScenario {
         #[arg(long)]
         json: bool,
     },
+    /// One seeder and N leechers, every node bandwidth-limited: time until
+    /// all leechers are done vs one source at that limit (N x size / limit).
+    Swarm {
+        /// Size of the generated image.
+        #[arg(long, default_value = "256MiB", value_parser = bench::parse_size)]
+        size: u64,
+        /// Leechers.
+        #[arg(long, default_value_t = 4)]
+        peers: usize,
+        /// Every node's upload (and download) limit, megabits per second.
+        #[arg(long, default_value_t = 200.0)]
+        upload_limit_mbps: f64,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// The serving side of `bench transfer` (started by it).
     #[command(hide = true)]
     TransferServer {
@@ -302,6 +319,13 @@ async fn main() -> Result<()> {
         Command::Bench { scenario: BenchScenario::Transfer { size, file, runs, dir, json } } => {
             let figures =
                 transfer_bench::run(transfer_bench::TransferArgs { size, file, runs: runs.max(1), dir }).await?;
+            for f in figures {
+                f.print(json);
+            }
+        }
+        Command::Bench { scenario: BenchScenario::Swarm { size, peers, upload_limit_mbps, json } } => {
+            let figures =
+                swarm_bench::run(swarm_bench::SwarmArgs { size, peers, limit_mbps: upload_limit_mbps }).await?;
             for f in figures {
                 f.print(json);
             }

@@ -671,7 +671,7 @@ impl Node {
             }
         }
         let conns = inner.peers.connections().await;
-        let (found, providers) = download::resolve(&conns, &kind, &info.name, &info.version).await?;
+        let (found, _) = download::resolve(&conns, &kind, &info.name, &info.version).await?;
         let hash = Hash(found.hash);
         self.update(id, |i| i.hash = Some(hash.to_string()));
         let lease = inner.store.lease(hash);
@@ -681,7 +681,7 @@ impl Node {
             metrics: inner.metrics.clone(),
             limiter: inner.download_limiter.clone(),
         };
-        download::fetch(&ctx, hash, found.size, providers, live).await?;
+        download::fetch(&ctx, hash, found.size, conns, live).await?;
         let r = inner.store.put_resource_and_release(&kind, &info.name, &info.version, lease)?;
         Ok(resource_info(&r))
     }
