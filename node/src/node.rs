@@ -199,6 +199,7 @@ impl Node {
             events.clone(),
             metrics.clone(),
             options.config.max_retry_attempts,
+            options.config.health_check_interval,
         ));
         let limit = options.config.bandwidth_limit_bytes();
         let bucket = |rate: u64| TokenBucket::new(rate, (rate / 10).max(256 * 1024));

@@ -27,7 +27,8 @@ use crate::{
 
 /// First retry delay when dialing; doubles per attempt, plus up to 50% jitter.
 const DIAL_BACKOFF: Duration = Duration::from_millis(250);
-/// A ping that takes longer than this counts as failed.
+/// A ping that takes longer than this (or than the health-check interval)
+/// counts as failed.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Entry {
@@ -44,6 +45,7 @@ pub(crate) struct Peers {
     events: broadcast::Sender<P2pEvent>,
     metrics: Arc<Metrics>,
     retries: u32,
+    ping_timeout: Duration,
 }
 
 impl Peers {
@@ -53,8 +55,10 @@ impl Peers {
         events: broadcast::Sender<P2pEvent>,
         metrics: Arc<Metrics>,
         retries: u32,
+        health_interval: Duration,
     ) -> Self {
-        Peers { endpoint, book: Mutex::new(HashMap::new()), saved, events, metrics, retries }
+        let ping_timeout = PING_TIMEOUT.min(health_interval);
+        Peers { endpoint, book: Mutex::new(HashMap::new()), saved, events, metrics, retries, ping_timeout }
     }
 
     /// The saved address book (peers from earlier runs).
@@ -183,7 +187,7 @@ impl Peers {
             book.iter().filter_map(|(id, e)| e.conn.clone().map(|c| (*id, c))).collect()
         };
         for (id, conn) in conns {
-            match tokio::time::timeout(PING_TIMEOUT, client::ping(&conn)).await {
+            match tokio::time::timeout(self.ping_timeout, client::ping(&conn)).await {
                 Ok(Ok(pong)) => {
                     if let Some(e) = self.book.lock().unwrap().get_mut(&id) {
                         e.rtt = Some(pong.rtt);
@@ -208,7 +212,7 @@ impl Peers {
     pub(crate) async fn discovery_round(self: &Arc<Self>) {
         let me = self.endpoint.node_id();
         for conn in self.connections().await {
-            let Ok(Ok(list)) = tokio::time::timeout(PING_TIMEOUT, client::peers(&conn)).await else { continue };
+            let Ok(Ok(list)) = tokio::time::timeout(self.ping_timeout, client::peers(&conn)).await else { continue };
             for p in list {
                 let known = self.book.lock().unwrap().get(&p.id).is_some_and(|e| e.conn.is_some());
                 if p.id == me || known {

@@ -265,3 +265,52 @@ async fn the_control_api_needs_the_token_and_serves_metrics() {
     assert!(seeder.metrics().bytes_sent.get() >= size as u64);
     let _ = Arc::new(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_share_one_peer_find_each_other_by_exchange() {
+    let dir = TempDir::new().unwrap();
+    let fast = P2pConfig { peer_discovery_interval: Duration::from_millis(300), ..Default::default() };
+    let hub = node(dir.path(), 1, fast.clone()).await;
+    let b = node(dir.path(), 2, fast.clone()).await;
+    let c = node(dir.path(), 3, fast).await;
+    link(&b, &hub).await;
+    link(&c, &hub).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let knows = |n: &Node, other: &Node| n.peers().iter().any(|p| p.id == other.node_id().to_string() && p.connected);
+    while !(knows(&b, &c) && knows(&c, &b)) {
+        assert!(Instant::now() < deadline, "b and c did not find each other: {:?} / {:?}", b.peers(), c.peers());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_is_disconnected_by_health_checks() {
+    let dir = TempDir::new().unwrap();
+    let config = P2pConfig { health_check_interval: Duration::from_millis(300), ..Default::default() };
+    let watcher = node(dir.path(), 1, config).await;
+    // A QUIC peer that completes handshakes but never answers a request.
+    let silent = blixard_protocol::Endpoint::bind(
+        blixard_protocol::SecretKey::generate(),
+        "127.0.0.1:0".parse().unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let accepting = silent.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(Ok(conn)) = accepting.accept().await {
+            held.push(conn); // keep it open, answer nothing
+        }
+    });
+    let mut events = watcher.events();
+    let id = watcher.connect_peer(&format!("{}@{}", silent.node_id(), silent.local_addr())).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(P2pEvent::PeerDisconnected(who))) if who == id.to_string() => break,
+            Ok(_) => continue,
+            Err(_) => panic!("the silent peer was never disconnected"),
+        }
+    }
+    assert!(!watcher.peers().iter().any(|p| p.connected));
+}
