@@ -34,13 +34,13 @@ pub const OBSERVE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A server's own resource knobs. Memory a server spends on peers is bounded
 /// by `max_connections` x (the server send window + 1 MiB receive window)
-/// plus `max_concurrent_responses` x 256 KiB of encoder buffers.
+/// plus `max_concurrent_responses` x 1 MiB of encoder pipe buffers (`blixard_store::bridge::write_pipe`).
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
     /// Time a client has to send its whole request after opening a stream.
     pub request_timeout: Duration,
     /// Blob responses being encoded at once, over all connections (each takes
-    /// a blocking thread and a 256 KiB buffer); further ones wait.
+    /// a blocking thread and up to 1 MiB of buffers); further ones wait.
     pub max_concurrent_responses: usize,
     /// Connections served at once; further ones are refused.
     pub max_connections: usize,
