@@ -29,6 +29,14 @@ pub enum Error {
         /// How many peers were asked.
         peers: usize,
     },
+    /// A peer did not answer a dial in time.
+    #[error("cannot reach peer {peer}: no answer within {after:?} (is it running, is the address right, does a firewall drop UDP?)")]
+    Unreachable {
+        /// The peer as given.
+        peer: String,
+        /// How long each attempt waited.
+        after: std::time::Duration,
+    },
     /// There are no connected peers to ask.
     #[error("no peers connected: start nodes with --p2p-peer, or connect one")]
     NoPeers,

@@ -27,6 +27,8 @@ use crate::{
 
 /// First retry delay when dialing; doubles per attempt, plus up to 50% jitter.
 const DIAL_BACKOFF: Duration = Duration::from_millis(250);
+/// A dial that has not completed its handshake after this gives up.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A ping that takes longer than this (or than the health-check interval)
 /// counts as failed.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,10 +81,14 @@ impl Peers {
     pub(crate) async fn connect(self: &Arc<Self>, target: PeerAddr) -> Result<NodeId> {
         let mut attempt = 0;
         loop {
-            match self.endpoint.connect(target.addr, target.id).await {
+            let dialed = match tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect(target.addr, target.id)).await {
+                Ok(r) => r.map_err(crate::Error::from),
+                Err(_) => Err(crate::Error::Unreachable { peer: target.to_string(), after: DIAL_TIMEOUT }),
+            };
+            match dialed {
                 Ok(conn) => return Ok(self.register(conn)),
-                Err(e @ blixard_protocol::Error::WrongIdentity { .. }) => return Err(e.into()),
-                Err(e) if attempt >= self.retries => return Err(e.into()),
+                Err(e @ crate::Error::Protocol(blixard_protocol::Error::WrongIdentity { .. })) => return Err(e),
+                Err(e) if attempt >= self.retries => return Err(e),
                 Err(e) => {
                     let base = DIAL_BACKOFF * 2u32.pow(attempt.min(8));
                     let jitter = base.mul_f64(rand::thread_rng().gen_range(0.0..0.5));
@@ -172,7 +178,10 @@ impl Peers {
         };
         let dials = idle.into_iter().map(|(id, addr)| {
             let me = self.clone();
-            async move { me.endpoint.connect(addr, Some(id)).await.ok().map(|c| (me.register(c.clone()), c)) }
+            async move {
+                let conn = tokio::time::timeout(DIAL_TIMEOUT, me.endpoint.connect(addr, Some(id))).await.ok()?.ok()?;
+                Some((me.register(conn.clone()), conn))
+            }
         });
         for (_, conn) in futures_join_all(dials).await.into_iter().flatten() {
             open.push(conn);
@@ -219,7 +228,8 @@ impl Peers {
                     continue;
                 }
                 for addr in p.addrs.iter().map(|a| SocketAddr::from(*a)) {
-                    if let Ok(c) = self.endpoint.connect(addr, Some(p.id)).await {
+                    if let Ok(Ok(c)) = tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect(addr, Some(p.id))).await
+                    {
                         debug!(peer = %p.id, %addr, "found by peer exchange");
                         self.register(c);
                         break;

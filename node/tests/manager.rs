@@ -314,3 +314,80 @@ async fn a_silent_peer_is_disconnected_by_health_checks() {
     }
     assert!(!watcher.peers().iter().any(|p| p.connected));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_provider_is_cut_off_and_the_honest_one_completes() {
+    let dir = TempDir::new().unwrap();
+    let liar = node(dir.path(), 1, P2pConfig::default()).await;
+    let honest = node(dir.path(), 2, limited(MBPS_16)).await;
+    let size = 6 * 1024 * 1024;
+    upload(&liar, dir.path(), "img", size).await;
+    upload(&honest, dir.path(), "img", size).await;
+    // Damage the liar's copy on disk: it serves its own files as they are.
+    let hash = liar.local_resources().unwrap()[0].hash.clone();
+    let data = liar.data_dir().join("store/blobs").join(format!("{hash}.data"));
+    let mut bytes = std::fs::read(&data).unwrap();
+    for b in bytes.iter_mut().step_by(4096) {
+        *b ^= 0x55;
+    }
+    std::fs::write(&data, bytes).unwrap();
+
+    let leecher = node(dir.path(), 3, P2pConfig::default()).await;
+    link(&leecher, &liar).await;
+    link(&leecher, &honest).await;
+    let mut events = leecher.events();
+    let id = vm(&leecher, "img", TransferPriority::Normal);
+    let done = leecher.wait(&id).await.unwrap();
+    assert_eq!(done.state, TransferState::Completed, "{:?}", done.error);
+    let mut cut_off = None;
+    while let Ok(e) = events.try_recv() {
+        if let P2pEvent::PeerMisbehaved(who, why) = e {
+            cut_off = Some((who, why));
+        }
+    }
+    let (who, why) = cut_off.expect("the liar was reported");
+    assert_eq!(who, liar.node_id().to_string(), "{why}");
+    let out = dir.path().join("out.img");
+    leecher.export_resource(&ResourceKind::VmImage, "img", "1", &out).await.unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(dir.path().join("img.img")).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_of_another_version_and_an_unreachable_peer_give_clear_errors() {
+    let dir = TempDir::new().unwrap();
+    {
+        let n = node(dir.path(), 1, P2pConfig::default()).await;
+        n.shutdown().await;
+    }
+    let meta = dir.path().join("node-1/store/meta");
+    let started = Instant::now();
+    let db = loop {
+        match sled::open(&meta) {
+            Ok(db) => break db,
+            Err(_) if started.elapsed() < Duration::from_secs(5) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    db.insert("format_version", &99u32.to_le_bytes()).unwrap();
+    db.flush().unwrap();
+    drop(db);
+    let err = Node::spawn(NodeOptions {
+        id: 1,
+        data_dir: dir.path().join("node-1"),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        config: P2pConfig::default(),
+    })
+    .await
+    .err()
+    .expect("a store of another format version must not open");
+    let text = err.to_string();
+    assert!(text.starts_with("Failed to create node") && text.contains("99"), "{text}");
+
+    let n = node(dir.path(), 2, P2pConfig { max_retry_attempts: 0, ..Default::default() }).await;
+    // A bound socket that never answers: the dial must give up, and say so.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let started = Instant::now();
+    let err = n.connect_peer(&silent.local_addr().unwrap().to_string()).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10), "gave up too slowly");
+    assert!(err.to_string().contains("cannot reach peer"), "{err}");
+}
