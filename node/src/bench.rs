@@ -139,18 +139,25 @@ pub struct ImportArgs {
     pub dir: PathBuf,
 }
 
-/// The import scenario.
-pub async fn import(args: ImportArgs) -> Result<Vec<Figure>> {
-    let work = tempfile::Builder::new().prefix("blixard-bench-").tempdir_in(&args.dir)?;
-    let path = match &args.file {
-        Some(p) => p.clone(),
+/// A bench's work dir in `dir`, and its input: `file`, or a generated file
+/// of `size` bytes in the work dir. Returns the dir, the path and the size.
+pub fn input(dir: &Path, file: Option<&Path>, size: u64) -> Result<(tempfile::TempDir, PathBuf, u64)> {
+    let work = tempfile::Builder::new().prefix("blixard-bench-").tempdir_in(dir)?;
+    let path = match file {
+        Some(p) => p.to_path_buf(),
         None => {
             let p = work.path().join("input.bin");
-            generate_file(&p, args.size)?;
+            generate_file(&p, size)?;
             p
         }
     };
     let size = std::fs::metadata(&path)?.len();
+    Ok((work, path, size))
+}
+
+/// The import scenario.
+pub async fn import(args: ImportArgs) -> Result<Vec<Figure>> {
+    let (work, path, size) = input(&args.dir, args.file.as_deref(), args.size)?;
     warm(&path)?;
     let mut figures = Vec::new();
     for &mode in &args.modes {

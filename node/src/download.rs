@@ -61,50 +61,40 @@ pub(crate) struct Live {
     pub providers: AtomicUsize,
 }
 
-/// The resource's record as the peers describe it, and who has it.
+/// The resource's record as the peers describe it (the hash most of them
+/// report). Who provides the blob is decided by [`fetch`], from holdings.
 pub(crate) async fn resolve(
     conns: &[Connection],
     kind: &ResourceKind,
     name: &str,
     version: &str,
-) -> Result<(WireResource, Vec<Connection>)> {
+) -> Result<WireResource> {
     if conns.is_empty() {
         return Err(Error::NoPeers);
     }
     let kind_text = kind.to_string();
     let lookups = conns.iter().map(|c| async {
         let r = tokio::time::timeout(Duration::from_secs(15), client::lookup(c, &kind_text, name, version)).await;
-        (c.clone(), r)
+        (c.remote_id(), r)
     });
-    let mut found: Vec<(Connection, WireResource)> = Vec::new();
-    for (conn, r) in join_all(lookups).await {
+    let mut found: Vec<WireResource> = Vec::new();
+    for (peer, r) in join_all(lookups).await {
         match r {
-            Ok(Ok(Some(info))) => found.push((conn, info)),
+            Ok(Ok(Some(info))) => found.push(info),
             Ok(Ok(None)) => {}
-            Ok(Err(e)) => debug!(peer = %conn.remote_id(), "lookup failed: {e}"),
-            Err(_) => debug!(peer = %conn.remote_id(), "lookup timed out"),
+            Ok(Err(e)) => debug!(%peer, "lookup failed: {e}"),
+            Err(_) => debug!(%peer, "lookup timed out"),
         }
     }
     // Peers may disagree (a newer upload under the same name): take the hash
     // most of them report.
-    let mut counts: Vec<([u8; 32], usize)> = Vec::new();
-    for (_, info) in &found {
-        match counts.iter_mut().find(|(h, _)| *h == info.hash) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((info.hash, 1)),
-        }
-    }
-    let Some((hash, _)) = counts.into_iter().max_by_key(|(_, n)| *n) else {
-        return Err(Error::NotFound {
-            kind: kind_text,
-            name: name.into(),
-            version: version.into(),
-            peers: conns.len(),
-        });
-    };
-    let info = found.iter().find(|(_, i)| i.hash == hash).map(|(_, i)| i.clone()).expect("counted from found");
-    let providers = found.into_iter().filter(|(_, i)| i.hash == hash).map(|(c, _)| c).collect();
-    Ok((info, providers))
+    let count = |h: &[u8; 32]| found.iter().filter(|i| &i.hash == h).count();
+    found.iter().max_by_key(|i| count(&i.hash)).cloned().ok_or_else(|| Error::NotFound {
+        kind: kind_text,
+        name: name.into(),
+        version: version.into(),
+        peers: conns.len(),
+    })
 }
 
 /// Fetches whatever the store lacks of `hash` (claimed `size`) from every
@@ -262,7 +252,8 @@ async fn provider(ctx: &Context, hash: Hash, conn: Connection, work: Arc<Work>, 
     result
 }
 
-async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+/// Awaits all futures concurrently, in this task, keeping their order.
+pub(crate) async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     let futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
     let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
     let mut pending: Vec<_> = futures.into_iter().enumerate().collect();

@@ -250,39 +250,17 @@ impl Node {
     fn start_tasks(&self, ctx: Arc<server::ServerContext>) {
         let mut tasks = self.inner.tasks.lock().unwrap();
         // Serving, noting who connects.
-        let (ep, peers) = (self.inner.endpoint.clone(), self.inner.peers.clone());
-        tasks.push(tokio::spawn(async move {
-            while let Some(incoming) = ep.accept().await {
-                match incoming {
-                    Ok(conn) => {
-                        peers.note_incoming(conn.remote_id(), conn.remote_address());
-                        let ctx = ctx.clone();
-                        tokio::spawn(async move {
-                            let _ = server::serve(conn, ctx).await;
-                        });
-                    }
-                    Err(e) => tracing::debug!("incoming connection failed: {e}"),
-                }
-            }
+        let peers = self.inner.peers.clone();
+        tasks.push(tokio::spawn(server::accept_loop_with(self.inner.endpoint.clone(), ctx, move |conn| {
+            peers.note_incoming(conn.remote_id(), conn.remote_address())
+        })));
+        // Health checks and discovery, each on its own interval.
+        let config = &self.inner.options.config;
+        tasks.push(periodic(self.inner.peers.clone(), config.health_check_interval, |p| async move {
+            p.health_round().await
         }));
-        // Health checks and discovery.
-        let (peers, every) = (self.inner.peers.clone(), self.inner.options.config.health_check_interval);
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                peers.health_round().await;
-            }
-        }));
-        let (peers, every) = (self.inner.peers.clone(), self.inner.options.config.peer_discovery_interval);
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                peers.discovery_round().await;
-            }
+        tasks.push(periodic(self.inner.peers.clone(), config.peer_discovery_interval, |p| async move {
+            p.discovery_round().await
         }));
         // The queue: take a permit first, then the best waiting transfer, so
         // the order is decided when capacity frees up.
@@ -672,7 +650,7 @@ impl Node {
             }
         }
         let conns = inner.peers.connections().await;
-        let (found, _) = download::resolve(&conns, &kind, &info.name, &info.version).await?;
+        let found = download::resolve(&conns, &kind, &info.name, &info.version).await?;
         let hash = Hash(found.hash);
         self.update(id, |i| i.hash = Some(hash.to_string()));
         let lease = inner.store.lease(hash);
@@ -708,6 +686,22 @@ impl Node {
             let _ = self.inner.events.send(P2pEvent::TransferProgress(id.into(), p));
         }
     }
+}
+
+/// Runs `round` every `every` (the first after one interval) until aborted.
+fn periodic<F, Fut>(peers: Arc<Peers>, every: Duration, round: F) -> JoinHandle<()>
+where
+    F: Fn(Arc<Peers>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            round(peers.clone()).await;
+        }
+    })
 }
 
 fn resource_info(r: &blixard_store::Resource) -> ResourceInfo {

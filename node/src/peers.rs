@@ -183,7 +183,7 @@ impl Peers {
                 Some((me.register(conn.clone()), conn))
             }
         });
-        for (_, conn) in futures_join_all(dials).await.into_iter().flatten() {
+        for (_, conn) in crate::download::join_all(dials).await.into_iter().flatten() {
             open.push(conn);
         }
         open
@@ -286,20 +286,4 @@ impl Peers {
             }
         }
     }
-}
-
-/// Awaits all futures concurrently (a small `join_all` on tokio tasks).
-async fn futures_join_all<F, T>(futures: impl IntoIterator<Item = F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
 }

@@ -23,7 +23,7 @@ use blixard_store::{ranges, Hash, ImportMode, Store};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::bench::{generate_file, median, Figure};
+use crate::bench::{self, median, Figure};
 
 /// Arguments of the transfer scenario.
 pub struct TransferArgs {
@@ -82,16 +82,7 @@ fn b3sum(path: &Path) -> Option<String> {
 
 /// The transfer scenario.
 pub async fn run(args: TransferArgs) -> Result<Vec<Figure>> {
-    let work = tempfile::Builder::new().prefix("blixard-bench-").tempdir_in(&args.dir)?;
-    let path = match &args.file {
-        Some(p) => p.clone(),
-        None => {
-            let p = work.path().join("input.bin");
-            generate_file(&p, args.size)?;
-            p
-        }
-    };
-    let size = std::fs::metadata(&path)?.len();
+    let (work, path, size) = bench::input(&args.dir, args.file.as_deref(), args.size)?;
     let exe = std::env::current_exe()?;
     let mut child = tokio::process::Command::new(exe)
         .args(["bench", "transfer-server", "--file"])

@@ -5,7 +5,6 @@
 
 use std::{
     path::Path,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -263,7 +262,6 @@ async fn the_control_api_needs_the_token_and_serves_metrics() {
     assert_eq!(value("blixard_p2p_transfer_duration_count"), 1.0);
     assert_eq!(value("blixard_p2p_bytes_sent"), 0.0);
     assert!(seeder.metrics().bytes_sent.get() >= size as u64);
-    let _ = Arc::new(());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

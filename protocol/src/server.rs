@@ -65,9 +65,16 @@ impl ServerContext {
 /// closes. Connections over [`ServerLimits::max_connections`] are closed
 /// with [`ErrorCode::Unavailable`].
 pub async fn accept_loop(endpoint: Endpoint, ctx: Arc<ServerContext>) {
+    accept_loop_with(endpoint, ctx, |_| {}).await
+}
+
+/// [`accept_loop`], calling `on_connect` with each connection before it is
+/// served (a node notes who connected to it).
+pub async fn accept_loop_with(endpoint: Endpoint, ctx: Arc<ServerContext>, on_connect: impl Fn(&Connection)) {
     while let Some(conn) = endpoint.accept().await {
         match conn {
             Ok(conn) => {
+                on_connect(&conn);
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
                     if let Err(e) = serve(conn, ctx).await {
