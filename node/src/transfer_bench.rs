@@ -107,9 +107,12 @@ pub async fn run(args: TransferArgs) -> Result<Vec<Figure>> {
 
     let ep = Endpoint::bind(SecretKey::generate(), "127.0.0.1:0".parse()?, EndpointOptions::default())?;
     let (mut ours, mut raw) = (Vec::new(), Vec::new());
+    let server_pid = child.id().context("the serving child exited")?;
+    let (mut ours_cpu, mut raw_cpu) = (Cpu::default(), Cpu::default());
     for run in 0..args.runs {
         // Raw quinn: one stream of `size` bytes, read and dropped.
         let conn = ep.connect(raw_addr, None).await?;
+        let cpu = Cpu::now(server_pid);
         let start = Instant::now();
         let (mut send, mut recv) = conn.quinn().open_bi().await?;
         send.write_all(&size.to_le_bytes()).await?;
@@ -123,14 +126,17 @@ pub async fn run(args: TransferArgs) -> Result<Vec<Figure>> {
             bail!("raw stream carried {got} of {size} bytes");
         }
         raw.push(size as f64 / took.as_secs_f64() / 1e6);
+        raw_cpu.add(&cpu, server_pid);
         conn.close(blixard_protocol::ErrorCode::Ok, "done");
 
         // Ours: a verified get into a fresh store (its data lands in files).
         let store_dir = work.path().join(format!("client-{run}"));
         let store = Store::open(&store_dir)?;
         let conn = ep.connect(proto_addr, Some(id)).await?;
+        let cpu = Cpu::now(server_pid);
         let start = Instant::now();
         let out = client::get(&conn, &store, hash, &Default::default()).await?;
+        ours_cpu.add(&cpu, server_pid);
         let took = start.elapsed();
         if !out.complete {
             bail!("the get did not complete");
@@ -177,7 +183,16 @@ pub async fn run(args: TransferArgs) -> Result<Vec<Figure>> {
     drop(child.stdin.take());
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
 
-    let extra = json!({"size": size, "runs": args.runs, "processes": 2});
+    let round = |v: &[f64]| v.iter().map(|x| (x * 10.0).round() / 10.0).collect::<Vec<_>>();
+    // CPU milliseconds per MB moved, receiver and sender.
+    let per_mb = |c: &Cpu, n: usize| {
+        let mb = (size as f64 / 1e6) * n as f64;
+        [c.receiver, c.sender].map(|s| (s * 1e3 / mb * 1000.0).round() / 1000.0)
+    };
+    let extra = json!({
+        "size": size, "runs": args.runs, "processes": 2, "each": round(&ours), "baseline_each": round(&raw),
+        "cpu_ms_per_mb": per_mb(&ours_cpu, ours.len()), "baseline_cpu_ms_per_mb": per_mb(&raw_cpu, raw.len()),
+    });
     Ok(vec![
         Figure {
             scenario: "transfer",
@@ -204,4 +219,37 @@ pub async fn run(args: TransferArgs) -> Result<Vec<Figure>> {
             extra: json!({"hash": hash.to_hex(), "checked_with": if b3.is_some() { "b3sum" } else { "blake3 crate" }}),
         },
     ])
+}
+
+/// CPU seconds (user + system, all threads) of this process (the receiver)
+/// and the serving child, from `/proc`.
+#[derive(Default)]
+struct Cpu {
+    receiver: f64,
+    sender: f64,
+}
+
+impl Cpu {
+    fn now(server_pid: u32) -> Cpu {
+        Cpu { receiver: proc_cpu_seconds("self"), sender: proc_cpu_seconds(&server_pid.to_string()) }
+    }
+
+    /// Adds the CPU spent since `start`.
+    fn add(&mut self, start: &Cpu, server_pid: u32) {
+        let now = Cpu::now(server_pid);
+        self.receiver += now.receiver - start.receiver;
+        self.sender += now.sender - start.sender;
+    }
+}
+
+/// utime + stime of a process in seconds (0 if unreadable). Linux reports
+/// them in USER_HZ ticks, which is 100 on every architecture we build for.
+fn proc_cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // The command name may hold spaces; the fields after it do not.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // Fields 14 and 15 of stat(5); `rest` starts at field 3.
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }

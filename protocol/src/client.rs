@@ -8,17 +8,13 @@
 //! every parent and leaf against the requested hash before writing it.
 
 use std::{
-    io::Read,
     net::SocketAddr,
     sync::{atomic::AtomicU64, Arc},
-    task::Poll,
     time::{Duration, Instant},
 };
 
-use blixard_store::{
-    bridge::{chunk_pipe, ChunkSender, PIPE_BATCH},
-    ranges, BlobStatus, ChunkRanges, Hash, Store,
-};
+use blixard_store::{ranges, BlobStatus, ChunkRanges, Hash, Store};
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::{
@@ -166,15 +162,11 @@ async fn fetch(
     stream::write_frame(&mut send, request).await?;
     send.finish()?;
     let (reader, cancel, report) = WatchedRead::new(recv, options.deadlines, options.progress.clone());
-    let store2 = store.clone();
-    let (chunks, mut pipe) = chunk_pipe();
-    // The pump ends with the stream, or when the receiver drops the pipe.
-    tokio::spawn(pump_chunks(reader, chunks, options.limiter.clone()));
-    let task = tokio::task::spawn_blocking(move || receive_items(&store2, &mut pipe, items, seq_children));
-    let result = task.await.map_err(|e| Error::Stream(format!("receive task: {e}")));
+    let mut chunks = Chunks::new(reader, options.limiter.clone());
+    let result = receive_items(store, &mut chunks, items, seq_children).await;
     drop(cancel);
     let wire = report.bytes.load(std::sync::atomic::Ordering::Relaxed);
-    match result.and_then(|r| r) {
+    match result {
         Ok(mut outcomes) => {
             // Attribute the wire bytes to the single item of a plain get.
             if outcomes.len() == 1 {
@@ -186,61 +178,67 @@ async fn fetch(
     }
 }
 
-/// Moves a response's chunks to the receiving thread without copying them,
-/// in batches of what is ready (so that thread wakes once per batch, not
-/// once per packet).
-async fn pump_chunks(
-    mut src: WatchedRead<quinn::RecvStream>,
-    tx: ChunkSender,
+/// Chunks taken from the stream per read (one lock of the connection).
+const CHUNKS_PER_READ: usize = 32;
+
+/// A response stream read chunk by chunk, zero-copy, paced by the download
+/// limiter.
+struct Chunks {
+    src: WatchedRead<quinn::RecvStream>,
+    /// What is left of the chunk being consumed.
+    pending: Bytes,
+    /// Chunks read and not yet consumed: `ready[next..count]`.
+    ready: Vec<Bytes>,
+    next: usize,
+    count: usize,
     limiter: Option<Arc<dyn UploadLimiter>>,
-) {
-    loop {
-        let first = tokio::select! {
-            r = src.read_chunk(PIPE_BATCH) => r,
-            _ = tx.closed() => return,
-        };
-        let first = match first {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => return,
-            Err(e) => return tx.fail(e).await,
-        };
-        let (mut bytes, mut batch) = (first.len(), vec![first]);
-        let (mut ended, mut error) = (false, None);
-        while bytes < PIPE_BATCH {
-            match std::future::poll_fn(|cx| Poll::Ready(src.poll_chunk(cx, PIPE_BATCH))).await {
-                Poll::Pending => break,
-                Poll::Ready(Ok(Some(chunk))) => {
-                    bytes += chunk.len();
-                    batch.push(chunk);
+}
+
+impl Chunks {
+    fn new(src: WatchedRead<quinn::RecvStream>, limiter: Option<Arc<dyn UploadLimiter>>) -> Self {
+        Chunks { src, pending: Bytes::new(), ready: vec![Bytes::new(); CHUNKS_PER_READ], next: 0, count: 0, limiter }
+    }
+
+    /// Refills `pending` if it is empty; false at the end of the stream.
+    async fn fill(&mut self) -> Result<bool> {
+        while self.pending.is_empty() {
+            if self.next < self.count {
+                self.pending = std::mem::take(&mut self.ready[self.next]);
+                self.next += 1;
+                continue;
+            }
+            let read = self.src.read_chunks(&mut self.ready).await.map_err(|e| Error::Stream(e.to_string()))?;
+            let Some(n) = read else { return Ok(false) };
+            (self.next, self.count) = (0, n);
+            if let Some(limiter) = &self.limiter {
+                let wait = limiter.reserve(self.ready[..n].iter().map(|b| b.len() as u64).sum());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
                 }
-                Poll::Ready(Ok(None)) => ended = true,
-                Poll::Ready(Err(e)) => error = Some(e),
-            }
-            if ended || error.is_some() {
-                break;
             }
         }
-        if !tx.send(batch).await {
-            return;
-        }
-        if let Some(limiter) = &limiter {
-            let wait = limiter.reserve(bytes as u64);
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+        Ok(true)
+    }
+
+    /// Reads exactly `out.len()` bytes; false if the stream ended first.
+    async fn read_exact(&mut self, out: &mut [u8]) -> Result<bool> {
+        let mut at = 0;
+        while at < out.len() {
+            if !self.fill().await? {
+                return Ok(false);
             }
+            let n = (out.len() - at).min(self.pending.len());
+            out[at..at + n].copy_from_slice(&self.pending.split_to(n));
+            at += n;
         }
-        if let Some(e) = error {
-            return tx.fail(e).await;
-        }
-        if ended {
-            return;
-        }
+        Ok(true)
     }
 }
 
-fn receive_items(
+/// Receives the blobs of one response, verifying each as its bytes arrive.
+async fn receive_items(
     store: &Store,
-    reader: &mut impl Read,
+    chunks: &mut Chunks,
     items: Vec<(Hash, ChunkRanges)>,
     seq_children: Option<ChunkRanges>,
 ) -> Result<Vec<GetOutcome>> {
@@ -249,15 +247,25 @@ fn receive_items(
     let mut first = true;
     while let Some((hash, requested)) = queue.pop_front() {
         let mut header = [0u8; 8];
-        reader.read_exact(&mut header).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => {
-                Error::Malformed { what: "response", reason: "ended before the size header".into() }
-            }
-            _ => Error::Stream(e.to_string()),
-        })?;
+        if !chunks.read_exact(&mut header).await? {
+            return Err(Error::Malformed { what: "response", reason: "ended before the size header".into() });
+        }
         let size = u64::from_le_bytes(header);
         let effective = effective_ranges(&requested, size);
-        let out = store.receive_encoded_part(hash, size, &effective, reader)?;
+        let mut incoming = store.start_receive(hash, size, &effective)?;
+        let received = async {
+            while !incoming.push(&mut chunks.pending).await? {
+                if !chunks.fill().await? {
+                    return Err(incoming.truncated().into());
+                }
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        // What verified is kept either way.
+        let closed = incoming.close().await;
+        received?;
+        let out = closed?;
         if first {
             if let Some(children) = &seq_children {
                 // The sequence is complete and verified now; its children follow.
@@ -279,12 +287,10 @@ fn receive_items(
             complete: out.complete,
         });
     }
-    let mut extra = [0u8; 1];
-    match reader.read(&mut extra) {
-        Ok(0) => Ok(outcomes),
-        Ok(_) => Err(Error::Malformed { what: "response", reason: "trailing bytes after the last blob".into() }),
-        Err(e) => Err(Error::Stream(e.to_string())),
+    if chunks.fill().await? {
+        return Err(Error::Malformed { what: "response", reason: "trailing bytes after the last blob".into() });
     }
+    Ok(outcomes)
 }
 
 /// Sends a small request and reads its one response frame.

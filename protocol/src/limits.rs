@@ -34,7 +34,8 @@ pub const OBSERVE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A server's own resource knobs. Memory a server spends on peers is bounded
 /// by `max_connections` x (the server send window + 1 MiB receive window)
-/// plus `max_concurrent_responses` x 1 MiB of encoder pipe buffers (`blixard_store::bridge::write_pipe`).
+/// plus `max_concurrent_responses` x about 1 MiB of encoded batches queued for
+/// sending (`blixard_store::Store::encode_response`; owned data is mapped, not copied).
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
     /// Time a client has to send its whole request after opening a stream.

@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use crate::{
     limits::*,
-    stream::{self, LimitedWrite, UploadLimiter},
+    stream::{self, UploadLimiter},
     wire::{self, *},
     Connection, Endpoint, Error, Result,
 };
@@ -352,34 +352,38 @@ fn check_blob(
 }
 
 /// Sends one blob response: the size, then the encoding of the effective
-/// ranges. The stream is lent to the encoder on the blocking pool and
-/// handed back.
+/// ranges, encoded on the blocking pool and sent as zero-copy chunks.
 async fn send_blob(
     ctx: &ServerContext,
-    send: quinn::SendStream,
+    mut send: quinn::SendStream,
     hash: Hash,
     effective: ChunkRanges,
 ) -> (quinn::SendStream, std::result::Result<(), ErrorCode>) {
     let Ok(_permit) = ctx.responses.acquire().await else { return (send, Err(ErrorCode::Unavailable)) };
-    let (result, writer) = ctx
-        .store
-        .write_response(
-            hash,
-            effective.clone(),
-            LimitedWrite::new(send, ctx.upload_limiter.clone(), ctx.limits.response_stall),
-        )
-        .await;
-    let result = match result {
+    let mut response = ctx.store.encode_response(hash, effective.clone());
+    let limiter = ctx.upload_limiter.as_deref();
+    let mut sent = Ok(());
+    while let Some(mut batch) = response.next_batch().await {
+        sent = stream::send_chunks(&mut send, &mut batch, limiter, ctx.limits.response_stall).await;
+        if sent.is_err() {
+            break;
+        }
+    }
+    let result = match (response.finish().await, sent) {
         // Held ranges only grow, so everything checked is still served.
-        Ok(out) if out.served == effective => Ok(()),
-        Ok(out) => {
+        (Ok(out), Ok(())) if out.served == effective => Ok(()),
+        (Ok(out), Ok(())) => {
             warn!(%hash, "served {:?} of {:?}: the blob shrank (removed?)", out.served, effective);
             Err(ErrorCode::Internal)
         }
-        Err(e) => {
+        (_, Err(e)) => {
+            debug!(%hash, "sending stopped: {e}");
+            Err(ErrorCode::Internal)
+        }
+        (Err(e), Ok(())) => {
             warn!(%hash, "serving failed: {e}");
             Err(ErrorCode::Internal)
         }
     };
-    (writer.into_inner(), result)
+    (send, result)
 }

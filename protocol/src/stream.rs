@@ -10,14 +10,14 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    task::{ready, Context, Poll},
+    task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, ReadBuf},
     sync::oneshot,
     time::{Instant, Sleep},
 };
@@ -228,6 +228,38 @@ impl WatchedRead<quinn::RecvStream> {
         std::future::poll_fn(|cx| self.poll_chunk(cx, max)).await
     }
 
+    /// Fills `bufs` with the next chunks of the stream as received (no
+    /// copy) in one go; how many, or `None` at its end.
+    pub async fn read_chunks(&mut self, bufs: &mut [Bytes]) -> io::Result<Option<usize>> {
+        std::future::poll_fn(|cx| {
+            if let Some(e) = self.poll_watch(cx, false) {
+                return Poll::Ready(Err(e));
+            }
+            let polled = {
+                let read = std::pin::pin!(self.inner.read_chunks(bufs));
+                read.poll(cx)
+            };
+            match polled {
+                Poll::Ready(Ok(Some(n))) => {
+                    self.progressed(bufs[..n].iter().map(|b| b.len() as u64).sum());
+                    Poll::Ready(Ok(Some(n)))
+                }
+                Poll::Ready(Ok(None)) => Poll::Ready(Ok(None)),
+                Poll::Ready(Err(e)) => {
+                    if let quinn::ReadError::Reset(code) = e {
+                        self.report.reset_code.store(code.into_inner() + 1, Ordering::Relaxed);
+                    }
+                    Poll::Ready(Err(e.into()))
+                }
+                Poll::Pending => match self.poll_watch(cx, true) {
+                    Some(e) => Poll::Ready(Err(e)),
+                    None => Poll::Pending,
+                },
+            }
+        })
+        .await
+    }
+
     /// Polls for the next chunk, as [`WatchedRead::read_chunk`] waits for
     /// (a batching reader polls once more to take what is ready now).
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Option<Bytes>>> {
@@ -265,85 +297,32 @@ pub trait UploadLimiter: Send + Sync {
     fn reserve(&self, bytes: u64) -> Duration;
 }
 
-/// An `AsyncWrite` that waits as an [`UploadLimiter`] says before each
-/// write, and fails with `TimedOut` when the peer accepts no byte for
-/// `stall` (it stopped reading).
-pub struct LimitedWrite<W> {
-    inner: W,
-    limiter: Option<Arc<dyn UploadLimiter>>,
-    wait: Option<Pin<Box<Sleep>>>,
-    /// Bytes already paid for and not yet written.
-    credit: u64,
-    stall: Pin<Box<Sleep>>,
-    stall_after: Duration,
-}
-
-impl<W> LimitedWrite<W> {
-    /// Wraps `inner`; with no limiter it only watches for stalls.
-    pub fn new(inner: W, limiter: Option<Arc<dyn UploadLimiter>>, stall: Duration) -> Self {
-        let stall_after = stall;
-        let stall = Box::pin(tokio::time::sleep(stall));
-        LimitedWrite { inner, limiter, wait: None, credit: 0, stall, stall_after }
-    }
-
-    fn poll_inner(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>
-    where
-        W: AsyncWrite + Unpin,
-    {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                self.stall.as_mut().reset(Instant::now() + self.stall_after);
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if self.stall.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the peer stopped reading")));
-                }
-                Poll::Pending
-            }
+/// Sends a batch of zero-copy chunks on `send`: first waits as `limiter`
+/// says for the whole batch, then hands the chunks to QUIC. Fails with
+/// `TimedOut` when the peer accepts no byte for `stall` (it stopped reading).
+pub async fn send_chunks(
+    send: &mut quinn::SendStream,
+    batch: &mut [Bytes],
+    limiter: Option<&dyn UploadLimiter>,
+    stall: Duration,
+) -> io::Result<()> {
+    if let Some(limiter) = limiter {
+        let delay = limiter.reserve(batch.iter().map(|b| b.len() as u64).sum());
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
     }
-
-    /// The wrapped writer.
-    pub fn into_inner(self) -> W {
-        self.inner
-    }
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for LimitedWrite<W> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let me = &mut *self;
-        if let Some(limiter) = &me.limiter {
-            if let Some(wait) = me.wait.as_mut() {
-                ready!(wait.as_mut().poll(cx));
-                me.wait = None;
-            }
-            if me.credit == 0 {
-                me.credit = buf.len() as u64;
-                let delay = limiter.reserve(me.credit);
-                if !delay.is_zero() {
-                    let mut sleep = Box::pin(tokio::time::sleep(delay));
-                    if sleep.as_mut().poll(cx).is_pending() {
-                        me.wait = Some(sleep);
-                        return Poll::Pending;
-                    }
-                }
-            }
-            let allowed = buf.len().min(me.credit as usize);
-            let n = ready!(me.poll_inner(cx, &buf[..allowed]))?;
-            me.credit -= n as u64;
-            return Poll::Ready(Ok(n));
+    let mut done = 0;
+    while done < batch.len() {
+        // Chunks written whole are counted; a partly written one was
+        // advanced in place and is retried.
+        match tokio::time::timeout(stall, send.write_chunks(&mut batch[done..])).await {
+            Ok(Ok(written)) => done += written.chunks,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "the peer stopped reading")),
         }
-        me.poll_inner(cx, buf)
     }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+    Ok(())
 }
 
 /// A token bucket: `rate` bytes per second with a burst of `burst` bytes.

@@ -5,18 +5,16 @@
 //! pool; these adapters let that blocking code pull from an `AsyncRead` or
 //! push to an `AsyncWrite` owned by the async side.
 //!
-//! [`chunk_pipe`] and [`write_pipe`] are the fast path: an async task moves
-//! data in batches of up to [`PIPE_BATCH`] bytes over a bounded channel, so
-//! the blocking thread wakes once per batch rather than once per network
-//! packet (or per acknowledgement freeing send space), and the batch buffers
-//! are reused. [`BlockingRead`] and [`BlockingWrite`] drive the stream from the
-//! blocking thread directly; they suit small or occasional I/O.
+//! [`chunk_pipe`] is the fast path: an async task moves zero-copy chunks in
+//! batches of up to [`PIPE_BATCH`] bytes over a bounded channel, so the
+//! blocking thread wakes once per batch rather than once per network packet.
+//! (Serving goes the other way with [`crate::Store::encode_response`].)
+//! [`BlockingRead`] and [`BlockingWrite`] drive the stream from the blocking
+//! thread directly; they suit small or occasional I/O.
 
 use std::{
     collections::VecDeque,
-    future::Future,
     io::{self, Read, Write},
-    sync::{mpsc as std_mpsc, Arc, Mutex},
 };
 
 use bytes::Bytes;
@@ -31,7 +29,7 @@ use tokio::{
 pub const PIPE_BATCH: usize = 256 * 1024;
 /// Batches queued in a pipe; with the one being filled and the one being
 /// drained, a pipe holds at most 4 x [`PIPE_BATCH`] bytes.
-const PIPE_QUEUED: usize = 2;
+const PIPE_QUEUED: usize = 16;
 
 /// The blocking end of a [`chunk_pipe`]: a `Read` over the chunks an async
 /// task sends with the paired [`ChunkSender`].
@@ -97,80 +95,6 @@ impl ChunkSender {
 pub fn chunk_pipe() -> (ChunkSender, PipeReader) {
     let (tx, rx) = mpsc::channel(PIPE_QUEUED);
     (ChunkSender { tx }, PipeReader { rx, chunks: VecDeque::new(), failed: None })
-}
-
-/// The blocking end of a [`write_pipe`]. Bytes are sent on when a batch
-/// fills and on `flush`; drop it (after a flush) to end the stream.
-pub struct PipeWriter {
-    tx: mpsc::Sender<Vec<u8>>,
-    batch: Vec<u8>,
-    reuse: std_mpsc::Receiver<Vec<u8>>,
-    failed: Arc<Mutex<Option<(io::ErrorKind, String)>>>,
-}
-
-impl PipeWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        let next = self.reuse.try_recv().unwrap_or_else(|_| Vec::with_capacity(PIPE_BATCH));
-        let full = std::mem::replace(&mut self.batch, next);
-        self.batch.clear();
-        self.tx.blocking_send(full).map_err(|_| self.failure())
-    }
-
-    fn failure(&self) -> io::Error {
-        match &*self.failed.lock().unwrap() {
-            Some((kind, msg)) => io::Error::new(*kind, msg.clone()),
-            None => io::Error::new(io::ErrorKind::BrokenPipe, "the writing task ended"),
-        }
-    }
-}
-
-impl Write for PipeWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.batch.len() >= PIPE_BATCH {
-            self.send()?;
-        }
-        let n = buf.len().min(PIPE_BATCH - self.batch.len());
-        self.batch.extend_from_slice(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
-}
-
-/// Takes bytes from the returned blocking writer in batches and writes them
-/// to `dst` on an async task. The task's output is `dst` and the outcome of
-/// writing to it (a write error also fails the blocking writer's next call).
-pub fn write_pipe<W>(dst: W) -> (PipeWriter, impl Future<Output = (W, io::Result<()>)> + Send + 'static)
-where
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    let (tx, rx) = mpsc::channel(PIPE_QUEUED);
-    let (spent, reuse) = std_mpsc::channel();
-    let failed = Arc::new(Mutex::new(None));
-    let writer = PipeWriter { tx, batch: Vec::with_capacity(PIPE_BATCH), reuse, failed: failed.clone() };
-    (writer, pump_writes(dst, rx, spent, failed))
-}
-
-async fn pump_writes<W: AsyncWrite + Unpin>(
-    mut dst: W,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    spent: std_mpsc::Sender<Vec<u8>>,
-    failed: Arc<Mutex<Option<(io::ErrorKind, String)>>>,
-) -> (W, io::Result<()>) {
-    while let Some(batch) = rx.recv().await {
-        if let Err(e) = dst.write_all(&batch).await {
-            *failed.lock().unwrap() = Some((e.kind(), e.to_string()));
-            return (dst, Err(e));
-        }
-        let _ = spent.send(batch);
-    }
-    let flushed = dst.flush().await;
-    (dst, flushed)
 }
 
 /// A synchronous `Read` over an `AsyncRead`, for use on a blocking thread.

@@ -1,12 +1,16 @@
 //! Verifying decoder for bao responses (pre-order, 16 KiB chunk groups).
 //!
-//! It follows bao-tree's `DecodeResponseIter` step for step (the same
-//! traversal, [`bao_tree::iter::ResponseIterRef`], and the same BLAKE3
-//! hazmat hashing) but reads every leaf into one reused, page-aligned buffer
-//! instead of a fresh allocation per leaf. Writing a leaf to the page cache
-//! from a page-aligned buffer is several times cheaper on these machines,
-//! and this loop is the receiving hot path. A property test checks it
-//! against bao-tree's encoder; the bit-flip tests check it rejects damage.
+//! A sans-I/O state machine: bytes are pushed in whatever pieces the
+//! network delivers, and every parent and leaf is verified as soon as it is
+//! whole. It follows bao-tree's `DecodeResponseIter` step for step (the same
+//! traversal, [`bao_tree::iter::ResponseIter`], and the same BLAKE3 hazmat
+//! hashing) but puts every leaf in a buffer its [`Sink`] chooses instead of a
+//! fresh allocation: a reused, page-aligned batch where consecutive leaves
+//! lie side by side, so the receiver writes them out in one direct write.
+//! Being sans-I/O, it runs inline in the task that reads the stream (the
+//! data is verified while still in the CPU cache) and is fuzzed alone. A
+//! property test checks it against bao-tree's encoder; the bit-flip tests
+//! check it rejects damage.
 
 use std::io::{self, Read};
 
@@ -16,106 +20,233 @@ use bao_tree::{
         hazmat::{merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode},
     },
     io::sync::truncate_ranges,
-    iter::{BaoChunk, ResponseIterRef},
+    iter::{BaoChunk, ResponseIter},
     TreeNode,
 };
 
 use crate::{ranges::ChunkRanges, tree, Error, Hash, Result};
 
-/// One verified item of a response.
-pub(crate) enum Verified<'a> {
-    /// A parent's two child hashes (the outboard record of `node`).
-    Parent { node: TreeNode, pair: [u8; 64] },
-    /// Verified data at a byte offset (a whole group, or the last one).
-    Leaf { offset: u64, data: &'a [u8] },
+/// Where the decoder puts what it reads and verifies.
+///
+/// The decoder asks the sink for the buffer each leaf is read into and
+/// verified in, so a sink can place consecutive leaves side by side and write
+/// them out in one large (direct) write.
+pub(crate) trait Sink {
+    /// The buffer for the leaf of `len` bytes at byte `offset`, or `None`
+    /// if there is no room for it now. Asked again with every push the leaf
+    /// spans, it must return the same buffer, holding what was put there.
+    fn leaf_buf(&mut self, offset: u64, len: usize) -> Result<Option<&mut [u8]>>;
+    /// The leaf last handed a buffer verified.
+    fn leaf(&mut self, offset: u64, len: usize) -> Result<()>;
+    /// A parent verified: the two child hashes of `node` (its outboard record).
+    fn parent(&mut self, node: TreeNode, pair: &[u8; 64]) -> Result<()>;
 }
 
-/// A buffer of one chunk group whose start is page aligned (without unsafe:
-/// a larger allocation, used from its first page boundary).
+/// A buffer whose start is page aligned (without unsafe: a larger
+/// allocation, used from its first page boundary), as direct I/O needs.
 pub(crate) struct AlignedBuf {
     raw: Vec<u8>,
     start: usize,
+    len: usize,
 }
 
 impl AlignedBuf {
     const PAGE: usize = 4096;
 
-    pub(crate) fn new() -> Self {
-        let raw = vec![0u8; tree::BLOCK_BYTES as usize + Self::PAGE];
+    /// A buffer of `len` bytes, zeroed (so touched: first writes are not
+    /// page faults).
+    pub(crate) fn with_len(len: usize) -> Self {
+        let raw = vec![0u8; len + Self::PAGE];
         let start = raw.as_ptr().align_offset(Self::PAGE).min(Self::PAGE);
-        AlignedBuf { raw, start }
+        AlignedBuf { raw, start, len }
     }
 
-    pub(crate) fn get(&mut self, len: usize) -> &mut [u8] {
-        &mut self.raw[self.start..self.start + len]
+    /// Its length.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `len` bytes from `at`.
+    pub(crate) fn slice(&self, at: usize, len: usize) -> &[u8] {
+        &self.raw[self.start + at..self.start + at + len]
+    }
+
+    /// `len` bytes from `at`, writable.
+    pub(crate) fn slice_mut(&mut self, at: usize, len: usize) -> &mut [u8] {
+        &mut self.raw[self.start + at..self.start + at + len]
     }
 }
 
-/// Reads and verifies the response body for `ranges` of the blob `hash` of
-/// `size` bytes (the size header already read), handing every verified item
-/// to `sink` in order. Stops at the first error; what was handed over before
-/// it was verified.
-pub(crate) fn decode(
+/// How far a [`Decoder::push`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// Every item of the response was verified.
+    Done,
+    /// All input was used; push more.
+    NeedData,
+    /// The sink has no room for the next leaf; make room, then push again.
+    NeedRoom,
+}
+
+/// Verifies one response body for `ranges` of the blob `hash` of `size`
+/// bytes (the size header already read).
+pub(crate) struct Decoder {
     hash: Hash,
-    size: u64,
-    ranges: &ChunkRanges,
-    reader: &mut impl Read,
-    buf: &mut AlignedBuf,
-    mut sink: impl FnMut(Verified<'_>) -> Result<()>,
-) -> Result<()> {
-    let tree = tree::bao_tree(size);
-    let ranges = truncate_ranges(ranges, size);
-    let mut stack: Vec<blake3::Hash> = Vec::with_capacity(64);
-    stack.push(hash.into());
-    let truncated = |what: String, e: io::Error| match e.kind() {
-        io::ErrorKind::UnexpectedEof => Error::Truncated { hash, reason: format!("the stream ended before {what}") },
-        _ => Error::Stream(e),
-    };
-    let mismatch = |what: String| Error::Verification { hash, reason: format!("hash mismatch at {what}") };
-    for chunk in ResponseIterRef::new(tree, ranges) {
-        match chunk {
-            BaoChunk::Parent { node, is_root, left, right, .. } => {
-                let mut pair = [0u8; 64];
-                reader.read_exact(&mut pair).map_err(|e| truncated(format!("parent {node:?}"), e))?;
-                let l: ChainingValue = pair[..32].try_into().expect("32 bytes");
-                let r: ChainingValue = pair[32..].try_into().expect("32 bytes");
-                let expected = stack.pop().expect("the traversal pairs every item with a hash");
-                let actual = if is_root {
-                    merge_subtrees_root(&l, &r, Mode::Hash)
-                } else {
-                    blake3::Hash::from(merge_subtrees_non_root(&l, &r, Mode::Hash))
-                };
-                if actual != expected {
-                    return Err(mismatch(format!("parent {node:?}")));
-                }
-                if right {
-                    stack.push(blake3::Hash::from(r));
-                }
-                if left {
-                    stack.push(blake3::Hash::from(l));
-                }
-                sink(Verified::Parent { node, pair })?;
+    items: ResponseIter,
+    /// Hashes the coming items must have, the next on top.
+    stack: Vec<blake3::Hash>,
+    /// The item being filled, and its bytes so far.
+    current: Option<BaoChunk>,
+    filled: usize,
+    pair: [u8; 64],
+}
+
+impl Decoder {
+    pub(crate) fn new(hash: Hash, size: u64, ranges: &ChunkRanges) -> Self {
+        let truncated = truncate_ranges(ranges, size).boundaries().iter().copied();
+        let ranges = ChunkRanges::new(truncated.collect()).expect("a range set's boundaries are valid");
+        let mut stack = Vec::with_capacity(64);
+        stack.push(hash.into());
+        Decoder {
+            hash,
+            items: ResponseIter::new(tree::bao_tree(size), ranges),
+            stack,
+            current: None,
+            filled: 0,
+            pair: [0; 64],
+        }
+    }
+
+    /// The blob being decoded.
+    pub(crate) fn hash(&self) -> Hash {
+        self.hash
+    }
+
+    /// The item the decoder waits for, for error messages.
+    pub(crate) fn expecting(&self) -> String {
+        match &self.current {
+            Some(BaoChunk::Parent { node, .. }) => format!("parent {node:?}"),
+            Some(BaoChunk::Leaf { start_chunk, .. }) => format!("chunk {}", start_chunk.0),
+            None => "the next item".into(),
+        }
+    }
+
+    /// Bytes still needed to complete the current or next item (0 when
+    /// done): reading no more than this never reads past the response.
+    pub(crate) fn wanted(&mut self) -> usize {
+        if self.current.is_none() {
+            self.current = self.items.next();
+            self.filled = 0;
+        }
+        match &self.current {
+            Some(BaoChunk::Parent { .. }) => 64 - self.filled,
+            Some(BaoChunk::Leaf { size, .. }) => size - self.filled,
+            None => 0,
+        }
+    }
+
+    /// Consumes bytes from the front of `data`, handing every item to `sink`
+    /// as it verifies. Stops at the first error; what was handed over before
+    /// it was verified.
+    pub(crate) fn push(&mut self, data: &mut &[u8], sink: &mut impl Sink) -> Result<Progress> {
+        let hash = self.hash;
+        let mismatch = |what: String| Error::Verification { hash, reason: format!("hash mismatch at {what}") };
+        loop {
+            if self.wanted() == 0 && self.current.is_none() {
+                return Ok(Progress::Done);
             }
-            BaoChunk::Leaf { start_chunk, size: len, is_root, .. } => {
-                let data = buf.get(len);
-                reader.read_exact(data).map_err(|e| truncated(format!("chunk {}", start_chunk.0), e))?;
-                let actual = if is_root {
-                    blake3::hash(data)
-                } else {
-                    let mut h = blake3::Hasher::new();
-                    h.set_input_offset(start_chunk.0 * 1024);
-                    h.update(data);
-                    blake3::Hash::from(h.finalize_non_root())
-                };
-                let expected = stack.pop().expect("the traversal pairs every item with a hash");
-                if actual != expected {
-                    return Err(mismatch(format!("chunk {}", start_chunk.0)));
+            match self.current.expect("wanted() set it") {
+                BaoChunk::Parent { node, is_root, left, right, .. } => {
+                    let n = (64 - self.filled).min(data.len());
+                    self.pair[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+                    *data = &data[n..];
+                    self.filled += n;
+                    if self.filled < 64 {
+                        return Ok(Progress::NeedData);
+                    }
+                    let pair = self.pair;
+                    let l: ChainingValue = pair[..32].try_into().expect("32 bytes");
+                    let r: ChainingValue = pair[32..].try_into().expect("32 bytes");
+                    let expected = self.stack.pop().expect("the traversal pairs every item with a hash");
+                    let actual = if is_root {
+                        merge_subtrees_root(&l, &r, Mode::Hash)
+                    } else {
+                        blake3::Hash::from(merge_subtrees_non_root(&l, &r, Mode::Hash))
+                    };
+                    if actual != expected {
+                        return Err(mismatch(format!("parent {node:?}")));
+                    }
+                    if right {
+                        self.stack.push(blake3::Hash::from(r));
+                    }
+                    if left {
+                        self.stack.push(blake3::Hash::from(l));
+                    }
+                    self.current = None;
+                    sink.parent(node, &pair)?;
                 }
-                sink(Verified::Leaf { offset: start_chunk.to_bytes(), data })?;
+                BaoChunk::Leaf { start_chunk, size: len, is_root, .. } => {
+                    if data.is_empty() && self.filled < len {
+                        return Ok(Progress::NeedData);
+                    }
+                    let offset = start_chunk.to_bytes();
+                    let Some(buf) = sink.leaf_buf(offset, len)? else { return Ok(Progress::NeedRoom) };
+                    let n = (len - self.filled).min(data.len());
+                    buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+                    *data = &data[n..];
+                    self.filled += n;
+                    if self.filled < len {
+                        return Ok(Progress::NeedData);
+                    }
+                    let actual = if is_root {
+                        blake3::hash(buf)
+                    } else {
+                        let mut h = blake3::Hasher::new();
+                        h.set_input_offset(start_chunk.0 * 1024);
+                        h.update(buf);
+                        blake3::Hash::from(h.finalize_non_root())
+                    };
+                    let expected = self.stack.pop().expect("the traversal pairs every item with a hash");
+                    if actual != expected {
+                        return Err(mismatch(format!("chunk {}", start_chunk.0)));
+                    }
+                    self.current = None;
+                    sink.leaf(offset, len)?;
+                }
             }
         }
     }
-    Ok(())
+
+    /// Decodes the response from a blocking reader, reading no byte past it.
+    /// A sink that answers `NeedRoom` here is a bug: blocking sinks make room
+    /// themselves.
+    pub(crate) fn read_from(&mut self, reader: &mut impl Read, sink: &mut impl Sink) -> Result<()> {
+        let hash = self.hash;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let want = self.wanted().min(buf.len());
+            if want == 0 {
+                // Done, or the empty leaf of an empty blob still to verify.
+                match self.push(&mut &[][..], sink)? {
+                    Progress::Done => return Ok(()),
+                    _ => continue,
+                }
+            }
+            reader.read_exact(&mut buf[..want]).map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => {
+                    Error::Truncated { hash, reason: format!("the stream ended before {}", self.expecting()) }
+                }
+                _ => Error::Stream(e),
+            })?;
+            let mut data = &buf[..want];
+            while !data.is_empty() {
+                match self.push(&mut data, sink)? {
+                    Progress::NeedRoom => unreachable!("a blocking sink makes room itself"),
+                    Progress::Done | Progress::NeedData => {}
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -124,8 +255,8 @@ mod tests {
 
     #[test]
     fn the_buffer_is_page_aligned() {
-        let mut b = AlignedBuf::new();
-        let p = b.get(tree::BLOCK_BYTES as usize).as_ptr() as usize;
+        let mut b = AlignedBuf::with_len(3 * tree::BLOCK_BYTES as usize);
+        let p = b.slice_mut(0, b.len()).as_ptr() as usize;
         assert_eq!(p % AlignedBuf::PAGE, 0);
     }
 }

@@ -5,13 +5,15 @@
 //! groups). A blob is *complete* or *partial*: a partial blob holds verified
 //! chunk ranges, received from peers in any order, checkpointed so that a
 //! crash loses at most one checkpoint interval. Every byte written from the
-//! network is verified first, and every byte served is re-verified.
+//! network is verified first; bytes served from a referenced file are
+//! re-verified as they are read.
 //!
 //! - [`Store::import_path`], [`Store::import_bytes`], [`Store::import_reader`]:
 //!   add blobs (copy or reference mode), hashing on all cores.
 //! - [`Store::write_response`] / [`Store::write_encoded`]: serve a bao
 //!   response (size header + pre-order encoding) for chunk ranges.
-//! - [`Store::receive_response`] / [`Store::receive_encoded`]: take one in.
+//! - [`Store::start_receive`] ([`IncomingBlob`]), [`Store::receive_response`],
+//!   [`Store::receive_encoded`]: take one in.
 //! - [`Store::status`], [`Store::reader`], [`Store::export`].
 //! - Resources `(kind, name, version) → hash`, tags, leases and [`Store::gc`].
 //!
@@ -66,11 +68,11 @@ pub use bao_tree::io::BaoContentItem;
 pub use error::{Error, Result};
 pub use hash::Hash;
 pub use import::{ImportMode, ImportOutcome};
-pub use partial::ReceiveOutcome;
+pub use partial::{IncomingBlob, ReceiveOutcome, BATCH_BYTES};
 pub use ranges::{ChunkNum, ChunkRanges};
 pub use resources::{Resource, ResourceKind, MAX_NAME_LEN};
 pub use roots::{GcStats, Lease, MAX_TAG_LEN};
-pub use serve::{BlobReader, ServeOutcome};
+pub use serve::{BlobReader, EncodedResponse, ServeOutcome, MAP_WINDOW};
 pub use store::{BlobStatus, Store, StoreConfig, FORMAT_VERSION};
 
 /// Blobs and outboards up to this size are stored inline in the metadata database.

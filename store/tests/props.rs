@@ -50,14 +50,22 @@ proptest! {
     /// (rounded to groups), serves back verified bytes equal to the source,
     /// and completes exactly when everything is covered.
     #[test]
-    fn bookkeeping_and_round_trip(sets in proptest::collection::vec(range_sets(), 1..5)) {
+    fn bookkeeping_and_round_trip(
+        sets in proptest::collection::vec(range_sets(), 1..5),
+        pieces in proptest::option::of(proptest::collection::vec(1usize..70_000, 1..8)),
+    ) {
         let src = source();
         let dir = tempfile::tempdir().unwrap();
         let dst = Store::open(dir.path()).unwrap();
         let mut expected = ChunkRanges::empty();
         for v in &sets {
             let r = ranges::round_to_groups(&to_set(v));
-            let out = common::receive(&dst, src.hash, &r, &common::response(&src.store, &src.hash, &r)).unwrap();
+            let resp = common::response(&src.store, &src.hash, &r);
+            // Through the blocking API, or pushed in random pieces.
+            let out = match &pieces {
+                None => common::receive(&dst, src.hash, &r, &resp).unwrap(),
+                Some(p) => common::receive_pushed(&dst, src.hash, &r, &resp, p).unwrap(),
+            };
             expected |= ranges::clamp(&r, SIZE as u64);
             let complete = expected.is_superset(&ranges::all(SIZE as u64));
             prop_assert_eq!(out.complete, complete);
@@ -85,7 +93,12 @@ proptest! {
     /// A single flipped bit anywhere after the size header is rejected and
     /// no unverified byte is recorded.
     #[test]
-    fn bit_flips_are_rejected(v in range_sets(), pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+    fn bit_flips_are_rejected(
+        v in range_sets(),
+        pos in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+        pieces in proptest::option::of(proptest::collection::vec(1usize..70_000, 1..8)),
+    ) {
         let src = source();
         let r = ranges::round_to_groups(&to_set(&v));
         let mut resp = common::response(&src.store, &src.hash, &r);
@@ -93,7 +106,10 @@ proptest! {
         resp[i] ^= 1 << bit;
         let dir = tempfile::tempdir().unwrap();
         let dst = Store::open(dir.path()).unwrap();
-        let err = common::receive(&dst, src.hash, &r, &resp).unwrap_err();
+        let err = match &pieces {
+            None => common::receive(&dst, src.hash, &r, &resp).unwrap_err(),
+            Some(p) => common::receive_pushed(&dst, src.hash, &r, &resp, p).unwrap_err(),
+        };
         prop_assert!(matches!(err, Error::Verification { .. }), "unexpected error {err}");
         // whatever was recorded before the flip is the source's bytes
         if let BlobStatus::Partial { ranges: held, .. } = dst.status(&src.hash).unwrap() {
