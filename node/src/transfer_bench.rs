@@ -109,10 +109,13 @@ pub async fn run(args: TransferArgs) -> Result<Vec<Figure>> {
     let (mut ours, mut raw) = (Vec::new(), Vec::new());
     let server_pid = child.id().context("the serving child exited")?;
     let (mut ours_cpu, mut raw_cpu) = (Cpu::default(), Cpu::default());
+    // Datagrams the kernel dropped for full receive buffers (whole machine).
+    let (mut ours_lost, mut raw_lost) = (0u64, 0u64);
     for run in 0..args.runs {
         // Raw quinn: one stream of `size` bytes, read and dropped.
         let conn = ep.connect(raw_addr, None).await?;
         let cpu = Cpu::now(server_pid);
+        let drops = udp_receive_drops();
         let start = Instant::now();
         let (mut send, mut recv) = conn.quinn().open_bi().await?;
         send.write_all(&size.to_le_bytes()).await?;
@@ -127,6 +130,7 @@ pub async fn run(args: TransferArgs) -> Result<Vec<Figure>> {
         }
         raw.push(size as f64 / took.as_secs_f64() / 1e6);
         raw_cpu.add(&cpu, server_pid);
+        raw_lost += udp_receive_drops() - drops;
         conn.close(blixard_protocol::ErrorCode::Ok, "done");
 
         // Ours: a verified get into a fresh store (its data lands in files).
@@ -134,9 +138,11 @@ pub async fn run(args: TransferArgs) -> Result<Vec<Figure>> {
         let store = Store::open(&store_dir)?;
         let conn = ep.connect(proto_addr, Some(id)).await?;
         let cpu = Cpu::now(server_pid);
+        let drops = udp_receive_drops();
         let start = Instant::now();
         let out = client::get(&conn, &store, hash, &Default::default()).await?;
         ours_cpu.add(&cpu, server_pid);
+        ours_lost += udp_receive_drops() - drops;
         let took = start.elapsed();
         if !out.complete {
             bail!("the get did not complete");
@@ -192,6 +198,7 @@ pub async fn run(args: TransferArgs) -> Result<Vec<Figure>> {
     let extra = json!({
         "size": size, "runs": args.runs, "processes": 2, "each": round(&ours), "baseline_each": round(&raw),
         "cpu_ms_per_mb": per_mb(&ours_cpu, ours.len()), "baseline_cpu_ms_per_mb": per_mb(&raw_cpu, raw.len()),
+        "udp_drops": ours_lost, "baseline_udp_drops": raw_lost,
     });
     Ok(vec![
         Figure {
@@ -252,4 +259,14 @@ fn proc_cpu_seconds(pid: &str) -> f64 {
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
     // Fields 14 and 15 of stat(5); `rest` starts at field 3.
     (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// UDP datagrams the kernel dropped because a receive buffer was full
+/// (`RcvbufErrors` in /proc/net/snmp; 0 if unreadable).
+fn udp_receive_drops() -> u64 {
+    let Ok(snmp) = std::fs::read_to_string("/proc/net/snmp") else { return 0 };
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else { return 0 };
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors");
+    at.and_then(|i| values.split_whitespace().nth(i)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }

@@ -585,7 +585,7 @@ fn apply_parent(target: &Target, node: bao_tree::TreeNode, pair: &[u8; 64]) -> R
 
 /// Batch writes in flight per receive; with the batch being filled, a
 /// receive holds at most this plus one [`BATCH_BYTES`] buffers.
-const WRITES_IN_FLIGHT: usize = 2;
+const WRITES_IN_FLIGHT: usize = 4;
 
 /// The decoder's sink for one receive: whole chunk groups that follow one
 /// another are put side by side in the batch and written in one go;
