@@ -42,23 +42,39 @@ pub(crate) trait Sink {
     fn parent(&mut self, node: TreeNode, pair: &[u8; 64]) -> Result<()>;
 }
 
-/// A buffer whose start is page aligned (without unsafe: a larger
-/// allocation, used from its first page boundary), as direct I/O needs.
+/// A buffer whose start is page aligned, as direct I/O needs. Buffers of
+/// 2 MiB and more are anonymous maps aligned to 2 MiB and asked for
+/// transparent huge pages: the kernel then pins one page per 2 MiB for a
+/// direct write instead of 512.
 pub(crate) struct AlignedBuf {
-    raw: Vec<u8>,
+    mem: Memory,
     start: usize,
     len: usize,
 }
 
+enum Memory {
+    Heap(Vec<u8>),
+    Map(memmap2::MmapMut),
+}
+
 impl AlignedBuf {
     const PAGE: usize = 4096;
+    const HUGE_PAGE: usize = 2 * 1024 * 1024;
 
-    /// A buffer of `len` bytes, zeroed (so touched: first writes are not
-    /// page faults).
+    /// A buffer of `len` bytes, zeroed.
     pub(crate) fn with_len(len: usize) -> Self {
+        if len >= Self::HUGE_PAGE {
+            if let Ok(map) = memmap2::MmapOptions::new().len(len + Self::HUGE_PAGE).map_anon() {
+                let start = map.as_ptr().align_offset(Self::HUGE_PAGE).min(Self::HUGE_PAGE);
+                // Only a hint: without huge pages the buffer still works.
+                let _ = map.advise_range(memmap2::Advice::HugePage, start, len);
+                return AlignedBuf { mem: Memory::Map(map), start, len };
+            }
+        }
+        // Zeroed here, so touched: first writes are not page faults.
         let raw = vec![0u8; len + Self::PAGE];
         let start = raw.as_ptr().align_offset(Self::PAGE).min(Self::PAGE);
-        AlignedBuf { raw, start, len }
+        AlignedBuf { mem: Memory::Heap(raw), start, len }
     }
 
     /// Its length.
@@ -68,12 +84,20 @@ impl AlignedBuf {
 
     /// `len` bytes from `at`.
     pub(crate) fn slice(&self, at: usize, len: usize) -> &[u8] {
-        &self.raw[self.start + at..self.start + at + len]
+        let all: &[u8] = match &self.mem {
+            Memory::Heap(v) => v,
+            Memory::Map(m) => m,
+        };
+        &all[self.start + at..self.start + at + len]
     }
 
     /// `len` bytes from `at`, writable.
     pub(crate) fn slice_mut(&mut self, at: usize, len: usize) -> &mut [u8] {
-        &mut self.raw[self.start + at..self.start + at + len]
+        let all: &mut [u8] = match &mut self.mem {
+            Memory::Heap(v) => v,
+            Memory::Map(m) => m,
+        };
+        &mut all[self.start + at..self.start + at + len]
     }
 }
 
@@ -258,5 +282,8 @@ mod tests {
         let mut b = AlignedBuf::with_len(3 * tree::BLOCK_BYTES as usize);
         let p = b.slice_mut(0, b.len()).as_ptr() as usize;
         assert_eq!(p % AlignedBuf::PAGE, 0);
+        let mut huge = AlignedBuf::with_len(AlignedBuf::HUGE_PAGE);
+        let p = huge.slice_mut(0, huge.len()).as_ptr() as usize;
+        assert_eq!(p % AlignedBuf::HUGE_PAGE, 0);
     }
 }

@@ -48,7 +48,7 @@ use crate::{
 
 /// The largest run of verified chunk groups gathered for one write (per
 /// receive in progress, so it also bounds a receive's buffer).
-pub const BATCH_BYTES: usize = 1024 * 1024;
+pub const BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 /// What a received response changed.
 #[derive(Debug, Clone)]
@@ -220,8 +220,13 @@ impl PartialBlob {
 
     fn write_parent(&self, node: bao_tree::TreeNode, rec: &[u8; 64]) -> Result<()> {
         let Some(index) = tree::bao_tree(self.size).pre_order_offset(node) else { return Ok(()) };
+        self.write_parents(index, rec)
+    }
+
+    /// Writes consecutive outboard records starting at pre-order index `first`.
+    fn write_parents(&self, first: u64, records: &[u8]) -> Result<()> {
         let path = || self.store.partial_path(&self.hash, "obao4");
-        self.outboard.write_all_at(rec, index * tree::PARENT_BYTES).map_err(|e| Error::io("write", path())(e))
+        self.outboard.write_all_at(records, first * tree::PARENT_BYTES).map_err(|e| Error::io("write", path())(e))
     }
 
     fn write_leaf(&self, offset: u64, data: &[u8]) -> Result<bool> {
@@ -583,6 +588,9 @@ fn apply_parent(target: &Target, node: bao_tree::TreeNode, pair: &[u8; 64]) -> R
     }
 }
 
+/// The longest run of consecutive parents gathered for one outboard write.
+const PARENT_RUN_BYTES: usize = 64 * 1024;
+
 /// Batch writes in flight per receive; with the batch being filled, a
 /// receive holds at most this plus one [`BATCH_BYTES`] buffers.
 const WRITES_IN_FLIGHT: usize = 4;
@@ -590,12 +598,20 @@ const WRITES_IN_FLIGHT: usize = 4;
 /// The decoder's sink for one receive: whole chunk groups that follow one
 /// another are put side by side in the batch and written in one go;
 /// anything else (a piece of a group, the short last group, a blob that is
-/// not a partial file) is handled leaf by leaf.
+/// not a partial file) is handled leaf by leaf. Parents arrive in pre-order,
+/// the outboard's own order, so runs of them are gathered and written in
+/// one go too; a run is written before any leaf after it is recorded, so a
+/// checkpoint never names data whose parents are not on disk.
 struct Receiving {
     store: Store,
     hash: Hash,
     size: u64,
+    tree: bao_tree::BaoTree,
     target: Target,
+    /// Verified parent records not yet written, and the pre-order index of
+    /// the first.
+    parents: Vec<u8>,
+    parents_first: u64,
     out: ReceiveOutcome,
     buf: AlignedBuf,
     /// Blob offset of the batch's first byte and the verified bytes in it.
@@ -618,7 +634,10 @@ impl Receiving {
             store: store.clone(),
             hash,
             size,
+            tree: tree::bao_tree(size),
             target,
+            parents: Vec::new(),
+            parents_first: 0,
             out,
             buf,
             batch_start: 0,
@@ -637,17 +656,30 @@ impl Receiving {
         }
     }
 
-    /// Swaps in an empty buffer; returns the batch it held, if any.
-    fn take_batch(&mut self, fresh: AlignedBuf) -> Option<(u64, AlignedBuf, usize)> {
-        if self.batch_len == 0 {
-            return None;
+    /// Writes out the gathered parents.
+    fn flush_parents(&mut self) -> Result<()> {
+        if let (Target::Partial(p), false) = (&self.target, self.parents.is_empty()) {
+            p.write_parents(self.parents_first, &self.parents)?;
         }
-        let len = std::mem::take(&mut self.batch_len);
-        Some((self.batch_start, std::mem::replace(&mut self.buf, fresh), len))
+        self.parents.clear();
+        Ok(())
     }
 
-    /// Writes out and records the verified leaves of the batch, here.
+    /// Writes out the gathered parents and swaps in an empty buffer; returns
+    /// the batch it held, if any.
+    fn take_batch(&mut self, fresh: AlignedBuf) -> Result<Option<(u64, AlignedBuf, usize)>> {
+        self.flush_parents()?;
+        if self.batch_len == 0 {
+            return Ok(None);
+        }
+        let len = std::mem::take(&mut self.batch_len);
+        Ok(Some((self.batch_start, std::mem::replace(&mut self.buf, fresh), len)))
+    }
+
+    /// Writes out the gathered parents, then writes and records the
+    /// verified leaves of the batch, here.
     fn flush(&mut self) -> Result<()> {
+        self.flush_parents()?;
         if self.batch_len == 0 {
             return Ok(());
         }
@@ -717,12 +749,23 @@ impl Sink for Receiving {
             self.batch_len += len;
             return Ok(());
         }
+        self.flush_parents()?;
         let data = self.buf.slice(0, len);
         self.store.apply_leaf(&self.hash, self.size, &self.target, offset, data, &mut self.out)
     }
 
     fn parent(&mut self, node: bao_tree::TreeNode, pair: &[u8; 64]) -> Result<()> {
-        apply_parent(&self.target, node, pair)
+        if !matches!(self.target, Target::Partial(_)) {
+            return Ok(());
+        }
+        let Some(index) = self.tree.pre_order_offset(node) else { return Ok(()) };
+        let next = self.parents_first + (self.parents.len() / 64) as u64;
+        if self.parents.is_empty() || index != next || self.parents.len() >= PARENT_RUN_BYTES {
+            self.flush_parents()?;
+            self.parents_first = index;
+        }
+        self.parents.extend_from_slice(pair);
+        Ok(())
     }
 }
 
@@ -778,7 +821,7 @@ impl IncomingBlob {
             None => self.wait_oldest().await?,
         };
         let sink = self.sink.as_mut().expect("present until closed");
-        let Some((start, full, len)) = sink.take_batch(fresh) else { return Ok(()) };
+        let Some((start, full, len)) = sink.take_batch(fresh)? else { return Ok(()) };
         let Target::Partial(p) = &sink.target else { unreachable!("only partial blobs batch") };
         let p = p.clone();
         self.writes.push_back(tokio::task::spawn_blocking(move || {
