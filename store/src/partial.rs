@@ -759,7 +759,7 @@ impl Sink for Receiving {
             return Ok(());
         }
         let Some(index) = self.tree.pre_order_offset(node) else { return Ok(()) };
-        let next = self.parents_first + (self.parents.len() / 64) as u64;
+        let next = self.parents_first + self.parents.len() as u64 / tree::PARENT_BYTES;
         if self.parents.is_empty() || index != next || self.parents.len() >= PARENT_RUN_BYTES {
             self.flush_parents()?;
             self.parents_first = index;
@@ -873,15 +873,26 @@ impl IncomingBlob {
 
 impl Drop for IncomingBlob {
     fn drop(&mut self) {
-        let Some(mut sink) = self.sink.take() else { return };
-        let mut finish = move || {
-            if let Err(e) = sink.finish() {
-                warn!(hash = %sink.hash, "writing out a cancelled receive failed: {e}");
-            }
-        };
+        let Some(sink) = self.sink.take() else { return };
+        let finish = FinishOnDrop(sink);
+        // On the blocking pool if there is one. A task the runtime cancels at
+        // shutdown before it starts still drops its closure, and so the
+        // guard, which then writes out here.
         match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(finish)),
-            Err(_) => finish(),
+            Ok(rt) => drop(rt.spawn_blocking(move || drop(finish))),
+            Err(_) => drop(finish),
+        }
+    }
+}
+
+/// Writes out and checkpoints what a cancelled receive verified when
+/// dropped, wherever that happens.
+struct FinishOnDrop(Receiving);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.finish() {
+            warn!(hash = %self.0.hash, "writing out a cancelled receive failed: {e}");
         }
     }
 }
