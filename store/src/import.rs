@@ -1,10 +1,11 @@
 //! Import: turning a file, bytes or an async stream into a complete blob.
 //!
-//! Files are hashed through memory-mapped 32 MiB windows, each window's leaves
-//! on all cores (what `b3sum` does, plus the outboard), so memory stays
-//! constant whatever the size. Copy mode writes each piece into the store's
-//! file right after hashing it, while it is still in the CPU cache, so one
-//! pass over the source serves both (and the copy runs on all cores).
+//! Files are hashed in 32 MiB windows, each window's 256 KiB pieces read
+//! into per-thread buffers and hashed on all cores (what `b3sum` does, plus
+//! the outboard), so memory stays constant whatever the size. Copy mode
+//! writes each piece into the store's file right after hashing it, from the
+//! same buffer, so one pass over the source serves both (and the copy runs
+//! on all cores).
 //! Reference mode leaves the file in place; every read of it is re-verified.
 //!
 //! A copied blob is committed before its bytes are fsynced (so import runs at
@@ -15,7 +16,9 @@
 use std::{
     fs::{self, File},
     io::Write,
+    os::unix::fs::FileExt,
     path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
     time::UNIX_EPOCH,
 };
 
@@ -31,9 +34,6 @@ use crate::{
 /// Outboards up to this size are built in memory; larger ones straight into
 /// their file (64 MiB of outboard covers 16 GiB of data).
 const OUTBOARD_IN_MEMORY_MAX: u64 = 16 * 1024 * 1024;
-
-/// Hashing window in copy mode: 512 × 16 KiB = 8 MiB.
-const COPY_WINDOW_BLOCKS: u64 = 512;
 
 /// How a file is imported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,10 +79,13 @@ pub(crate) fn hash_file(file: &File, size: u64, path: &Path, copy_to: Option<&Fi
     Ok((hash, ob))
 }
 
-/// Hashes a file through one read-only map, a window at a time. Each window's
-/// pages are faulted in by the hashing threads themselves (in parallel, as
-/// `b3sum` does) and dropped from this process with `MADV_DONTNEED` once
-/// hashed, so resident memory stays at about one window whatever the size.
+/// Hashes a file a window at a time, each window's pieces read and hashed on
+/// all cores in per-thread buffers (see [`OutboardBuilder::add_window_read`]),
+/// so memory stays constant whatever the size. In copy mode each hashing
+/// thread writes the piece it just hashed to `copy_to` at the same offset,
+/// with a direct (`O_DIRECT`) write where the file system allows it: no
+/// page-cache copy, no dirty pages to throttle on, and the writes of both
+/// threads overlap with hashing.
 fn hash_file_into(
     file: &File,
     size: u64,
@@ -90,64 +93,57 @@ fn hash_file_into(
     sink: &mut OutboardSink<'_>,
     copy_to: Option<&File>,
 ) -> Result<Hash> {
-    // Copy mode keeps up to three windows resident (hashing, queued, being
-    // written), so it uses smaller ones to stay within a constant ~64 MiB.
-    let window_blocks = if copy_to.is_some() { COPY_WINDOW_BLOCKS } else { tree::WINDOW_BLOCKS };
-    let mut b = OutboardBuilder::with_window_blocks(size, window_blocks);
-    if size == 0 {
-        b.add_window(&[], sink).map_err(Error::io("hash", path))?;
-        return b.finish(sink).map_err(Error::io("hash", path));
-    }
-    // SAFETY: the file is opened read-only; a concurrent truncation by
-    // another process would raise SIGBUS, as it would for b3sum. Sizes and
-    // modification times are checked before and after import.
-    let map = unsafe { memmap2::MmapOptions::new().len(size as usize).map(file) }.map_err(Error::io("map", path))?;
-    // SAFETY (both DONTNEED calls): on a read-only shared file map this only
-    // drops this process's page-table entries; later reads refault from the
-    // page cache.
-    let release = |start: usize, len: usize| {
-        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
-    };
+    let mut b = OutboardBuilder::new(size);
+    let read = |offset: u64, buf: &mut [u8]| file.read_exact_at(buf, offset);
     let Some(dst) = copy_to else {
-        for w in 0..b.window_count() {
-            let r = b.window_range(w);
-            let (start, len) = (r.start as usize, (r.end - r.start) as usize);
-            b.add_window(&map[start..start + len], sink).map_err(Error::io("hash", path))?;
-            release(start, len);
+        for _ in 0..b.window_count() {
+            b.add_window_read(tree::PIECE_BYTES, read, |_, _| Ok(()), sink).map_err(Error::io("hash", path))?;
         }
         return b.finish(sink).map_err(Error::io("hash", path));
     };
-    // Copy mode: a writer thread copies window k sequentially while the
-    // hashing threads work on window k + 1.
-    std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, usize)>(1);
-        let map = &map;
-        let writer = s.spawn(move || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut out = std::io::BufWriter::with_capacity(0, dst);
-            for (start, len) in rx {
-                out.write_all(&map[start..start + len])?;
-                release(start, len);
+    let direct = reopen_direct(dst);
+    let direct_ok = AtomicBool::new(direct.is_some());
+    // The first write error, told apart from read errors for the message.
+    let write_error = std::sync::Mutex::new(None::<std::io::Error>);
+    let write = |offset: u64, buf: &[u8]| -> std::io::Result<()> {
+        let direct =
+            direct.as_ref().filter(|_| direct_ok.load(Ordering::Relaxed) && buf.len().is_multiple_of(DIRECT_ALIGN));
+        let written = match direct.map(|f| f.write_all_at(buf, offset)) {
+            Some(Ok(())) => Ok(()),
+            // Alignment rules differ between file systems: fall back for good.
+            Some(Err(e)) if e.raw_os_error() == Some(libc::EINVAL) => {
+                direct_ok.store(false, Ordering::Relaxed);
+                dst.write_all_at(buf, offset)
             }
-            out.flush()
-        });
-        let hashed = (|| {
-            for w in 0..b.window_count() {
-                let r = b.window_range(w);
-                let (start, len) = (r.start as usize, (r.end - r.start) as usize);
-                b.add_window(&map[start..start + len], sink).map_err(Error::io("hash", path))?;
-                if tx.send((start, len)).is_err() {
-                    break; // the writer failed; its error is reported below
-                }
-            }
-            drop(tx);
-            Ok::<_, Error>(())
-        })();
-        let written = writer.join().unwrap_or_else(|_| Err(std::io::Error::other("copy thread panicked")));
-        hashed?;
-        written.map_err(Error::io("copy into store", path))
-    })?;
+            Some(Err(e)) => Err(e),
+            None => dst.write_all_at(buf, offset),
+        };
+        written.map_err(|e| {
+            let kind = e.kind();
+            write_error.lock().unwrap().get_or_insert(e);
+            std::io::Error::new(kind, "copy failed")
+        })
+    };
+    for _ in 0..b.window_count() {
+        if let Err(e) = b.add_window_read(tree::MAX_PIECE_BYTES, read, write, sink) {
+            return Err(match write_error.lock().unwrap().take() {
+                Some(w) => Error::io("copy into store", path)(w),
+                None => Error::io("hash", path)(e),
+            });
+        }
+    }
     b.finish(sink).map_err(Error::io("hash", path))
+}
+
+/// Alignment of offsets, lengths and buffers for direct writes.
+const DIRECT_ALIGN: usize = 4096;
+
+/// A second descriptor of `f` opened for direct writes, if the file system
+/// supports them.
+fn reopen_direct(f: &File) -> Option<File> {
+    use std::os::{fd::AsRawFd, unix::fs::OpenOptionsExt};
+    let path = format!("/proc/self/fd/{}", f.as_raw_fd());
+    fs::OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path).ok()
 }
 
 fn file_identity(path: &Path) -> Result<(u64, i128)> {
