@@ -18,7 +18,6 @@ use std::{
     io::Write,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicBool, Ordering},
     time::UNIX_EPOCH,
 };
 
@@ -83,9 +82,7 @@ pub(crate) fn hash_file(file: &File, size: u64, path: &Path, copy_to: Option<&Fi
 /// all cores in per-thread buffers (see [`OutboardBuilder::add_window_read`]),
 /// so memory stays constant whatever the size. In copy mode each hashing
 /// thread writes the piece it just hashed to `copy_to` at the same offset,
-/// with a direct (`O_DIRECT`) write where the file system allows it: no
-/// page-cache copy, no dirty pages to throttle on, and the writes of both
-/// threads overlap with hashing.
+/// from the same warm buffer, so both cores copy while they hash.
 fn hash_file_into(
     file: &File,
     size: u64,
@@ -97,35 +94,21 @@ fn hash_file_into(
     let read = |offset: u64, buf: &mut [u8]| file.read_exact_at(buf, offset);
     let Some(dst) = copy_to else {
         for _ in 0..b.window_count() {
-            b.add_window_read(tree::PIECE_BYTES, read, |_, _| Ok(()), sink).map_err(Error::io("hash", path))?;
+            b.add_window_read(read, |_, _| Ok(()), sink).map_err(Error::io("hash", path))?;
         }
         return b.finish(sink).map_err(Error::io("hash", path));
     };
-    let direct = reopen_direct(dst);
-    let direct_ok = AtomicBool::new(direct.is_some());
     // The first write error, told apart from read errors for the message.
     let write_error = std::sync::Mutex::new(None::<std::io::Error>);
     let write = |offset: u64, buf: &[u8]| -> std::io::Result<()> {
-        let direct =
-            direct.as_ref().filter(|_| direct_ok.load(Ordering::Relaxed) && buf.len().is_multiple_of(DIRECT_ALIGN));
-        let written = match direct.map(|f| f.write_all_at(buf, offset)) {
-            Some(Ok(())) => Ok(()),
-            // Alignment rules differ between file systems: fall back for good.
-            Some(Err(e)) if e.raw_os_error() == Some(libc::EINVAL) => {
-                direct_ok.store(false, Ordering::Relaxed);
-                dst.write_all_at(buf, offset)
-            }
-            Some(Err(e)) => Err(e),
-            None => dst.write_all_at(buf, offset),
-        };
-        written.map_err(|e| {
+        dst.write_all_at(buf, offset).map_err(|e| {
             let kind = e.kind();
             write_error.lock().unwrap().get_or_insert(e);
             std::io::Error::new(kind, "copy failed")
         })
     };
     for _ in 0..b.window_count() {
-        if let Err(e) = b.add_window_read(tree::MAX_PIECE_BYTES, read, write, sink) {
+        if let Err(e) = b.add_window_read(read, write, sink) {
             return Err(match write_error.lock().unwrap().take() {
                 Some(w) => Error::io("copy into store", path)(w),
                 None => Error::io("hash", path)(e),
@@ -133,17 +116,6 @@ fn hash_file_into(
         }
     }
     b.finish(sink).map_err(Error::io("hash", path))
-}
-
-/// Alignment of offsets, lengths and buffers for direct writes.
-const DIRECT_ALIGN: usize = 4096;
-
-/// A second descriptor of `f` opened for direct writes, if the file system
-/// supports them.
-fn reopen_direct(f: &File) -> Option<File> {
-    use std::os::{fd::AsRawFd, unix::fs::OpenOptionsExt};
-    let path = format!("/proc/self/fd/{}", f.as_raw_fd());
-    fs::OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path).ok()
 }
 
 fn file_identity(path: &Path) -> Result<(u64, i128)> {
@@ -432,4 +404,41 @@ pub(crate) fn preallocate(f: &File, size: u64, path: &Path) -> Result<()> {
 /// Creates a temp file open for reading (hashing maps it) and writing.
 fn create_rw(path: &Path) -> Result<File> {
     fs::OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(Error::io("create", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file shorter than the size it was opened with (it shrank during the
+    /// import) is a read error naming the file, in both modes.
+    #[test]
+    fn a_file_that_shrinks_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let data: Vec<u8> = (0..3 * tree::PIECE_BYTES).map(|i| (i % 251) as u8).collect();
+        fs::write(&src, &data[..data.len() - 5000]).unwrap();
+        let f = File::open(&src).unwrap();
+        let size = data.len() as u64;
+        let err = hash_file(&f, size, &src, None).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }) && err.to_string().contains("src"), "{err}");
+        let dst = create_rw(&dir.path().join("dst")).unwrap();
+        let err = hash_file(&f, size, &src, Some(&dst)).unwrap_err();
+        assert!(err.to_string().contains("hash"), "{err}");
+    }
+
+    /// Copy mode writes exactly the source, and hashes it as BLAKE3 does.
+    #[test]
+    fn copy_mode_copies_and_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let data: Vec<u8> = (0..(5 * tree::PIECE_BYTES + 12345)).map(|i| (i * 7 % 253) as u8).collect();
+        fs::write(&src, &data).unwrap();
+        let dst_path = dir.path().join("dst");
+        let dst = create_rw(&dst_path).unwrap();
+        let (hash, ob) = hash_file(&File::open(&src).unwrap(), data.len() as u64, &src, Some(&dst)).unwrap();
+        assert_eq!(hash, Hash::of(&data));
+        assert_eq!((hash, ob), tree::outboard_of(&data));
+        assert_eq!(fs::read(&dst_path).unwrap(), data);
+    }
 }

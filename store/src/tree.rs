@@ -34,14 +34,11 @@ pub const WINDOW_BLOCKS: u64 = 2048;
 /// Bytes hashed per parallel task: large enough to amortise scheduling,
 /// small enough that a thread's buffer stays in its L2 cache.
 pub const PIECE_BYTES: usize = 256 * 1024;
-/// The largest piece [`OutboardBuilder::add_window_read`] takes (copy mode
-/// uses it: direct writes of 1 MiB run ~1.5x faster than of 256 KiB here).
-pub const MAX_PIECE_BYTES: usize = 1024 * 1024;
 
 thread_local! {
-    /// Each hashing thread's piece buffer, page aligned for direct writes.
+    /// Each hashing thread's piece buffer (page aligned: reads into it run faster).
     static PIECE_BUF: std::cell::RefCell<crate::decode::AlignedBuf> =
-        std::cell::RefCell::new(crate::decode::AlignedBuf::with_len(MAX_PIECE_BYTES));
+        std::cell::RefCell::new(crate::decode::AlignedBuf::with_len(PIECE_BYTES));
 }
 /// Bytes per hashing window.
 pub const WINDOW_BYTES: u64 = WINDOW_BLOCKS * BLOCK_BYTES;
@@ -219,7 +216,6 @@ impl OutboardBuilder {
         let range = self.window_range(self.next_window);
         assert_eq!(data.len() as u64, range.end - range.start, "window {} has the wrong length", self.next_window);
         self.add_window_read(
-            PIECE_BYTES,
             |offset, buf| {
                 let at = (offset - range.start) as usize;
                 buf.copy_from_slice(&data[at..at + buf.len()]);
@@ -230,34 +226,23 @@ impl OutboardBuilder {
         )
     }
 
-    /// Hashes the next window on all cores, in pieces of `piece_bytes` (a
-    /// multiple of [`BLOCK_BYTES`], at most [`MAX_PIECE_BYTES`]): each thread has
-    /// `read(offset, buf)` fill its own reused, page-aligned buffer, hashes
+    /// Hashes the next window on all cores, in pieces of [`PIECE_BYTES`]: each
+    /// thread has `read(offset, buf)` fill its own reused, page-aligned buffer, hashes
     /// the piece while it is in the CPU cache, then hands it to
     /// `hashed(offset, buf)` (copy mode writes it out from there). Reading
     /// into a warm buffer costs less than faulting in and unmapping a mapped
     /// file, and a file that shrinks is an error instead of `SIGBUS`.
-    pub fn add_window_read<R, H>(
-        &mut self,
-        piece_bytes: usize,
-        read: R,
-        hashed: H,
-        sink: &mut OutboardSink<'_>,
-    ) -> std::io::Result<()>
+    pub fn add_window_read<R, H>(&mut self, read: R, hashed: H, sink: &mut OutboardSink<'_>) -> std::io::Result<()>
     where
         R: Fn(u64, &mut [u8]) -> std::io::Result<()> + Sync,
         H: Fn(u64, &[u8]) -> std::io::Result<()> + Sync,
     {
-        assert!(
-            piece_bytes.is_multiple_of(BLOCK_BYTES as usize) && (1..=MAX_PIECE_BYTES).contains(&piece_bytes),
-            "piece size {piece_bytes}"
-        );
         let w = self.next_window;
         let range = self.window_range(w);
         let first_block = w * self.window_blocks;
         let single = self.n == 1;
         let piece = |start: u64| -> std::io::Result<Vec<ChainingValue>> {
-            let len = (range.end - start).min(piece_bytes as u64) as usize;
+            let len = (range.end - start).min(PIECE_BYTES as u64) as usize;
             PIECE_BUF.with(|b| {
                 let mut b = b.borrow_mut();
                 let buf = b.slice_mut(0, len);
@@ -275,7 +260,7 @@ impl OutboardBuilder {
                 Ok(cvs)
             })
         };
-        let starts: Vec<u64> = (range.start..range.end.max(range.start + 1)).step_by(piece_bytes).collect();
+        let starts: Vec<u64> = (range.start..range.end.max(range.start + 1)).step_by(PIECE_BYTES).collect();
         let cvs: Vec<ChainingValue> = if starts.len() == 1 {
             piece(starts[0])?
         } else {
