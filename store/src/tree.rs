@@ -215,56 +215,72 @@ impl OutboardBuilder {
     pub fn add_window(&mut self, data: &[u8], sink: &mut OutboardSink<'_>) -> std::io::Result<()> {
         let range = self.window_range(self.next_window);
         assert_eq!(data.len() as u64, range.end - range.start, "window {} has the wrong length", self.next_window);
-        self.add_window_read(
-            |offset, buf| {
-                let at = (offset - range.start) as usize;
-                buf.copy_from_slice(&data[at..at + buf.len()]);
+        self.add_window_pieces(
+            |start, len, hash| {
+                let at = (start - range.start) as usize;
+                hash(&data[at..at + len]);
                 Ok(())
             },
-            |_, _| Ok(()),
             sink,
         )
     }
 
-    /// Hashes the next window on all cores, in pieces of [`PIECE_BYTES`]: each
-    /// thread has `read(offset, buf)` fill its own reused, page-aligned buffer, hashes
-    /// the piece while it is in the CPU cache, then hands it to
-    /// `hashed(offset, buf)` (copy mode writes it out from there). Reading
-    /// into a warm buffer costs less than faulting in and unmapping a mapped
-    /// file, and a file that shrinks is an error instead of `SIGBUS`.
+    /// Like [`Self::add_window_pieces`], with each piece read by
+    /// `read(offset, buf)` into the hashing thread's own reused, page-aligned
+    /// buffer, hashed while it is in the CPU cache, then handed to
+    /// `hashed(offset, buf)`.
     pub fn add_window_read<R, H>(&mut self, read: R, hashed: H, sink: &mut OutboardSink<'_>) -> std::io::Result<()>
     where
         R: Fn(u64, &mut [u8]) -> std::io::Result<()> + Sync,
         H: Fn(u64, &[u8]) -> std::io::Result<()> + Sync,
     {
+        self.add_window_pieces(
+            |start, len, hash| {
+                PIECE_BUF.with(|b| {
+                    let mut b = b.borrow_mut();
+                    let buf = b.slice_mut(0, len);
+                    read(start, buf)?;
+                    hash(buf);
+                    hashed(start, buf)
+                })
+            },
+            sink,
+        )
+    }
+
+    /// Hashes the next window on all cores in pieces of [`PIECE_BYTES`]:
+    /// `piece(offset, len, hash)` must call `hash` once with the piece's bytes
+    /// (from wherever it keeps them), then may do more with them while they
+    /// are in the CPU cache. Writes the window's parent records.
+    pub fn add_window_pieces<P>(&mut self, piece: P, sink: &mut OutboardSink<'_>) -> std::io::Result<()>
+    where
+        P: Fn(u64, usize, &mut dyn FnMut(&[u8])) -> std::io::Result<()> + Sync,
+    {
         let w = self.next_window;
         let range = self.window_range(w);
         let first_block = w * self.window_blocks;
         let single = self.n == 1;
-        let piece = |start: u64| -> std::io::Result<Vec<ChainingValue>> {
+        let hash_piece = |start: u64| -> std::io::Result<Vec<ChainingValue>> {
             let len = (range.end - start).min(PIECE_BYTES as u64) as usize;
-            PIECE_BUF.with(|b| {
-                let mut b = b.borrow_mut();
-                let buf = b.slice_mut(0, len);
-                read(start, buf)?;
-                let first = start / BLOCK_BYTES;
-                let cvs = if len as u64 <= BLOCK_BYTES {
-                    vec![leaf_hash(first, buf, single)]
+            let first = start / BLOCK_BYTES;
+            let mut cvs = Vec::new();
+            piece(start, len, &mut |data: &[u8]| {
+                cvs = if data.len() as u64 <= BLOCK_BYTES {
+                    vec![leaf_hash(first, data, single)]
                 } else {
-                    buf.chunks(BLOCK_BYTES as usize)
+                    data.chunks(BLOCK_BYTES as usize)
                         .enumerate()
                         .map(|(j, l)| leaf_hash(first + j as u64, l, false))
                         .collect()
                 };
-                hashed(start, buf)?;
-                Ok(cvs)
-            })
+            })?;
+            Ok(cvs)
         };
         let starts: Vec<u64> = (range.start..range.end.max(range.start + 1)).step_by(PIECE_BYTES).collect();
         let cvs: Vec<ChainingValue> = if starts.len() == 1 {
-            piece(starts[0])?
+            hash_piece(starts[0])?
         } else {
-            let pieces: std::io::Result<Vec<Vec<ChainingValue>>> = starts.into_par_iter().map(piece).collect();
+            let pieces: std::io::Result<Vec<Vec<ChainingValue>>> = starts.into_par_iter().map(hash_piece).collect();
             pieces?.concat()
         };
         let is_root = self.n <= self.window_blocks;
