@@ -34,14 +34,14 @@ pub const WINDOW_BLOCKS: u64 = 2048;
 /// Bytes hashed per parallel task: large enough to amortise scheduling,
 /// small enough that a thread's buffer stays in its L2 cache.
 pub const PIECE_BYTES: usize = 256 * 1024;
+/// Bytes per hashing window.
+pub const WINDOW_BYTES: u64 = WINDOW_BLOCKS * BLOCK_BYTES;
 
 thread_local! {
     /// Each hashing thread's piece buffer (page aligned: reads into it run faster).
     static PIECE_BUF: std::cell::RefCell<crate::decode::AlignedBuf> =
         std::cell::RefCell::new(crate::decode::AlignedBuf::with_len(PIECE_BYTES));
 }
-/// Bytes per hashing window.
-pub const WINDOW_BYTES: u64 = WINDOW_BLOCKS * BLOCK_BYTES;
 
 /// The bao-tree geometry of a blob of `size` bytes.
 pub fn bao_tree(size: u64) -> bao_tree::BaoTree {
@@ -274,6 +274,9 @@ impl OutboardBuilder {
                         .collect()
                 };
             })?;
+            if cvs.is_empty() {
+                return Err(std::io::Error::other(format!("the piece at {start} was not hashed")));
+            }
             Ok(cvs)
         };
         let starts: Vec<u64> = (range.start..range.end.max(range.start + 1)).step_by(PIECE_BYTES).collect();
