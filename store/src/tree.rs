@@ -155,6 +155,52 @@ impl OutboardSink<'_> {
             }
         }
     }
+
+    /// Writes consecutive records starting at pre-order index `index`.
+    fn put_run(&mut self, index: u64, records: &[u8]) -> std::io::Result<()> {
+        let off = index * PARENT_BYTES;
+        match self {
+            OutboardSink::Memory(buf) => {
+                buf[off as usize..off as usize + records.len()].copy_from_slice(records);
+                Ok(())
+            }
+            OutboardSink::File(f) => f.write_all_at(records, off),
+        }
+    }
+}
+
+/// Blocks per piece: pieces are whole, aligned subtrees of the tree (the
+/// last one may be shorter).
+const PIECE_BLOCKS: u64 = PIECE_BYTES as u64 / BLOCK_BYTES;
+
+/// A hashed piece: its subtree's chaining value and, for a piece of more
+/// than one block, its subtree's parent records and the first one's index.
+struct HashedPiece {
+    cv: ChainingValue,
+    first_index: u64,
+    records: Vec<u8>,
+}
+
+/// Merges the chaining values of consecutive pieces covering `blocks` blocks
+/// (each [`PIECE_BLOCKS`], the last maybe fewer) of a subtree whose node has
+/// pre-order index `index`, writing the parents above the pieces.
+fn merge_pieces(
+    roots: &[ChainingValue],
+    blocks: u64,
+    index: u64,
+    is_root: bool,
+    sink: &mut OutboardSink<'_>,
+) -> std::io::Result<ChainingValue> {
+    if roots.len() == 1 {
+        return Ok(roots[0]);
+    }
+    // More than one piece, so the split falls on a piece boundary.
+    let l = left_len(blocks);
+    let lp = (l / PIECE_BLOCKS) as usize;
+    let left = merge_pieces(&roots[..lp], l, index + 1, false, sink)?;
+    let right = merge_pieces(&roots[lp..], blocks - l, index + l, false, sink)?;
+    sink.put(index, &left, &right)?;
+    Ok(merge(&left, &right, is_root))
 }
 
 /// Merges the leaf hashes `cvs` of a subtree whose node has pre-order index
@@ -259,14 +305,17 @@ impl OutboardBuilder {
         let w = self.next_window;
         let range = self.window_range(w);
         let first_block = w * self.window_blocks;
-        let single = self.n == 1;
-        let hash_piece = |start: u64| -> std::io::Result<Vec<ChainingValue>> {
+        let n = self.n;
+        // Each task hashes its piece's leaves and merges them into the
+        // piece's subtree (whose records are contiguous in pre-order), so
+        // only the merges above the pieces run on one thread.
+        let hash_piece = |start: u64| -> std::io::Result<HashedPiece> {
             let len = (range.end - start).min(PIECE_BYTES as u64) as usize;
             let first = start / BLOCK_BYTES;
             let mut cvs = Vec::new();
             piece(start, len, &mut |data: &[u8]| {
                 cvs = if data.len() as u64 <= BLOCK_BYTES {
-                    vec![leaf_hash(first, data, single)]
+                    vec![leaf_hash(first, data, n == 1)]
                 } else {
                     data.chunks(BLOCK_BYTES as usize)
                         .enumerate()
@@ -277,18 +326,30 @@ impl OutboardBuilder {
             if cvs.is_empty() {
                 return Err(std::io::Error::other(format!("the piece at {start} was not hashed")));
             }
-            Ok(cvs)
+            let count = cvs.len() as u64;
+            if count == 1 {
+                return Ok(HashedPiece { cv: cvs[0], first_index: 0, records: Vec::new() });
+            }
+            let mut records = vec![0u8; ((count - 1) * PARENT_BYTES) as usize];
+            let cv = merge_subtree(&cvs, 0, count == n, &mut OutboardSink::Memory(&mut records))?;
+            Ok(HashedPiece { cv, first_index: preorder_index(n, first, count), records })
         };
         let starts: Vec<u64> = (range.start..range.end.max(range.start + 1)).step_by(PIECE_BYTES).collect();
-        let cvs: Vec<ChainingValue> = if starts.len() == 1 {
-            hash_piece(starts[0])?
+        let pieces: Vec<HashedPiece> = if starts.len() == 1 {
+            vec![hash_piece(starts[0])?]
         } else {
-            let pieces: std::io::Result<Vec<Vec<ChainingValue>>> = starts.into_par_iter().map(hash_piece).collect();
-            pieces?.concat()
+            starts.into_par_iter().map(hash_piece).collect::<std::io::Result<_>>()?
         };
-        let is_root = self.n <= self.window_blocks;
-        let index = preorder_index(self.n, first_block, cvs.len() as u64);
-        let root = merge_subtree(&cvs, index, is_root, sink)?;
+        let mut roots = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            if !p.records.is_empty() {
+                sink.put_run(p.first_index, &p.records)?;
+            }
+            roots.push(p.cv);
+        }
+        let blocks = (range.end - range.start).div_ceil(BLOCK_BYTES).max(1);
+        let index = preorder_index(n, first_block, blocks);
+        let root = merge_pieces(&roots, blocks, index, n <= self.window_blocks, sink)?;
         self.window_roots.push(root);
         self.next_window += 1;
         Ok(())
