@@ -181,12 +181,15 @@ struct HashedPiece {
     records: Vec<u8>,
 }
 
-/// Merges the chaining values of consecutive pieces covering `blocks` blocks
-/// (each [`PIECE_BLOCKS`], the last maybe fewer) of a subtree whose node has
-/// pre-order index `index`, writing the parents above the pieces.
-fn merge_pieces(
+/// Merges the chaining values `roots` of consecutive subtrees of
+/// `unit_blocks` blocks each (the last maybe fewer; `unit_blocks` a power of
+/// two), together covering `blocks` blocks of a subtree whose node has
+/// pre-order index `index`; writes the parents above the units and returns
+/// the subtree's chaining value.
+fn merge_units(
     roots: &[ChainingValue],
     blocks: u64,
+    unit_blocks: u64,
     index: u64,
     is_root: bool,
     sink: &mut OutboardSink<'_>,
@@ -194,11 +197,11 @@ fn merge_pieces(
     if roots.len() == 1 {
         return Ok(roots[0]);
     }
-    // More than one piece, so the split falls on a piece boundary.
+    // More than one unit, so the split falls on a unit boundary.
     let l = left_len(blocks);
-    let lp = (l / PIECE_BLOCKS) as usize;
-    let left = merge_pieces(&roots[..lp], l, index + 1, false, sink)?;
-    let right = merge_pieces(&roots[lp..], blocks - l, index + l, false, sink)?;
+    let lu = (l / unit_blocks) as usize;
+    let left = merge_units(&roots[..lu], l, unit_blocks, index + 1, false, sink)?;
+    let right = merge_units(&roots[lu..], blocks - l, unit_blocks, index + l, false, sink)?;
     sink.put(index, &left, &right)?;
     Ok(merge(&left, &right, is_root))
 }
@@ -211,14 +214,7 @@ fn merge_subtree(
     is_root: bool,
     sink: &mut OutboardSink<'_>,
 ) -> std::io::Result<ChainingValue> {
-    if cvs.len() == 1 {
-        return Ok(cvs[0]);
-    }
-    let l = left_len(cvs.len() as u64) as usize;
-    let left = merge_subtree(&cvs[..l], index + 1, false, sink)?;
-    let right = merge_subtree(&cvs[l..], index + l as u64, false, sink)?;
-    sink.put(index, &left, &right)?;
-    Ok(merge(&left, &right, is_root))
+    merge_units(cvs, cvs.len() as u64, 1, index, is_root, sink)
 }
 
 /// Builds a blob's hash and pre-order outboard from its data, fed in order one
@@ -349,7 +345,7 @@ impl OutboardBuilder {
         }
         let blocks = (range.end - range.start).div_ceil(BLOCK_BYTES).max(1);
         let index = preorder_index(n, first_block, blocks);
-        let root = merge_pieces(&roots, blocks, index, n <= self.window_blocks, sink)?;
+        let root = merge_units(&roots, blocks, PIECE_BLOCKS, index, n <= self.window_blocks, sink)?;
         self.window_roots.push(root);
         self.next_window += 1;
         Ok(())
