@@ -354,29 +354,8 @@ impl OutboardBuilder {
     /// Merges the windows' hashes into the root, writing the upper parents.
     pub fn finish(self, sink: &mut OutboardSink<'_>) -> std::io::Result<Hash> {
         assert_eq!(self.next_window, self.window_count(), "not all windows were added");
-        if self.window_roots.len() == 1 {
-            return Ok(Hash(self.window_roots[0]));
-        }
-        let root = self.merge_upper(0, self.n, 0, true, sink)?;
+        let root = merge_units(&self.window_roots, self.n, self.window_blocks, 0, true, sink)?;
         Ok(Hash(root))
-    }
-
-    fn merge_upper(
-        &self,
-        start: u64,
-        count: u64,
-        index: u64,
-        is_root: bool,
-        sink: &mut OutboardSink<'_>,
-    ) -> std::io::Result<ChainingValue> {
-        if count <= self.window_blocks {
-            return Ok(self.window_roots[(start / self.window_blocks) as usize]);
-        }
-        let l = left_len(count);
-        let left = self.merge_upper(start, l, index + 1, false, sink)?;
-        let right = self.merge_upper(start + l, count - l, index + l, false, sink)?;
-        sink.put(index, &left, &right)?;
-        Ok(merge(&left, &right, is_root))
     }
 }
 
