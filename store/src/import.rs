@@ -1,11 +1,14 @@
 //! Import: turning a file, bytes or an async stream into a complete blob.
 //!
-//! Files are hashed in 32 MiB windows, each window's 256 KiB pieces read
-//! into per-thread buffers and hashed on all cores (what `b3sum` does, plus
-//! the outboard), so memory stays constant whatever the size. Copy mode
-//! writes each piece into the store's file right after hashing it, from the
-//! same buffer, so one pass over the source serves both (and the copy runs
-//! on all cores).
+//! Files are hashed in 16 MiB windows on all cores, so memory stays constant
+//! whatever the size. Reference mode hashes through a map of the file, as
+//! `b3sum` does (a [`SourceMap`], which turns a file shrinking under it into
+//! an error instead of SIGBUS), releasing each window on one core while the
+//! next is hashed. Copy mode writes each window into the store's file from
+//! the map, on one thread (two writers of one file contend for its lock),
+//! and hashes what landed there while the next window is written, so the
+//! hash is always of the stored bytes. Where a file cannot be mapped, each
+//! window's 256 KiB pieces are read into per-thread buffers instead.
 //! Reference mode leaves the file in place; every read of it is re-verified.
 //!
 //! A copied blob is committed before its bytes are fsynced (so import runs at
@@ -26,6 +29,7 @@ use tracing::{debug, warn};
 
 use crate::{
     entry::{DataLocation, EntryRecord, OutboardLocation},
+    source_map::SourceMap,
     tree::{self, OutboardBuilder, OutboardSink},
     Error, Hash, Lease, Result, Store, INLINE_MAX,
 };
@@ -78,11 +82,9 @@ pub(crate) fn hash_file(file: &File, size: u64, path: &Path, copy_to: Option<&Fi
     Ok((hash, ob))
 }
 
-/// Hashes a file a window at a time, each window's pieces read and hashed on
-/// all cores in per-thread buffers (see [`OutboardBuilder::add_window_read`]),
-/// so memory stays constant whatever the size. In copy mode each hashing
-/// thread writes the piece it just hashed to `copy_to` at the same offset,
-/// from the same warm buffer, so both cores copy while they hash.
+/// Hashes a file (and in copy mode copies it to `copy_to`) a window at a
+/// time on all cores: through a guarded map, or by reads where it cannot be
+/// mapped (see the module docs).
 fn hash_file_into(
     file: &File,
     size: u64,
@@ -90,6 +92,136 @@ fn hash_file_into(
     sink: &mut OutboardSink<'_>,
     copy_to: Option<&File>,
 ) -> Result<Hash> {
+    if size > 0 {
+        if let Some(map) = SourceMap::new(file, size as usize).map_err(Error::io("map", path))? {
+            return match copy_to {
+                None => hash_mapped(&map, size, path, sink),
+                Some(dst) => copy_then_hash(&map, dst, size, path, sink),
+            };
+        }
+    }
+    hash_read(file, size, path, sink, copy_to)
+}
+
+/// Windows of 16 MiB for mapped imports: the window being hashed and the one
+/// being released (or copied) are resident together, 32 MiB at most.
+const MAPPED_WINDOW_BLOCKS: u64 = 1024;
+
+/// How much of the source a mapped copy holds resident at once.
+const COPY_STEP: usize = 4 << 20;
+
+fn shrank(path: &Path) -> Error {
+    Error::io("hash", path)(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file shrank while it was read"))
+}
+
+/// Reference mode: hashes the file through a guarded map, as `b3sum` does,
+/// one window at a time on all cores; the previous window is released on one
+/// core while the next is hashed, so resident memory stays bounded.
+fn hash_mapped(map: &SourceMap, size: u64, path: &Path, sink: &mut OutboardSink<'_>) -> Result<Hash> {
+    let mut b = OutboardBuilder::with_window_blocks(size, MAPPED_WINDOW_BLOCKS);
+    let bytes = map.bytes();
+    let mut faulted = false;
+    // In a scope so the loop runs on a pool thread and each join needs no handoff.
+    rayon::scope(|_| -> std::io::Result<()> {
+        let mut prev: Option<std::ops::Range<usize>> = None;
+        for w in 0..b.window_count() {
+            let r = b.window_range(w);
+            let r = r.start as usize..r.end as usize;
+            let done = prev.take();
+            let ((), hashed) =
+                rayon::join(|| done.into_iter().for_each(|p| map.release(p)), || b.add_window(&bytes[r.clone()], sink));
+            hashed?;
+            if map.faulted() {
+                faulted = true;
+                return Ok(());
+            }
+            prev = Some(r);
+        }
+        prev.into_iter().for_each(|p| map.release(p));
+        Ok(())
+    })
+    .map_err(Error::io("hash", path))?;
+    if faulted {
+        return Err(shrank(path));
+    }
+    b.finish(sink).map_err(Error::io("hash", path))
+}
+
+/// Copy mode: each window is written into the store's file from a guarded
+/// map of the source (one copy, by one thread, so writers never contend for
+/// the file), and what landed there is hashed through a map of that file
+/// while the next window is written. So the hash is always of the stored
+/// bytes, even if the source changes meanwhile.
+fn copy_then_hash(src: &SourceMap, dst: &File, size: u64, path: &Path, sink: &mut OutboardSink<'_>) -> Result<Hash> {
+    let mut b = OutboardBuilder::with_window_blocks(size, MAPPED_WINDOW_BLOCKS);
+    let source = src.bytes();
+    // In 4 MiB steps, each mapped in at once (a write from pages not yet
+    // mapped faults and retries page by page) and released after.
+    let copy = |r: std::ops::Range<usize>| -> std::io::Result<()> {
+        for at in r.clone().step_by(COPY_STEP) {
+            let step = at..(at + COPY_STEP).min(r.end);
+            src.populate(step.clone());
+            let written = dst.write_all_at(&source[step.clone()], at as u64);
+            src.release(step);
+            written?;
+        }
+        Ok(())
+    };
+    // A lost source page reads as zeros (and the kernel fails a write from it
+    // with EFAULT): either way the source shrank.
+    let copy_failed = |e: std::io::Error| match e.raw_os_error() {
+        Some(libc::EFAULT) => shrank(path),
+        _ => Error::io("copy into store", path)(e),
+    };
+    copy(0..b.window_range(0).end as usize).map_err(copy_failed)?;
+    // SAFETY: a read-only map of the store's own temp file, which only this
+    // import writes and nothing truncates while it is mapped; only windows
+    // already written into it are read.
+    let map = unsafe { memmap2::MmapOptions::new().len(size as usize).map(dst) }.map_err(Error::io("map", path))?;
+    let release = |r: std::ops::Range<usize>| {
+        // SAFETY: the window's slice is no longer borrowed.
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, r.start, r.end - r.start) };
+    };
+    let mut copy_error = None;
+    rayon::scope(|_| -> std::io::Result<()> {
+        let mut prev: Option<std::ops::Range<usize>> = None;
+        for w in 0..b.window_count() {
+            let r = b.window_range(w);
+            let r = r.start as usize..r.end as usize;
+            let next = (w + 1 < b.window_count()).then(|| b.window_range(w + 1));
+            let done = prev.take();
+            let (copied, hashed) = rayon::join(
+                || {
+                    done.into_iter().for_each(release);
+                    next.map(|n| copy(n.start as usize..n.end as usize)).transpose()
+                },
+                || b.add_window(&map[r.clone()], sink),
+            );
+            hashed?;
+            if let Err(e) = copied {
+                copy_error = Some(e);
+                return Ok(());
+            }
+            prev = Some(r);
+        }
+        prev.into_iter().for_each(release);
+        Ok(())
+    })
+    .map_err(Error::io("hash", path))?;
+    if let Some(e) = copy_error {
+        return Err(copy_failed(e));
+    }
+    if src.faulted() {
+        return Err(shrank(path));
+    }
+    b.finish(sink).map_err(Error::io("hash", path))
+}
+
+/// Reads the file with `pread` a piece at a time into per-thread buffers
+/// (see [`OutboardBuilder::add_window_read`]), for when no guarded map is
+/// available. In copy mode each hashing thread writes the piece it just
+/// hashed to `copy_to`, from the same warm buffer.
+fn hash_read(file: &File, size: u64, path: &Path, sink: &mut OutboardSink<'_>, copy_to: Option<&File>) -> Result<Hash> {
     let mut b = OutboardBuilder::new(size);
     let read = |offset: u64, buf: &mut [u8]| file.read_exact_at(buf, offset);
     let Some(dst) = copy_to else {
@@ -440,5 +572,29 @@ mod tests {
         assert_eq!(hash, Hash::of(&data));
         assert_eq!((hash, ob), tree::outboard_of(&data));
         assert_eq!(fs::read(&dst_path).unwrap(), data);
+    }
+
+    /// Over several mapped windows, the mapped, copied and read paths all
+    /// give bao-tree's outboard, and the copy is exact.
+    #[test]
+    fn all_paths_agree_across_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let len = 2 * MAPPED_WINDOW_BLOCKS * tree::BLOCK_BYTES + 12345;
+        let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
+        fs::write(&src, &data).unwrap();
+        let expected = tree::outboard_of(&data);
+        let f = File::open(&src).unwrap();
+        assert_eq!(hash_file(&f, len, &src, None).unwrap(), expected, "mapped");
+        let dst_path = dir.path().join("dst");
+        let dst = create_rw(&dst_path).unwrap();
+        assert_eq!(hash_file(&f, len, &src, Some(&dst)).unwrap(), expected, "copied");
+        assert_eq!(fs::read(&dst_path).unwrap(), data);
+        for copy_to in [None, Some(&create_rw(&dir.path().join("dst2")).unwrap())] {
+            let mut ob = vec![0u8; tree::outboard_size(len) as usize];
+            let hash = hash_read(&f, len, &src, &mut OutboardSink::Memory(&mut ob), copy_to).unwrap();
+            assert_eq!((hash, ob), expected, "read, copy {}", copy_to.is_some());
+        }
+        assert_eq!(fs::read(dir.path().join("dst2")).unwrap(), data);
     }
 }

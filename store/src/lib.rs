@@ -61,6 +61,7 @@ pub mod ranges;
 mod resources;
 mod roots;
 mod serve;
+mod source_map;
 mod store;
 pub mod tree;
 
