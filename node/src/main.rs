@@ -233,6 +233,19 @@ enum BenchScenario {
     },
 }
 
+/// Rust ignores SIGPIPE, so printing into a closed pipe (`blixard bench ... |
+/// head`) panics. Commands that print restore the default: they end quietly
+/// when the reader goes away, as other Unix tools do. The daemon keeps
+/// ignoring it.
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to the default, before any
+    // other thread of ours could rely on it being ignored (sockets send with
+    // MSG_NOSIGNAL anyway).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -240,6 +253,9 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Node { .. }) {
+        restore_sigpipe();
+    }
     match cli.command {
         Command::Node {
             id,
