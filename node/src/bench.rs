@@ -86,7 +86,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Writes `size` random bytes to `path` in 1 MiB pieces.
+/// Writes `size` random bytes to `path` in 1 MiB pieces, and syncs them.
 pub fn generate_file(path: &Path, size: u64) -> Result<()> {
     let mut f = File::create(path).with_context(|| format!("create {}", path.display()))?;
     let mut buf = vec![0u8; 1 << 20];
@@ -98,6 +98,8 @@ pub fn generate_file(path: &Path, size: u64) -> Result<()> {
         f.write_all(&buf[..n])?;
         left -= n as u64;
     }
+    // On disk before any run, so its writeback does not compete with them.
+    f.sync_all()?;
     Ok(())
 }
 
