@@ -93,11 +93,15 @@ fn hash_file_into(
     copy_to: Option<&File>,
 ) -> Result<Hash> {
     if size > 0 {
-        if let Some(map) = SourceMap::new(file, size as usize).map_err(Error::io("map", path))? {
-            return match copy_to {
-                None => hash_mapped(&map, size, path, sink),
-                Some(dst) => copy_then_hash(&map, dst, size, path, sink),
-            };
+        match SourceMap::new(file, size as usize) {
+            Ok(Some(map)) => {
+                return match copy_to {
+                    None => hash_mapped(&map, size, path, sink),
+                    Some(dst) => copy_then_hash(&map, dst, size, path, sink),
+                }
+            }
+            Ok(None) => debug!(path = %path.display(), "no free source-map slot; reading the file"),
+            Err(e) => debug!(path = %path.display(), error = %e, "the file cannot be mapped; reading it"),
         }
     }
     hash_read(file, size, path, sink, copy_to)
