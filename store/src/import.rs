@@ -19,6 +19,7 @@
 use std::{
     fs::{self, File},
     io::Write,
+    ops::Range,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     time::UNIX_EPOCH,
@@ -29,7 +30,7 @@ use tracing::{debug, warn};
 
 use crate::{
     entry::{DataLocation, EntryRecord, OutboardLocation},
-    source_map::SourceMap,
+    source_map::{self, SourceMap},
     tree::{self, OutboardBuilder, OutboardSink},
     Error, Hash, Lease, Result, Store, INLINE_MAX,
 };
@@ -118,34 +119,57 @@ fn shrank(path: &Path) -> Error {
     Error::io("hash", path)(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file shrank while it was read"))
 }
 
-/// Reference mode: hashes the file through a guarded map, as `b3sum` does,
-/// one window at a time on all cores; the previous window is released on one
-/// core while the next is hashed, so resident memory stays bounded.
+/// Hashes `bytes` a window at a time on all cores, running `beside(done,
+/// next)` on one core alongside each window: `done` is the window hashed
+/// before it (to release), `next` the one after it (to prepare); a last call
+/// after the loop gets the final window as `done`. The outer error is a
+/// hashing failure, the inner one the first failure of `beside`, which stops
+/// the loop.
+fn hash_windows<F>(
+    b: &mut OutboardBuilder,
+    bytes: &[u8],
+    sink: &mut OutboardSink<'_>,
+    beside: F,
+) -> std::io::Result<std::io::Result<()>>
+where
+    F: Fn(Option<Range<usize>>, Option<Range<usize>>) -> std::io::Result<()> + Sync,
+{
+    let count = b.window_count();
+    let window = |b: &OutboardBuilder, w: u64| {
+        let r = b.window_range(w);
+        r.start as usize..r.end as usize
+    };
+    // In a scope so the loop runs on a pool thread and each join needs no handoff.
+    rayon::scope(|_| {
+        let mut done = None;
+        for w in 0..count {
+            let r = window(b, w);
+            let next = (w + 1 < count).then(|| window(b, w + 1));
+            let (aside, hashed) = rayon::join(|| beside(done.take(), next), || b.add_window(&bytes[r.clone()], sink));
+            hashed?;
+            if aside.is_err() {
+                return Ok(aside);
+            }
+            done = Some(r);
+        }
+        Ok(beside(done, None))
+    })
+}
+
+/// Reference mode: hashes the file through a guarded map, as `b3sum` does;
+/// the previous window is released while the next is hashed, so resident
+/// memory stays bounded.
 fn hash_mapped(map: &SourceMap, size: u64, path: &Path, sink: &mut OutboardSink<'_>) -> Result<Hash> {
     let mut b = OutboardBuilder::with_window_blocks(size, MAPPED_WINDOW_BLOCKS);
-    let bytes = map.bytes();
-    let mut faulted = false;
-    // In a scope so the loop runs on a pool thread and each join needs no handoff.
-    rayon::scope(|_| -> std::io::Result<()> {
-        let mut prev: Option<std::ops::Range<usize>> = None;
-        for w in 0..b.window_count() {
-            let r = b.window_range(w);
-            let r = r.start as usize..r.end as usize;
-            let done = prev.take();
-            let ((), hashed) =
-                rayon::join(|| done.into_iter().for_each(|p| map.release(p)), || b.add_window(&bytes[r.clone()], sink));
-            hashed?;
-            if map.faulted() {
-                faulted = true;
-                return Ok(());
-            }
-            prev = Some(r);
+    let beside = |done: Option<Range<usize>>, _| {
+        done.into_iter().for_each(|r| map.release(r));
+        match map.faulted() {
+            true => Err(std::io::ErrorKind::UnexpectedEof.into()),
+            false => Ok(()),
         }
-        prev.into_iter().for_each(|p| map.release(p));
-        Ok(())
-    })
-    .map_err(Error::io("hash", path))?;
-    if faulted {
+    };
+    let hashed = hash_windows(&mut b, map.bytes(), sink, beside).map_err(Error::io("hash", path))?;
+    if hashed.is_err() || map.faulted() {
         return Err(shrank(path));
     }
     b.finish(sink).map_err(Error::io("hash", path))
@@ -161,7 +185,7 @@ fn copy_then_hash(src: &SourceMap, dst: &File, size: u64, path: &Path, sink: &mu
     let source = src.bytes();
     // In 4 MiB steps, each mapped in at once (a write from pages not yet
     // mapped faults and retries page by page) and released after.
-    let copy = |r: std::ops::Range<usize>| -> std::io::Result<()> {
+    let copy = |r: Range<usize>| -> std::io::Result<()> {
         for at in r.clone().step_by(COPY_STEP) {
             let step = at..(at + COPY_STEP).min(r.end);
             src.populate(step.clone());
@@ -182,39 +206,11 @@ fn copy_then_hash(src: &SourceMap, dst: &File, size: u64, path: &Path, sink: &mu
     // import writes and nothing truncates while it is mapped; only windows
     // already written into it are read.
     let map = unsafe { memmap2::MmapOptions::new().len(size as usize).map(dst) }.map_err(Error::io("map", path))?;
-    let release = |r: std::ops::Range<usize>| {
-        // SAFETY: the window's slice is no longer borrowed.
-        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, r.start, r.end - r.start) };
+    let beside = |done: Option<Range<usize>>, next: Option<Range<usize>>| {
+        done.into_iter().for_each(|r| source_map::release(&map, r));
+        next.map(copy).transpose().map(drop)
     };
-    let mut copy_error = None;
-    rayon::scope(|_| -> std::io::Result<()> {
-        let mut prev: Option<std::ops::Range<usize>> = None;
-        for w in 0..b.window_count() {
-            let r = b.window_range(w);
-            let r = r.start as usize..r.end as usize;
-            let next = (w + 1 < b.window_count()).then(|| b.window_range(w + 1));
-            let done = prev.take();
-            let (copied, hashed) = rayon::join(
-                || {
-                    done.into_iter().for_each(release);
-                    next.map(|n| copy(n.start as usize..n.end as usize)).transpose()
-                },
-                || b.add_window(&map[r.clone()], sink),
-            );
-            hashed?;
-            if let Err(e) = copied {
-                copy_error = Some(e);
-                return Ok(());
-            }
-            prev = Some(r);
-        }
-        prev.into_iter().for_each(release);
-        Ok(())
-    })
-    .map_err(Error::io("hash", path))?;
-    if let Some(e) = copy_error {
-        return Err(copy_failed(e));
-    }
+    hash_windows(&mut b, &map, sink, beside).map_err(Error::io("hash", path))?.map_err(copy_failed)?;
     if src.faulted() {
         return Err(shrank(path));
     }

@@ -98,12 +98,18 @@ impl SourceMap {
     /// Drops the pages of `range` from this process (they stay in the page
     /// cache), so resident memory stays bounded whatever the file's size.
     pub(crate) fn release(&self, range: Range<usize>) {
-        // SAFETY: no slice of this range is alive: callers release a window
-        // only after every read of it has finished.
-        let _ = unsafe {
-            self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.end - range.start)
-        };
+        release(&self.map, range);
     }
+}
+
+/// Drops the pages of `range` of a read-only file map from this process
+/// (they stay in the page cache). Callers release a range only after every
+/// read of it has finished.
+pub(crate) fn release(map: &memmap2::Mmap, range: Range<usize>) {
+    // SAFETY: MADV_DONTNEED on a read-only file map: a later read of the
+    // range faults the page cache back in, so no slice can see lost data.
+    let _ =
+        unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.end - range.start) };
 }
 
 impl Drop for SourceMap {
