@@ -1,10 +1,11 @@
 //! Import: turning a file, bytes or an async stream into a complete blob.
 //!
-//! Files are hashed in 16 MiB windows on all cores, so memory stays constant
-//! whatever the size. Reference mode hashes through a map of the file, as
-//! `b3sum` does (a [`SourceMap`], which turns a file shrinking under it into
-//! an error instead of SIGBUS), releasing each window on one core while the
-//! next is hashed. Copy mode writes each window into the store's file from
+//! Files are hashed in windows on all cores, releasing what was hashed, so
+//! memory stays constant whatever the size. Reference mode hashes through a
+//! map of the file, as `b3sum` does (a [`SourceMap`], which turns a file
+//! shrinking under it into an error instead of SIGBUS), in one parallel pass
+//! per 256 MiB window; the task that finishes an 8 MiB block of the map
+//! releases it. Copy mode writes each window into the store's file from
 //! the map, on one thread (two writers of one file contend for its lock),
 //! and hashes what landed there while the next window is written, so the
 //! hash is always of the stored bytes. Where a file cannot be mapped, each
@@ -156,21 +157,72 @@ where
     })
 }
 
-/// Reference mode: hashes the file through a guarded map, as `b3sum` does;
-/// the previous window is released while the next is hashed, so resident
-/// memory stays bounded.
-fn hash_mapped(map: &SourceMap, size: u64, path: &Path, sink: &mut OutboardSink<'_>) -> Result<Hash> {
-    let mut b = OutboardBuilder::with_window_blocks(size, MAPPED_WINDOW_BLOCKS);
-    let beside = |done: Option<Range<usize>>, _| {
-        done.into_iter().for_each(|r| map.release(r));
-        match map.faulted() {
-            true => Err(std::io::ErrorKind::UnexpectedEof.into()),
-            false => Ok(()),
+/// Windows of 256 MiB for reference mode: one parallel pass over each, as
+/// `update_rayon` makes one over the whole file. Memory is bounded by
+/// releasing the map in [`RELEASE_BYTES`] blocks as they are hashed, not by
+/// the window, so the cores only meet at window ends.
+const REFERENCE_WINDOW_BLOCKS: u64 = 16 * 1024;
+
+/// The map is released in blocks of 8 MiB: each hashing thread holds about
+/// one block resident (two at a steal boundary), and each release costs a
+/// TLB flush on every core, so blocks are not made smaller.
+const RELEASE_BYTES: u64 = 8 << 20;
+
+/// Counts the hashed bytes of each release block of a window; the task that
+/// completes a block releases it.
+struct Releaser<'a> {
+    map: &'a SourceMap,
+    window: Range<u64>,
+    hashed: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl<'a> Releaser<'a> {
+    fn new(map: &'a SourceMap, window: Range<u64>) -> Self {
+        let blocks = (window.end - window.start).div_ceil(RELEASE_BYTES) as usize;
+        Self { map, window, hashed: (0..blocks).map(|_| Default::default()).collect() }
+    }
+
+    /// Records that `start..start + len` (inside one block) was hashed.
+    fn hashed(&self, start: u64, len: u64) {
+        let block = ((start - self.window.start) / RELEASE_BYTES) as usize;
+        let block_start = self.window.start + block as u64 * RELEASE_BYTES;
+        let block_end = (block_start + RELEASE_BYTES).min(self.window.end);
+        let before = self.hashed[block].fetch_add(len, std::sync::atomic::Ordering::AcqRel);
+        if before + len == block_end - block_start {
+            self.map.release(block_start as usize..block_end as usize);
         }
-    };
-    let hashed = hash_windows(&mut b, map.bytes(), sink, beside).map_err(Error::io("hash", path))?;
-    if hashed.is_err() || map.faulted() {
-        return Err(shrank(path));
+    }
+}
+
+/// Reference mode: hashes the file through a guarded map, as `b3sum` does,
+/// releasing each block of the map once it is hashed, so resident memory
+/// stays bounded.
+fn hash_mapped(map: &SourceMap, size: u64, path: &Path, sink: &mut OutboardSink<'_>) -> Result<Hash> {
+    hash_mapped_in_windows(map, size, path, sink, REFERENCE_WINDOW_BLOCKS)
+}
+
+fn hash_mapped_in_windows(
+    map: &SourceMap,
+    size: u64,
+    path: &Path,
+    sink: &mut OutboardSink<'_>,
+    window_blocks: u64,
+) -> Result<Hash> {
+    const _: () =
+        assert!(RELEASE_BYTES.is_multiple_of(tree::PIECE_BYTES as u64), "pieces must not straddle release blocks");
+    let mut b = OutboardBuilder::with_window_blocks(size, window_blocks);
+    let bytes = map.bytes();
+    for w in 0..b.window_count() {
+        let releaser = Releaser::new(map, b.window_range(w));
+        let piece = |start: u64, len: usize, hash: &mut dyn FnMut(&[u8])| {
+            hash(&bytes[start as usize..start as usize + len]);
+            releaser.hashed(start, len as u64);
+            Ok(())
+        };
+        b.add_window_pieces(piece, sink).map_err(Error::io("hash", path))?;
+        if map.faulted() {
+            return Err(shrank(path));
+        }
     }
     b.finish(sink).map_err(Error::io("hash", path))
 }
@@ -596,5 +648,13 @@ mod tests {
             assert_eq!((hash, ob), expected, "read, copy {}", copy_to.is_some());
         }
         assert_eq!(fs::read(dir.path().join("dst2")).unwrap(), data);
+        // reference mode over windows smaller than, equal to and larger than a release block
+        for window_blocks in [256, RELEASE_BYTES / tree::BLOCK_BYTES, 2048] {
+            let map = SourceMap::new(&f, len as usize).unwrap().unwrap();
+            let mut ob = vec![0u8; tree::outboard_size(len) as usize];
+            let hash =
+                hash_mapped_in_windows(&map, len, &src, &mut OutboardSink::Memory(&mut ob), window_blocks).unwrap();
+            assert_eq!((hash, ob), expected, "reference, windows of {window_blocks} blocks");
+        }
     }
 }

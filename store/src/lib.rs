@@ -56,6 +56,7 @@ pub mod entry;
 pub mod error;
 pub mod hash;
 mod import;
+mod leaves;
 mod partial;
 pub mod ranges;
 mod resources;

@@ -1,8 +1,8 @@
 //! Bao tree geometry at 16 KiB chunk groups, and the parallel outboard builder.
 //!
 //! bao-tree computes outboards on one thread. Here the leaves (16 KiB chunk
-//! groups) of a window of the file are hashed on all cores with
-//! `blake3::hazmat`, and the parent nodes are merged and written straight to
+//! groups) of a window of the file are hashed on all cores, many at a time
+//! (see `leaves`), and the parent nodes are merged and written straight to
 //! their pre-order positions. The output is byte-identical to bao-tree's
 //! `PreOrderMemOutboard` (tested), so every other part of the store uses
 //! bao-tree for encoding and decoding.
@@ -313,10 +313,7 @@ impl OutboardBuilder {
                 cvs = if data.len() as u64 <= BLOCK_BYTES {
                     vec![leaf_hash(first, data, n == 1)]
                 } else {
-                    data.chunks(BLOCK_BYTES as usize)
-                        .enumerate()
-                        .map(|(j, l)| leaf_hash(first + j as u64, l, false))
-                        .collect()
+                    crate::leaves::hash_groups(first, data)
                 };
             })?;
             if cvs.is_empty() {
