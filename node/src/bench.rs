@@ -133,6 +133,18 @@ pub fn baseline_hash(path: &Path) -> Result<(blake3::Hash, Duration, Duration)> 
     Ok((hash, hashed, start.elapsed() - hashed))
 }
 
+/// Copies `from` to `to` as `cp` does (`std::fs::copy`: the kernel's
+/// `copy_file_range`), synced afterwards outside the timing, then removed;
+/// returns how long the copy took.
+fn timed_copy(from: &Path, to: &Path) -> Result<Duration> {
+    let start = Instant::now();
+    std::fs::copy(from, to).with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
+    let took = start.elapsed();
+    File::open(to)?.sync_all()?;
+    std::fs::remove_file(to)?;
+    Ok(took)
+}
+
 /// Reads a file once so it is in the page cache.
 fn warm(path: &Path) -> Result<()> {
     std::io::copy(&mut File::open(path)?, &mut std::io::sink())?;
@@ -170,8 +182,15 @@ pub async fn import(args: ImportArgs) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
     for &mode in &args.modes {
         let (mut ours, mut base, mut base_hash_only, mut rss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut plain_copy = Vec::new();
         for run in 0..args.runs {
             let (expected, hashed, unmapped) = baseline_hash(&path)?;
+            // The plain copy goes first in every other run: whichever runs
+            // second may reuse pages the first freed, which a VM backs faster.
+            let copy_first = mode == ImportMode::Copy && run % 2 == 0;
+            if copy_first {
+                plain_copy.push(size as f64 / timed_copy(&path, &work.path().join("plain-copy"))?.as_secs_f64() / 1e6);
+            }
             let store_dir = work.path().join(format!("store-{mode:?}-{run}"));
             let store = Store::open(&store_dir)?;
             reset_peak_rss();
@@ -186,6 +205,9 @@ pub async fn import(args: ImportArgs) -> Result<Vec<Figure>> {
             ours.push(size as f64 / took.as_secs_f64() / 1e6);
             base.push(size as f64 / (hashed + unmapped).as_secs_f64() / 1e6);
             base_hash_only.push(size as f64 / hashed.as_secs_f64() / 1e6);
+            if mode == ImportMode::Copy && !copy_first {
+                plain_copy.push(size as f64 / timed_copy(&path, &work.path().join("plain-copy"))?.as_secs_f64() / 1e6);
+            }
             // let background syncs finish outside the timed region
             drop(out);
             store.sync_all()?;
@@ -202,6 +224,12 @@ pub async fn import(args: ImportArgs) -> Result<Vec<Figure>> {
         // The same baseline with its timer stopped before the unmap, for comparison.
         with_hash_only["baseline_before_unmap"] = json!(round(hash_only));
         with_hash_only["ratio_before_unmap"] = json!(round(value / hash_only));
+        if !plain_copy.is_empty() {
+            // What copying the file alone costs (its floor), in the same runs.
+            let copy = median(plain_copy);
+            with_hash_only["plain_copy"] = json!(round(copy));
+            with_hash_only["ratio_to_plain_copy"] = json!(round(value / copy));
+        }
         figures.push(Figure {
             scenario: "import",
             metric: format!("throughput_{mode_name}"),

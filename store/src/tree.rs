@@ -208,7 +208,7 @@ fn merge_units(
 
 /// Merges the leaf hashes `cvs` of a subtree whose node has pre-order index
 /// `index`, writing its parents; returns the subtree's chaining value.
-fn merge_subtree(
+pub(crate) fn merge_subtree(
     cvs: &[ChainingValue],
     index: u64,
     is_root: bool,
@@ -323,9 +323,15 @@ impl OutboardBuilder {
             if count == 1 {
                 return Ok(HashedPiece { cv: cvs[0], first_index: 0, records: Vec::new() });
             }
+            let first_index = preorder_index(n, first, count);
+            if count < n && count.is_power_of_two() {
+                if let Some((cv, records)) = crate::leaves::merge_subtree(&cvs) {
+                    return Ok(HashedPiece { cv, first_index, records });
+                }
+            }
             let mut records = vec![0u8; ((count - 1) * PARENT_BYTES) as usize];
             let cv = merge_subtree(&cvs, 0, count == n, &mut OutboardSink::Memory(&mut records))?;
-            Ok(HashedPiece { cv, first_index: preorder_index(n, first, count), records })
+            Ok(HashedPiece { cv, first_index, records })
         };
         let starts: Vec<u64> = (range.start..range.end.max(range.start + 1)).step_by(PIECE_BYTES).collect();
         let pieces: Vec<HashedPiece> = if starts.len() == 1 {
