@@ -823,11 +823,8 @@ impl IncomingBlob {
         let sink = self.sink.as_mut().expect("present until closed");
         let Some((start, full, len)) = sink.take_batch(fresh)? else { return Ok(()) };
         let Target::Partial(p) = &sink.target else { unreachable!("only partial blobs batch") };
-        let p = p.clone();
-        self.writes.push_back(tokio::task::spawn_blocking(move || {
-            let complete = p.write_groups(start, full.slice(0, len))?;
-            Ok((full, len, complete))
-        }));
+        let write = BatchWrite { partial: p.clone(), start, buf: Some(full), len };
+        self.writes.push_back(tokio::task::spawn_blocking(move || write.run()));
         Ok(())
     }
 
@@ -881,6 +878,35 @@ impl Drop for IncomingBlob {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn_blocking(move || drop(finish))),
             Err(_) => drop(finish),
+        }
+    }
+}
+
+/// A verified batch on its way to the disk: written by [`BatchWrite::run`],
+/// or when dropped unrun (a runtime shutting down drops blocking tasks that
+/// have not started), so a cancelled receive keeps every batch it verified.
+struct BatchWrite {
+    partial: Arc<PartialBlob>,
+    start: u64,
+    buf: Option<AlignedBuf>,
+    len: usize,
+}
+
+impl BatchWrite {
+    /// Writes and records the batch; returns its buffer for reuse.
+    fn run(mut self) -> Result<(AlignedBuf, usize, bool)> {
+        let buf = self.buf.take().expect("a batch is written once");
+        let complete = self.partial.write_groups(self.start, buf.slice(0, self.len))?;
+        Ok((buf, self.len, complete))
+    }
+}
+
+impl Drop for BatchWrite {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            if let Err(e) = self.partial.write_groups(self.start, buf.slice(0, self.len)) {
+                warn!(hash = %self.partial.hash, "writing out a cancelled receive's batch failed: {e}");
+            }
         }
     }
 }
