@@ -109,8 +109,8 @@ fn hash_file_into(
     hash_read(file, size, path, sink, copy_to)
 }
 
-/// Windows of 16 MiB for mapped imports: the window being hashed and the one
-/// being released (or copied) are resident together, 32 MiB at most.
+/// Windows of 16 MiB for copy mode: the window being hashed and the one
+/// being copied are resident together, 32 MiB at most.
 const MAPPED_WINDOW_BLOCKS: u64 = 1024;
 
 /// How much of the source a mapped copy holds resident at once.
