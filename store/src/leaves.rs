@@ -37,29 +37,28 @@ const WIDE_CHUNKS: usize = WIDE_GROUPS * GROUP_CHUNKS;
 /// full groups in wide batches, a ragged last group on its own. None is a
 /// root: callers hash a single-group blob with [`leaf_hash`].
 pub fn hash_groups(first: u64, data: &[u8]) -> Vec<ChainingValue> {
+    let Some(p) = wide_platform() else { return one_by_one(first, data) };
     let full = data.len() / BLOCK_BYTES as usize;
     let mut cvs = Vec::with_capacity(data.len().div_ceil(BLOCK_BYTES as usize));
-    let wide = wide_platform();
-    let mut g = 0;
-    while g < full {
+    for g in (0..full).step_by(WIDE_GROUPS) {
         let take = (full - g).min(WIDE_GROUPS);
-        let bytes = &data[g * BLOCK_BYTES as usize..(g + take) * BLOCK_BYTES as usize];
-        match wide {
-            Some(p) => hash_full_groups(p, first + g as u64, bytes, &mut cvs),
-            None => cvs.extend(
-                bytes
-                    .chunks(BLOCK_BYTES as usize)
-                    .enumerate()
-                    .map(|(j, b)| leaf_hash(first + (g + j) as u64, b, false)),
-            ),
-        }
-        g += take;
+        hash_full_groups(
+            p,
+            first + g as u64,
+            &data[g * BLOCK_BYTES as usize..(g + take) * BLOCK_BYTES as usize],
+            &mut cvs,
+        );
     }
     let tail = &data[full * BLOCK_BYTES as usize..];
     if !tail.is_empty() {
         cvs.push(leaf_hash(first + full as u64, tail, false));
     }
     cvs
+}
+
+/// The leaf hashes of the groups in `data`, one group at a time (hazmat API).
+fn one_by_one(first: u64, data: &[u8]) -> Vec<ChainingValue> {
+    data.chunks(BLOCK_BYTES as usize).enumerate().map(|(j, b)| leaf_hash(first + j as u64, b, false)).collect()
 }
 
 /// Appends the leaf hashes of up to [`WIDE_GROUPS`] full groups, starting at group `first`.
@@ -144,9 +143,7 @@ fn wide_platform() -> Option<Platform> {
         let data: Vec<u8> = (0..3 * BLOCK_BYTES as usize).map(|i| (i % 251) as u8).collect();
         let mut wide = Vec::new();
         hash_full_groups(p, 5, &data, &mut wide);
-        let single: Vec<_> =
-            data.chunks(BLOCK_BYTES as usize).enumerate().map(|(j, b)| leaf_hash(5 + j as u64, b, false)).collect();
-        if wide == single {
+        if wide == one_by_one(5, &data) {
             Some(p)
         } else {
             tracing::warn!("blake3's wide hashing disagrees with its hazmat API; hashing groups one by one");
@@ -173,12 +170,7 @@ mod tests {
                 data.len() - 1,
             ] {
                 let d = &data[..len];
-                let expected: Vec<_> = d
-                    .chunks(BLOCK_BYTES as usize)
-                    .enumerate()
-                    .map(|(j, b)| leaf_hash(first + j as u64, b, false))
-                    .collect();
-                assert_eq!(hash_groups(first, d), expected, "first {first}, len {len}");
+                assert_eq!(hash_groups(first, d), one_by_one(first, d), "first {first}, len {len}");
             }
         }
     }
