@@ -188,8 +188,12 @@ pub async fn import(args: ImportArgs) -> Result<Vec<Figure>> {
             // The plain copy goes first in every other run: whichever runs
             // second may reuse pages the first freed, which a VM backs faster.
             let copy_first = mode == ImportMode::Copy && run % 2 == 0;
-            if copy_first {
+            let mut time_plain_copy = || -> Result<()> {
                 plain_copy.push(size as f64 / timed_copy(&path, &work.path().join("plain-copy"))?.as_secs_f64() / 1e6);
+                Ok(())
+            };
+            if copy_first {
+                time_plain_copy()?;
             }
             let store_dir = work.path().join(format!("store-{mode:?}-{run}"));
             let store = Store::open(&store_dir)?;
@@ -206,7 +210,7 @@ pub async fn import(args: ImportArgs) -> Result<Vec<Figure>> {
             base.push(size as f64 / (hashed + unmapped).as_secs_f64() / 1e6);
             base_hash_only.push(size as f64 / hashed.as_secs_f64() / 1e6);
             if mode == ImportMode::Copy && !copy_first {
-                plain_copy.push(size as f64 / timed_copy(&path, &work.path().join("plain-copy"))?.as_secs_f64() / 1e6);
+                time_plain_copy()?;
             }
             // let background syncs finish outside the timed region
             drop(out);
