@@ -197,8 +197,9 @@ enum BenchScenario {
         /// Transfer this file instead of a generated one.
         #[arg(long)]
         file: Option<PathBuf>,
-        /// Runs of each; medians are reported.
-        #[arg(long, default_value_t = 3)]
+        /// Runs of each, interleaved; medians are reported. This machine's
+        /// speed drifts between runs, so fewer than 5 say little.
+        #[arg(long, default_value_t = 5)]
         runs: usize,
         /// Directory for the generated file and stores.
         #[arg(long, default_value_os_t = std::env::temp_dir())]

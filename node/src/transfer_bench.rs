@@ -204,8 +204,13 @@ pub async fn run(args: TransferArgs) -> Result<Vec<Figure>> {
         let mb = (size as f64 / 1e6) * n as f64;
         [c.receiver, c.sender].map(|s| (s * 1e3 / mb * 1000.0).round() / 1000.0)
     };
+    // Each run's ratio to the raw run just before it: adjacent runs share
+    // the machine's speed of the moment, so their median drifts less than
+    // the ratio of the two medians (the headline figure).
+    let ratio_each: Vec<f64> = ours.iter().zip(&raw).map(|(o, r)| (o / r * 1000.0).round() / 1000.0).collect();
     let extra = json!({
         "size": size, "runs": args.runs, "processes": 2, "each": round(&ours), "baseline_each": round(&raw),
+        "ratio_each": ratio_each, "ratio_paired_median": median(ratio_each.clone()),
         "cpu_ms_per_mb": per_mb(&ours_cpu, ours.len()), "baseline_cpu_ms_per_mb": per_mb(&raw_cpu, raw.len()),
         "udp_drops": ours_lost, "baseline_udp_drops": raw_lost,
     });
