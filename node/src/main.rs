@@ -197,8 +197,8 @@ enum BenchScenario {
         /// Transfer this file instead of a generated one.
         #[arg(long)]
         file: Option<PathBuf>,
-        /// Runs of each, interleaved; medians are reported. This machine's
-        /// speed drifts between runs, so fewer than 5 say little.
+        /// Runs of each, interleaved; medians are reported. A VM's speed can
+        /// drift from run to run, so fewer than 5 say little.
         #[arg(long, default_value_t = 5)]
         runs: usize,
         /// Directory for the generated file and stores.
