@@ -23,7 +23,8 @@ use std::{
 
 use blixard_protocol::{
     client::{self, GetOptions},
-    stream::{Deadlines, UploadLimiter},
+    rate::RateLimiter,
+    watched::Deadlines,
     wire::ResourceInfo as WireResource,
     Connection,
 };
@@ -47,7 +48,7 @@ pub(crate) struct Context {
     pub store: Store,
     pub events: broadcast::Sender<P2pEvent>,
     pub metrics: Arc<Metrics>,
-    pub limiter: Option<Arc<dyn UploadLimiter>>,
+    pub limiter: Option<Arc<dyn RateLimiter>>,
 }
 
 /// Live figures of one download, read by the progress reporter.

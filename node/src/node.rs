@@ -10,7 +10,9 @@ use std::{
 };
 
 use blixard_protocol::{
-    client, server, stream::TokenBucket, stream::UploadLimiter, Endpoint, EndpointOptions, NodeId, PeerAddr, SecretKey,
+    client,
+    rate::{RateLimiter, TokenBucket},
+    server, Endpoint, EndpointOptions, NodeId, PeerAddr, SecretKey,
 };
 use blixard_store::{BlobStatus, Hash, ImportMode, ResourceKind, Store};
 use serde::{Deserialize, Serialize};
@@ -142,7 +144,7 @@ pub(crate) struct Inner {
     transfers: Mutex<Transfers>,
     queued: Arc<Notify>,
     permits: Arc<Semaphore>,
-    download_limiter: Option<Arc<dyn UploadLimiter>>,
+    download_limiter: Option<Arc<dyn RateLimiter>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -158,7 +160,7 @@ struct ServeMeter {
     metrics: Arc<Metrics>,
 }
 
-impl UploadLimiter for ServeMeter {
+impl RateLimiter for ServeMeter {
     fn reserve(&self, bytes: u64) -> Duration {
         self.metrics.bytes_sent.inc_by(bytes);
         self.bucket.as_ref().map_or(Duration::ZERO, |b| b.reserve(bytes))
@@ -203,9 +205,8 @@ impl Node {
         ));
         let limit = options.config.bandwidth_limit_bytes();
         let bucket = |rate: u64| TokenBucket::new(rate, (rate / 10).max(256 * 1024));
-        let download_limiter = limit.map(|r| Arc::new(bucket(r)) as Arc<dyn UploadLimiter>);
-        let meter: Arc<dyn UploadLimiter> =
-            Arc::new(ServeMeter { bucket: limit.map(bucket), metrics: metrics.clone() });
+        let download_limiter = limit.map(|r| Arc::new(bucket(r)) as Arc<dyn RateLimiter>);
+        let meter: Arc<dyn RateLimiter> = Arc::new(ServeMeter { bucket: limit.map(bucket), metrics: metrics.clone() });
         let exchange = peers.clone();
         let ctx = server::ServerContext::builder(
             store.clone(),

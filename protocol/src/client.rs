@@ -18,8 +18,10 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::{
+    frame,
     limits::*,
-    stream::{self, Deadlines, UploadLimiter, WatchedRead},
+    rate::RateLimiter,
+    watched::{Deadlines, WatchedRead},
     wire::*,
     Connection, Error, Result,
 };
@@ -36,7 +38,7 @@ pub struct GetOptions {
     pub progress: Option<Arc<AtomicU64>>,
     /// If set, paces reading the response (download bandwidth limits); the
     /// sender slows down through QUIC flow control.
-    pub limiter: Option<Arc<dyn UploadLimiter>>,
+    pub limiter: Option<Arc<dyn RateLimiter>>,
 }
 
 impl std::fmt::Debug for GetOptions {
@@ -159,12 +161,11 @@ async fn fetch(
     options: &GetOptions,
 ) -> Result<Vec<GetOutcome>> {
     let (mut send, recv) = conn.quinn().open_bi().await.map_err(Error::Connection)?;
-    stream::write_frame(&mut send, request).await?;
+    frame::write_frame(&mut send, request).await?;
     send.finish()?;
-    let (reader, cancel, report) = WatchedRead::new(recv, options.deadlines, options.progress.clone());
+    let (reader, report) = WatchedRead::new(recv, options.deadlines, options.progress.clone());
     let mut chunks = Chunks::new(reader, options.limiter.clone());
     let result = receive_items(store, &mut chunks, items, seq_children).await;
-    drop(cancel);
     let wire = report.bytes.load(std::sync::atomic::Ordering::Relaxed);
     match result {
         Ok(mut outcomes) => {
@@ -191,11 +192,11 @@ struct Chunks {
     ready: Vec<Bytes>,
     next: usize,
     count: usize,
-    limiter: Option<Arc<dyn UploadLimiter>>,
+    limiter: Option<Arc<dyn RateLimiter>>,
 }
 
 impl Chunks {
-    fn new(src: WatchedRead<quinn::RecvStream>, limiter: Option<Arc<dyn UploadLimiter>>) -> Self {
+    fn new(src: WatchedRead<quinn::RecvStream>, limiter: Option<Arc<dyn RateLimiter>>) -> Self {
         Chunks { src, pending: Bytes::new(), ready: vec![Bytes::new(); CHUNKS_PER_READ], next: 0, count: 0, limiter }
     }
 
@@ -207,7 +208,7 @@ impl Chunks {
                 self.next += 1;
                 continue;
             }
-            let read = self.src.read_chunks(&mut self.ready).await.map_err(|e| Error::Stream(e.to_string()))?;
+            let read = self.src.read_chunks(&mut self.ready).await.map_err(Error::StreamIo)?;
             let Some(n) = read else { return Ok(false) };
             (self.next, self.count) = (0, n);
             if let Some(limiter) = &self.limiter {
@@ -297,9 +298,9 @@ async fn receive_items(
 async fn small<T: DeserializeOwned>(conn: &Connection, request: &Request, what: &'static str) -> Result<T> {
     let work = async {
         let (mut send, mut recv) = conn.quinn().open_bi().await?;
-        stream::write_frame(&mut send, request).await?;
+        frame::write_frame(&mut send, request).await?;
         send.finish()?;
-        stream::read_frame(&mut recv, what).await
+        frame::read_frame(&mut recv, what).await
     };
     tokio::time::timeout(SMALL_REQUEST_TIMEOUT, work)
         .await
@@ -321,7 +322,7 @@ impl Observer {
     /// The next update; `None` when the peer ends the stream (the blob is
     /// complete there, or the peer's observe time limit passed).
     pub async fn next(&mut self) -> Result<Option<Availability>> {
-        match stream::read_frame_body(&mut self.recv, MAX_RESPONSE_FRAME_BYTES).await? {
+        match frame::read_frame_body(&mut self.recv, MAX_RESPONSE_FRAME_BYTES).await? {
             Some(body) => decode_body("availability", &body).map(Some),
             None => Ok(None),
         }
@@ -331,7 +332,7 @@ impl Observer {
 /// Observes `hash` with updates as the peer's holdings grow.
 pub async fn watch(conn: &Connection, hash: Hash) -> Result<Observer> {
     let (mut send, recv) = conn.quinn().open_bi().await?;
-    stream::write_frame(&mut send, &Request::Observe(ObserveRequest { hash: hash.0, watch: true })).await?;
+    frame::write_frame(&mut send, &Request::Observe(ObserveRequest { hash: hash.0, watch: true })).await?;
     send.finish()?;
     Ok(Observer { recv, _send: send })
 }

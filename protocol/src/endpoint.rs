@@ -92,8 +92,10 @@ pub struct EndpointOptions {
     pub tuning: Tuning,
     /// Accept only clients this returns true for (allowlists); all if `None`.
     pub client_filter: Option<ClientFilter>,
-    /// Do not accept connections (a client-only endpoint).
-    pub client_only: bool,
+    /// quinn's endpoint-wide settings (connection-id generation, reset
+    /// keys, the QUIC bit). The relay's socket needs `grease_quic_bit(false)`
+    /// so that probe datagrams can be told apart from QUIC.
+    pub quinn: quinn::EndpointConfig,
 }
 
 /// A QUIC endpoint speaking the Blixard protocol as one node.
@@ -141,9 +143,9 @@ impl Connection {
         let certs = inner
             .peer_identity()
             .and_then(|i| i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
-            .ok_or_else(|| Error::Tls("the peer presented no certificate".into()))?;
-        let cert = certs.first().ok_or_else(|| Error::Tls("the peer presented no certificate".into()))?;
-        let remote = tls::node_id_of(cert).map_err(|e| Error::Tls(e.to_string()))?;
+            .ok_or_else(|| Error::PeerIdentity("the peer presented no certificate".into()))?;
+        let cert = certs.first().ok_or_else(|| Error::PeerIdentity("the peer presented no certificate".into()))?;
+        let remote = tls::node_id_of(cert).map_err(|e| Error::PeerIdentity(e.to_string()))?;
         Ok(Connection { inner, remote })
     }
 }
@@ -152,7 +154,7 @@ impl Endpoint {
     /// Binds a UDP socket at `addr` (port 0 picks a free one).
     pub fn bind(key: SecretKey, addr: SocketAddr, options: EndpointOptions) -> Result<Self> {
         let socket = udp_socket(addr, options.tuning.socket_buffer_bytes)?;
-        let runtime = quinn::default_runtime().ok_or_else(|| Error::Tls("no async runtime".into()))?;
+        let runtime = quinn::default_runtime().ok_or(Error::NoRuntime)?;
         let socket = runtime.wrap_udp_socket(socket).map_err(|source| Error::Bind { addr, source })?;
         Self::with_socket(key, socket, options)
     }
@@ -163,20 +165,14 @@ impl Endpoint {
         socket: Arc<dyn quinn::AsyncUdpSocket>,
         options: EndpointOptions,
     ) -> Result<Self> {
-        let server = if options.client_only {
-            None
-        } else {
-            let crypto = QuicServerConfig::try_from(tls::server_config(&key, options.client_filter.clone())?)
-                .map_err(|e| Error::Tls(e.to_string()))?;
-            let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-            server.transport_config(Arc::new(options.tuning.server_transport()));
-            Some(server)
-        };
-        let runtime = quinn::default_runtime().ok_or_else(|| Error::Tls("no async runtime".into()))?;
-        let addr = socket.local_addr().map_err(|e| Error::Tls(e.to_string()))?;
-        let inner =
-            quinn::Endpoint::new_with_abstract_socket(quinn::EndpointConfig::default(), server, socket, runtime)
-                .map_err(|source| Error::Bind { addr, source })?;
+        let crypto = QuicServerConfig::try_from(tls::server_config(&key, options.client_filter.clone())?)
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(Arc::new(options.tuning.server_transport()));
+        let runtime = quinn::default_runtime().ok_or(Error::NoRuntime)?;
+        let addr = socket.local_addr().map_err(Error::LocalAddr)?;
+        let inner = quinn::Endpoint::new_with_abstract_socket(options.quinn, Some(server), socket, runtime)
+            .map_err(|source| Error::Bind { addr, source })?;
         Ok(Endpoint { inner, key: Arc::new(key), tuning: options.tuning })
     }
 

@@ -6,6 +6,7 @@ use crate::{wire::ErrorCode, NodeId};
 
 /// Everything that can go wrong in the protocol crate.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The node's key file could not be read, created or parsed.
     #[error("identity key {path}: {reason}")]
@@ -16,12 +17,21 @@ pub enum Error {
     /// A peer address in text form did not parse.
     #[error("invalid peer address {0:?}: expected HOST:PORT or NODE_ID@HOST:PORT")]
     InvalidPeerAddr(String),
-    /// Building the TLS or QUIC configuration failed.
+    /// Building the TLS configuration (certificate, rustls config) failed.
     #[error("TLS configuration: {0}")]
     Tls(String),
+    /// The peer's TLS identity is missing or not an Ed25519 node key.
+    #[error("peer identity: {0}")]
+    PeerIdentity(String),
+    /// An endpoint was built outside a tokio runtime.
+    #[error("no async runtime: endpoints must be built inside a tokio runtime")]
+    NoRuntime,
     /// The UDP socket could not be bound.
     #[error("cannot bind UDP {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    /// The socket given to an endpoint has no local address.
+    #[error("the endpoint's socket has no local address: {0}")]
+    LocalAddr(#[source] std::io::Error),
     /// The peer's key is not the node id we expected.
     #[error("peer at {addr} is node {actual}, expected {expected}")]
     WrongIdentity { addr: SocketAddr, expected: NodeId, actual: NodeId },
@@ -34,9 +44,18 @@ pub enum Error {
     /// The peer answered a request with a documented error code.
     #[error("peer refused the request: {0}")]
     Remote(ErrorCode),
-    /// Writing to or reading from a stream failed.
+    /// Writing to a stream failed.
+    #[error("stream write: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// Reading from a stream failed (a peer's reset is [`Error::Remote`]).
+    #[error("stream read: {0}")]
+    Read(quinn::ReadError),
+    /// The stream was already finished or reset locally.
     #[error("stream: {0}")]
-    Stream(String),
+    ClosedStream(#[from] quinn::ClosedStream),
+    /// Reading a response stream failed (I/O error from its reader).
+    #[error("stream: {0}")]
+    StreamIo(#[source] std::io::Error),
     /// A message did not decode or broke a rule of the protocol.
     #[error("malformed {what}: {reason}")]
     Malformed { what: &'static str, reason: String },
@@ -46,9 +65,6 @@ pub enum Error {
     /// A deadline passed: the whole request, or no progress for too long.
     #[error("timed out: {0}")]
     Timeout(String),
-    /// The caller dropped the request.
-    #[error("cancelled")]
-    Cancelled,
     /// The store refused or failed (verification failures included).
     #[error(transparent)]
     Store(#[from] blixard_store::Error),
@@ -73,17 +89,11 @@ impl Error {
     }
 }
 
-impl From<quinn::WriteError> for Error {
-    fn from(e: quinn::WriteError) -> Self {
-        Error::Stream(format!("write: {e}"))
-    }
-}
-
 impl From<quinn::ReadError> for Error {
     fn from(e: quinn::ReadError) -> Self {
         match e {
             quinn::ReadError::Reset(code) => Error::Remote(ErrorCode::from_varint(code)),
-            e => Error::Stream(format!("read: {e}")),
+            e => Error::Read(e),
         }
     }
 }
@@ -96,11 +106,5 @@ impl From<quinn::ReadExactError> for Error {
                 Error::Malformed { what: "message", reason: format!("stream ended after {n} bytes") }
             }
         }
-    }
-}
-
-impl From<quinn::ClosedStream> for Error {
-    fn from(e: quinn::ClosedStream) -> Self {
-        Error::Stream(e.to_string())
     }
 }

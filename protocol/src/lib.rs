@@ -43,11 +43,13 @@ pub mod client;
 pub mod conformance;
 pub mod endpoint;
 pub mod error;
+pub mod frame;
 pub mod identity;
 pub mod limits;
+pub mod rate;
 pub mod server;
-pub mod stream;
 pub mod tls;
+pub mod watched;
 pub mod wire;
 
 pub use endpoint::{Connection, Endpoint, EndpointOptions, Tuning};

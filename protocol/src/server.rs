@@ -14,8 +14,10 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::{
+    frame,
     limits::*,
-    stream::{self, UploadLimiter},
+    rate::RateLimiter,
+    watched,
     wire::{self, *},
     Connection, Endpoint, Error, Result,
 };
@@ -32,7 +34,7 @@ pub struct ServerContext {
     /// Known peers, for peers requests (none if `None`).
     pub peers: Option<PeerSource>,
     /// Paces every byte of blob data served, if set.
-    pub upload_limiter: Option<Arc<dyn UploadLimiter>>,
+    pub upload_limiter: Option<Arc<dyn RateLimiter>>,
     responses: Semaphore,
     connections: Semaphore,
 }
@@ -48,7 +50,7 @@ impl ServerContext {
         store: Store,
         limits: ServerLimits,
         peers: Option<PeerSource>,
-        upload_limiter: Option<Arc<dyn UploadLimiter>>,
+        upload_limiter: Option<Arc<dyn RateLimiter>>,
     ) -> Arc<Self> {
         Arc::new(ServerContext {
             responses: Semaphore::new(limits.max_concurrent_responses),
@@ -154,7 +156,7 @@ fn reject(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code: Erro
 
 async fn read_request(recv: &mut quinn::RecvStream) -> std::result::Result<Request, Rejection> {
     let bad = |reason: String| Rejection { code: ErrorCode::BadRequest, reason };
-    match stream::read_frame_body(recv, MAX_REQUEST_BYTES).await {
+    match frame::read_frame_body(recv, MAX_REQUEST_BYTES).await {
         Ok(Some(body)) => wire::decode_request(&body),
         Ok(None) => Err(bad("stream ended before a request".into())),
         Err(Error::Limit { actual, .. }) => {
@@ -184,7 +186,7 @@ async fn answer(
                 Err(blixard_store::Error::InvalidArgument(_)) => return Err(ErrorCode::BadRequest),
                 Err(_) => return Err(ErrorCode::Internal),
             };
-            stream::write_frame(send, &LookupResponse(found.map(info))).await.map_err(write)
+            frame::write_frame(send, &LookupResponse(found.map(info))).await.map_err(write)
         }
         Request::List(l) => {
             let kind = match l.kind {
@@ -194,18 +196,18 @@ async fn answer(
             let all = ctx.store.resources(kind.as_ref()).map_err(|_| ErrorCode::Internal)?;
             let truncated = all.len() > MAX_LIST_ITEMS;
             let items = all.into_iter().take(MAX_LIST_ITEMS).map(info).collect();
-            stream::write_frame(send, &ListResponse { items, truncated }).await.map_err(write)
+            frame::write_frame(send, &ListResponse { items, truncated }).await.map_err(write)
         }
         // Blob requests are answered by `answer_blobs`.
         Request::Get(_) | Request::GetMany(_) | Request::GetSeq(_) => Err(ErrorCode::Internal),
-        Request::Ping => stream::write_frame(send, &Pong { observed: remote.into() }).await.map_err(write),
+        Request::Ping => frame::write_frame(send, &Pong { observed: remote.into() }).await.map_err(write),
         Request::Peers => {
             let mut peers = ctx.peers.as_ref().map(|p| p()).unwrap_or_default();
             peers.truncate(MAX_PEERS);
             for p in &mut peers {
                 p.addrs.truncate(MAX_ADDRS_PER_PEER);
             }
-            stream::write_frame(send, &PeersResponse { peers }).await.map_err(write)
+            frame::write_frame(send, &PeersResponse { peers }).await.map_err(write)
         }
     }
 }
@@ -301,7 +303,7 @@ async fn observe(
     loop {
         let now = availability(&ctx.store, &hash).map_err(|_| ErrorCode::Internal)?;
         if last.as_ref() != Some(&now) {
-            if stream::write_frame(send, &now).await.is_err() {
+            if frame::write_frame(send, &now).await.is_err() {
                 return Ok(()); // the client went away
             }
             if !watch || now.complete {
@@ -364,7 +366,7 @@ async fn send_blob(
     let limiter = ctx.upload_limiter.as_deref();
     let mut sent = Ok(());
     while let Some(mut batch) = response.next_batch().await {
-        sent = stream::send_chunks(&mut send, &mut batch, limiter, ctx.limits.response_stall).await;
+        sent = watched::send_chunks(&mut send, &mut batch, limiter, ctx.limits.response_stall).await;
         if sent.is_err() {
             break;
         }

@@ -431,14 +431,10 @@ fn check_request(req: &Request) -> std::result::Result<(), Rejection> {
     }
 }
 
-/// The chunks a response for `requested` carries, once the blob's `size` is
-/// known: the request normalised (chunks past the end dropped; a request
-/// reaching past the end selects the last chunk) and rounded out to whole
-/// 16 KiB chunk groups, since stores verify and record whole groups. Both
-/// sides compute this; the server encodes it, the client decodes it.
+/// The chunks a response for `requested` carries once the blob's `size` is
+/// known (see [`ranges::effective`]); both sides compute it.
 pub fn effective_ranges(requested: &ChunkRanges, size: u64) -> ChunkRanges {
-    let normalized = ranges::normalize(requested, size);
-    ranges::normalize(&ranges::round_to_groups(&normalized), size)
+    ranges::effective(requested, size)
 }
 
 /// A blob hash from its wire form.

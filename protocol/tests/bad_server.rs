@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use blixard_protocol::{client, stream, wire, Error};
+use blixard_protocol::{client, frame, watched, wire, Error};
 use blixard_store::{BlobStatus, Hash, Store};
 
 #[derive(Clone, Copy, Debug)]
@@ -28,7 +28,7 @@ async fn lying_server(store: Store, lie: Lie) -> blixard_protocol::Endpoint {
             let store = store.clone();
             tokio::spawn(async move {
                 while let Ok((mut send, mut recv)) = conn.quinn().accept_bi().await {
-                    let body = stream::read_frame_body(&mut recv, 65536).await.unwrap().unwrap();
+                    let body = frame::read_frame_body(&mut recv, 65536).await.unwrap().unwrap();
                     let wire::Request::Get(g) = wire::decode_request(&body).unwrap() else { panic!() };
                     let hash = Hash(g.hash);
                     let size = match store.status(&hash).unwrap() {
@@ -67,7 +67,7 @@ async fn fetch_from_liar(lie: Lie, data: &[u8]) -> (Result<client::GetOutcome, E
     let liar = lying_server(honest.store.clone(), lie).await;
     let c = common::client(&liar).await;
     let opts = client::GetOptions {
-        deadlines: stream::Deadlines { total: Some(Duration::from_secs(3)), stall: Duration::from_secs(2) },
+        deadlines: watched::Deadlines { total: Some(Duration::from_secs(3)), stall: Duration::from_secs(2) },
         ..Default::default()
     };
     let start = Instant::now();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use blixard_protocol::{conformance, stream, wire};
+use blixard_protocol::{conformance, frame, wire};
 use blixard_store::ResourceKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,9 +28,9 @@ async fn a_server_that_ignores_requests_fails_by_name() {
             tokio::spawn(async move {
                 while let Ok((mut send, mut recv)) = conn.quinn().accept_bi().await {
                     tokio::spawn(async move {
-                        let _ = stream::read_frame_body(&mut recv, 1 << 20).await;
+                        let _ = frame::read_frame_body(&mut recv, 1 << 20).await;
                         let observed = conn_addr();
-                        let _ = stream::write_frame(&mut send, &wire::Pong { observed }).await;
+                        let _ = frame::write_frame(&mut send, &wire::Pong { observed }).await;
                         let _ = send.finish();
                     });
                 }

@@ -23,21 +23,17 @@ pub struct BlockingRead<R> {
     handle: Handle,
     /// The wrapped stream; taken back by the caller when done.
     pub inner: R,
-    /// Bytes read so far.
-    pub bytes: u64,
 }
 
 impl<R: AsyncRead + Unpin> BlockingRead<R> {
     /// Wraps `inner`; `handle` is the runtime that drives it.
     pub fn new(handle: Handle, inner: R) -> Self {
-        Self { handle, inner, bytes: 0 }
+        Self { handle, inner }
     }
 }
 
 impl<R: AsyncRead + Unpin> Read for BlockingRead<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.handle.block_on(self.inner.read(buf))?;
-        self.bytes += n as u64;
-        Ok(n)
+        self.handle.block_on(self.inner.read(buf))
     }
 }

@@ -181,8 +181,13 @@ mod tests {
         for count in [2usize, 4, 16, 64] {
             let cvs: Vec<ChainingValue> = (0..count).map(|i| [i as u8 * 3 + 1; 32]).collect();
             let mut expected = vec![0u8; (count - 1) * BLOCK_LEN];
-            let cv = crate::tree::merge_subtree(&cvs, 0, false, &mut crate::tree::OutboardSink::Memory(&mut expected))
-                .unwrap();
+            let cv = crate::outboard::merge_subtree(
+                &cvs,
+                0,
+                false,
+                &mut crate::outboard::OutboardSink::Memory(&mut expected),
+            )
+            .unwrap();
             assert_eq!(merge_subtree(&cvs), Some((cv, expected)), "{count} leaves");
         }
     }

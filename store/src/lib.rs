@@ -49,32 +49,44 @@
 //! # Ok(()) }
 //! ```
 
-pub mod bridge;
+mod aligned;
+mod bridge;
+mod checkpoint;
 pub mod codec;
+mod commit;
 mod decode;
+mod encode;
 pub mod entry;
 pub mod error;
+mod export;
 pub mod hash;
+mod hashing;
 mod import;
+mod incoming;
 mod leaves;
+mod opened;
+pub mod outboard;
 mod partial;
 pub mod ranges;
+mod reader;
+mod receive;
 mod resources;
 mod roots;
-mod serve;
 mod source_map;
 mod store;
 pub mod tree;
 
 pub use bao_tree::io::BaoContentItem;
+pub use encode::{EncodedResponse, ServeOutcome, MAP_WINDOW};
 pub use error::{Error, Result};
 pub use hash::Hash;
 pub use import::{ImportMode, ImportOutcome};
-pub use partial::{IncomingBlob, ReceiveOutcome, BATCH_BYTES};
+pub use incoming::IncomingBlob;
 pub use ranges::{ChunkNum, ChunkRanges};
+pub use reader::BlobReader;
+pub use receive::{ReceiveOutcome, BATCH_BYTES};
 pub use resources::{Resource, ResourceKind, MAX_NAME_LEN};
 pub use roots::{GcStats, Lease, MAX_TAG_LEN};
-pub use serve::{BlobReader, EncodedResponse, ServeOutcome, MAP_WINDOW};
 pub use store::{BlobStatus, Store, StoreConfig, FORMAT_VERSION};
 
 /// Blobs and outboards up to this size are stored inline in the metadata database.

@@ -63,6 +63,15 @@ pub fn normalize(ranges: &ChunkRanges, size: u64) -> ChunkRanges {
     selected
 }
 
+/// The chunks a response for `requested` carries, once the blob's `size` is
+/// known: the request normalised (chunks past the end dropped; a request
+/// reaching past the end selects the last chunk) and rounded out to whole
+/// 16 KiB chunk groups, since stores verify and record whole groups. Both
+/// sides compute this: the encoder encodes it, the decoder expects it.
+pub fn effective(requested: &ChunkRanges, size: u64) -> ChunkRanges {
+    normalize(&round_to_groups(&normalize(requested, size)), size)
+}
+
 /// The finite ranges of a clamped set as plain `u64` chunk ranges.
 pub fn to_vec(ranges: &ChunkRanges, size: u64) -> Vec<Range<u64>> {
     let end = chunk_count(size);

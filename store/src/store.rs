@@ -24,7 +24,7 @@ use crate::{
     entry::{DataLocation, EntryRecord, OutboardLocation},
     partial::PartialBlob,
     ranges::{self, ChunkRanges},
-    tree, Error, Hash, Result,
+    Error, Hash, Result,
 };
 
 /// On-disk format version this build reads and writes.
@@ -183,7 +183,7 @@ impl Store {
             Some(EntryRecord::Partial { size }) => {
                 let ranges = match self.live_partial(hash) {
                     Some(p) => p.ranges(),
-                    None => PartialBlob::load_checkpoint(self, hash, size).unwrap_or_default(),
+                    None => crate::checkpoint::load_checkpoint(self, hash, size).unwrap_or_default(),
                 };
                 let size_verified = ranges.is_superset(&ranges::last_chunk(size));
                 Ok(BlobStatus::Partial { size, size_verified, ranges })
@@ -235,7 +235,7 @@ impl Store {
                     }
                 }
                 Ok(EntryRecord::Complete { .. }) => {}
-                Ok(EntryRecord::Partial { size }) => PartialBlob::recover(self, &hash, size)?,
+                Ok(EntryRecord::Partial { size }) => crate::checkpoint::recover(self, &hash, size)?,
             }
         }
         self.flush()
@@ -252,7 +252,7 @@ impl Store {
             if f.metadata().map_err(Error::io("stat", &data_path))?.len() != size {
                 return Ok(false);
             }
-            let (h, outboard) = crate::import::hash_file(&f, size, &data_path, None)?;
+            let (h, outboard) = crate::hashing::hash_file(&f, size, &data_path, None)?;
             if h != *hash {
                 return Ok(false);
             }
@@ -288,11 +288,6 @@ impl Store {
             }
         }
         Ok(())
-    }
-
-    /// The bao-tree geometry (16 KiB chunk groups) of a blob of `size` bytes.
-    pub fn tree_of(size: u64) -> bao_tree::BaoTree {
-        tree::bao_tree(size)
     }
 }
 

@@ -135,7 +135,7 @@ proptest! {
         open in any::<bool>(),
     ) {
         let data = common::data(size, 9);
-        let (hash, outboard) = blixard_store::tree::outboard_of(&data);
+        let (hash, outboard) = blixard_store::outboard::outboard_of(&data);
         let mut requested = ChunkRanges::empty();
         for (i, s) in starts.iter().enumerate() {
             let r = if open && i == starts.len() - 1 {

@@ -1,15 +1,14 @@
-//! Serving: the bao encoding of requested chunk ranges, a reader over a
-//! complete blob, and export to a path.
+//! Serving: the bao encoding (size header, then pre-order parents and
+//! leaves) of requested chunk ranges of a blob, rounded to 16 KiB groups.
 //!
 //! A referenced file (reference-mode import) can change behind the store's
 //! back, so every leaf served from one is re-hashed against the outboard
 //! (`encode_ranges_validated`): a change is detected and reported, never
 //! sent. Data the store owns was hashed when it was written (import) or
-//! verified before it was written (receive), so it is sent as it is, like
-//! every content-addressed store does; a receiver verifies every byte anyway,
-//! so on-disk damage (bit rot) fails the receiver's check and is never
-//! accepted. A partial blob serves exactly the part of a request it has
-//! verified.
+//! verified before it was written (receive), so it is sent as it is; a
+//! receiver verifies every byte, so on-disk damage fails the receiver's
+//! check and is never accepted. A partial blob serves exactly the part of
+//! a request it has verified.
 //!
 //! Data the store owns is served without copying: the encoder hands out
 //! slices of read-only memory maps of the data file (windows of
@@ -20,10 +19,8 @@
 //! sends.
 
 use std::{
-    fs::{self, File},
-    io::{self, Read, Write},
-    os::unix::fs::FileExt,
-    path::{Path, PathBuf},
+    fs::File,
+    io::{self, Write},
 };
 
 use bao_tree::{
@@ -39,7 +36,7 @@ use tokio::{
 
 use crate::{
     bridge::PIPE_BATCH,
-    entry::{DataLocation, EntryRecord, OutboardLocation},
+    opened::{Opened, Stored},
     ranges::{self, ChunkRanges},
     tree, Error, Hash, Result, Store,
 };
@@ -49,112 +46,17 @@ use crate::{
 pub struct ServeOutcome {
     /// The blob size sent in the header.
     pub size: u64,
-    /// The chunk ranges encoded: the request, normalised (see
-    /// [`ranges::normalize`]), intersected with what is held.
+    /// The chunk ranges encoded: the request's effective ranges (see
+    /// [`ranges::effective`]: normalised, rounded to 16 KiB groups)
+    /// intersected with what is held.
     pub served: ChunkRanges,
     /// Bytes written, header included.
     pub bytes_written: u64,
 }
 
-/// Random-access bytes of a blob or outboard: in memory or in a file.
-pub(crate) enum Stored {
-    Memory(Vec<u8>),
-    File(File),
-}
-
-impl positioned_io::ReadAt for Stored {
-    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stored::Memory(v) => {
-                let start = (pos as usize).min(v.len());
-                let n = buf.len().min(v.len() - start);
-                buf[..n].copy_from_slice(&v[start..start + n]);
-                Ok(n)
-            }
-            Stored::File(f) => FileExt::read_at(f, buf, pos),
-        }
-    }
-}
-
-impl positioned_io::Size for Stored {
-    fn size(&self) -> io::Result<Option<u64>> {
-        match self {
-            Stored::Memory(v) => Ok(Some(v.len() as u64)),
-            Stored::File(f) => Ok(Some(f.metadata()?.len())),
-        }
-    }
-}
-
-/// A blob opened for reading: its data, outboard and where they came from.
-pub(crate) struct Opened {
-    pub size: u64,
-    pub held: ChunkRanges,
-    pub data: Stored,
-    pub outboard: Stored,
-    /// For a referenced file: its path (reads are verified).
-    pub external: Option<PathBuf>,
-}
-
 impl Store {
-    pub(crate) fn open_blob(&self, hash: &Hash) -> Result<Opened> {
-        let io = |op, p: PathBuf| Error::io(op, p);
-        match self.entry(hash)? {
-            None => Err(Error::NotFound(*hash)),
-            Some(EntryRecord::Complete { size, data, outboard, .. }) => {
-                let mut external = None;
-                let data = match data {
-                    DataLocation::Inline(v) => Stored::Memory(v),
-                    DataLocation::Owned => {
-                        let p = self.blob_path(hash, "data");
-                        Stored::File(File::open(&p).map_err(io("open", p))?)
-                    }
-                    DataLocation::External { path, len, mtime_ns } => {
-                        let p = PathBuf::from(path);
-                        let changed = |reason: String| Error::ReferenceChanged { hash: *hash, path: p.clone(), reason };
-                        let f = File::open(&p).map_err(|e| changed(format!("cannot open: {e}")))?;
-                        let m = f.metadata().map_err(|e| changed(format!("cannot stat: {e}")))?;
-                        if m.len() != len {
-                            return Err(changed(format!("length is {} bytes, was {len}", m.len())));
-                        }
-                        let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-                        if mtime.map(|d| d.as_nanos() as i128) != Some(mtime_ns) {
-                            return Err(changed("modification time changed".into()));
-                        }
-                        external = Some(p);
-                        Stored::File(f)
-                    }
-                };
-                let outboard = match outboard {
-                    OutboardLocation::None => Stored::Memory(Vec::new()),
-                    OutboardLocation::Inline(v) => Stored::Memory(v),
-                    OutboardLocation::Owned => {
-                        let p = self.blob_path(hash, "obao4");
-                        Stored::File(File::open(&p).map_err(io("open", p))?)
-                    }
-                };
-                Ok(Opened { size, held: ranges::all(size), data, outboard, external })
-            }
-            Some(EntryRecord::Partial { size }) => {
-                let (data, outboard, held) = match self.live_partial(hash) {
-                    Some(p) => {
-                        let d = p.data_file().try_clone().map_err(io("open", self.partial_path(hash, "data")))?;
-                        let o = p.outboard_file().try_clone().map_err(io("open", self.partial_path(hash, "obao4")))?;
-                        (d, o, p.ranges())
-                    }
-                    None => {
-                        let (pd, po) = (self.partial_path(hash, "data"), self.partial_path(hash, "obao4"));
-                        let d = File::open(&pd).map_err(io("open", pd))?;
-                        let o = File::open(&po).map_err(io("open", po))?;
-                        (d, o, crate::partial::PartialBlob::load_checkpoint(self, hash, size).unwrap_or_default())
-                    }
-                };
-                Ok(Opened { size, held, data: Stored::File(data), outboard: Stored::File(outboard), external: None })
-            }
-        }
-    }
-
     /// Encodes the response for `hash`: the size (u64 LE), then the
-    /// pre-order encoding of `requested` ∩ what is held, handed to `send` in
+    /// pre-order encoding of `requested` (rounded to 16 KiB groups) ∩ what is held, handed to `send` in
     /// batches of about [`PIPE_BATCH`] bytes. Data the store owns goes out as
     /// zero-copy slices of its file (see the module docs); a referenced file
     /// is re-verified leaf by leaf as it is read. Returns what was served.
@@ -166,7 +68,7 @@ impl Store {
         mut send: impl FnMut(Vec<Bytes>) -> io::Result<()>,
     ) -> Result<ServeOutcome> {
         let opened = self.open_blob(hash)?;
-        let served = ranges::normalize(requested, opened.size) & &opened.held;
+        let served = ranges::effective(requested, opened.size) & &opened.held;
         let mapped = match (&opened.data, &opened.external) {
             (Stored::File(f), None) if opened.size > 0 => Some(f),
             _ => None,
@@ -237,156 +139,6 @@ impl Store {
             (_, Err(e)) => Err(Error::Stream(e)),
         };
         (result, writer)
-    }
-
-    /// A reader over the bytes of a complete blob. Reads of a referenced file
-    /// are verified chunk group by chunk group; a change is an `InvalidData` error.
-    pub fn reader(&self, hash: &Hash) -> Result<BlobReader> {
-        let opened = self.open_blob(hash)?;
-        if opened.held != ranges::all(opened.size) {
-            return Err(Error::Incomplete(*hash));
-        }
-        Ok(BlobReader { hash: *hash, opened, pos: 0, group: Vec::new(), group_index: u64::MAX })
-    }
-
-    /// The pre-order outboard bytes of a blob (empty for a single chunk group).
-    pub fn outboard_bytes(&self, hash: &Hash) -> Result<Vec<u8>> {
-        use positioned_io::ReadAt;
-        let opened = self.open_blob(hash)?;
-        let mut buf = vec![0u8; tree::outboard_size(opened.size) as usize];
-        opened.outboard.read_exact_at(0, &mut buf).map_err(Error::Stream)?;
-        Ok(buf)
-    }
-
-    /// Reads a whole complete blob into memory (for small blobs and tests).
-    pub fn read_to_vec(&self, hash: &Hash) -> Result<Vec<u8>> {
-        let mut r = self.reader(hash)?;
-        let mut out = Vec::with_capacity(r.size() as usize);
-        r.read_to_end(&mut out).map_err(Error::Stream)?;
-        Ok(out)
-    }
-
-    /// Exports a complete blob to `target`, through a temp file renamed into
-    /// place, so `target` is never left half-written.
-    pub async fn export(&self, hash: Hash, target: impl AsRef<Path>) -> Result<u64> {
-        let store = self.clone();
-        let target = target.as_ref().to_path_buf();
-        tokio::task::spawn_blocking(move || store.export_blocking(&hash, &target)).await?
-    }
-
-    fn export_blocking(&self, hash: &Hash, target: &Path) -> Result<u64> {
-        let mut name = target.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-        name.push(".blixard-part");
-        let tmp = target.with_file_name(name);
-        let res = (|| {
-            let n = match self.entry(hash)? {
-                // Owned bytes are copied in the kernel; referenced ones are verified as read.
-                Some(EntryRecord::Complete { data: DataLocation::Owned, .. }) => {
-                    fs::copy(self.blob_path(hash, "data"), &tmp).map_err(Error::io("export to", &tmp))?
-                }
-                _ => {
-                    let mut r = self.reader(hash)?;
-                    let mut f = File::create(&tmp).map_err(Error::io("create", &tmp))?;
-                    io::copy(&mut r, &mut f).map_err(|e| {
-                        match e.get_ref().and_then(|i| i.downcast_ref::<ReadError>()) {
-                            Some(ReadError(msg)) => {
-                                Error::ReferenceChanged { hash: *hash, path: target.into(), reason: msg.clone() }
-                            }
-                            None => Error::io("export to", &tmp)(e),
-                        }
-                    })?
-                }
-            };
-            fs::rename(&tmp, target).map_err(Error::io("rename", &tmp))?;
-            Ok(n)
-        })();
-        if res.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        res
-    }
-}
-
-/// An error from a verified read, carried inside `io::Error`.
-#[derive(Debug)]
-struct ReadError(String);
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for ReadError {}
-
-/// A sequential reader over a complete blob (see [`Store::reader`]).
-pub struct BlobReader {
-    hash: Hash,
-    opened: Opened,
-    pos: u64,
-    group: Vec<u8>,
-    group_index: u64,
-}
-
-impl BlobReader {
-    /// The blob's size.
-    pub fn size(&self) -> u64 {
-        self.opened.size
-    }
-
-    /// Loads and verifies chunk group `g` of a referenced file.
-    fn load_group(&mut self, g: u64) -> io::Result<()> {
-        use positioned_io::ReadAt;
-        let size = self.opened.size;
-        let start = g * tree::BLOCK_BYTES;
-        let len = (size - start).min(tree::BLOCK_BYTES) as usize;
-        self.group.resize(len, 0);
-        self.opened.data.read_exact_at(start, &mut self.group)?;
-        let n = tree::blocks(size);
-        let expected = match tree::leaf_parent(n, g) {
-            None => *self.hash.as_bytes(),
-            Some((index, left)) => {
-                let mut pair = [0u8; 64];
-                self.opened.outboard.read_exact_at(index * tree::PARENT_BYTES, &mut pair)?;
-                let half = if left { &pair[..32] } else { &pair[32..] };
-                half.try_into().expect("32 bytes")
-            }
-        };
-        if tree::leaf_hash(g, &self.group, n == 1) != expected {
-            let path = self.opened.external.as_deref().unwrap_or(Path::new("?")).display();
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                ReadError(format!("{path} changed at byte {start}: chunk group does not match blob {}", self.hash)),
-            ));
-        }
-        self.group_index = g;
-        Ok(())
-    }
-}
-
-impl Read for BlobReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use positioned_io::ReadAt;
-        let size = self.opened.size;
-        if self.pos >= size || buf.is_empty() {
-            return Ok(0);
-        }
-        if self.opened.external.is_none() {
-            let n = (buf.len() as u64).min(size - self.pos) as usize;
-            let n = self.opened.data.read_at(self.pos, &mut buf[..n])?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob file is shorter than its size"));
-            }
-            self.pos += n as u64;
-            return Ok(n);
-        }
-        let g = self.pos / tree::BLOCK_BYTES;
-        if g != self.group_index {
-            self.load_group(g)?;
-        }
-        let off = (self.pos - g * tree::BLOCK_BYTES) as usize;
-        let n = buf.len().min(self.group.len() - off);
-        buf[..n].copy_from_slice(&self.group[off..off + n]);
-        self.pos += n as u64;
-        Ok(n)
     }
 }
 

@@ -1,0 +1,169 @@
+//! The one place where a blob becomes complete, and the durability that
+//! follows it.
+//!
+//! Every way in (an import, an inline blob, the last group of a download)
+//! ends in [`Store::complete`]: under the roots lock, so GC never sees a blob
+//! between its files and its entry, the caller's files are moved into
+//! `blobs/` and the entry is written. A blob whose owned files are not yet
+//! synced is recorded `durable: false` and synced in the background (an fsync
+//! per import would cost about 2.5 s per GiB on slow disks); a crash before
+//! that ends is caught at open, where such blobs are re-hashed.
+
+use std::{fs, fs::File, path::PathBuf};
+
+use tracing::warn;
+
+use crate::{
+    entry::{DataLocation, EntryRecord, OutboardLocation},
+    Error, Hash, Lease, Result, Store, INLINE_MAX,
+};
+
+/// Who completes a blob; decides what an existing partial entry means and
+/// when the entry must reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// An import: it supersedes a partial download of the same blob. A
+    /// non-durable entry is flushed by its background sync.
+    Import,
+    /// A partial blob's last group: its checkpoint is dropped right after,
+    /// so the entry is flushed now.
+    Download,
+}
+
+/// Where a complete blob's bytes are, once placed.
+pub(crate) struct Placed {
+    pub data: DataLocation,
+    pub outboard: OutboardLocation,
+    /// False if owned files still need an fsync.
+    pub durable: bool,
+}
+
+impl Store {
+    /// Records `hash` (of `size` bytes) as complete. `place` moves the
+    /// caller's files into `blobs/` and says where everything is; it runs
+    /// under the roots lock, only if the blob is not complete already (then
+    /// `discard` runs instead, and the existing blob wins).
+    pub(crate) fn complete(
+        &self,
+        hash: &Hash,
+        size: u64,
+        origin: Origin,
+        place: impl FnOnce() -> Result<Placed>,
+        discard: impl FnOnce(),
+    ) -> Result<Lease> {
+        let _roots = self.inner.roots.lock().unwrap();
+        let lease = self.lease(*hash);
+        match self.entry(hash)? {
+            Some(EntryRecord::Complete { .. }) => {
+                discard();
+                return Ok(lease);
+            }
+            Some(EntryRecord::Partial { .. }) if origin == Origin::Import => self.remove_blob(hash)?,
+            _ => {}
+        }
+        let Placed { data, outboard, durable } = place()?;
+        self.put_entry(hash, &EntryRecord::Complete { size, data, outboard, durable })?;
+        if durable || origin == Origin::Download {
+            self.flush()?;
+        }
+        if !durable {
+            self.schedule_sync(*hash);
+        }
+        Ok(lease)
+    }
+
+    /// Records a small blob inline.
+    pub(crate) fn commit_inline(&self, hash: &Hash, data: Vec<u8>) -> Result<Lease> {
+        let size = data.len() as u64;
+        let place = || Ok(Placed { data: DataLocation::Inline(data), outboard: OutboardLocation::None, durable: true });
+        self.complete(hash, size, Origin::Import, place, || {})
+    }
+
+    /// Moves an import's temp files into place and records the blob; a blob
+    /// already complete wins (the temp files are dropped).
+    pub(crate) fn commit(
+        &self,
+        hash: &Hash,
+        size: u64,
+        data: DataLocation,
+        data_tmp: Option<PathBuf>,
+        ob: Vec<u8>,
+        ob_tmp: Option<PathBuf>,
+    ) -> Result<Lease> {
+        let discard = || {
+            for p in data_tmp.iter().chain(ob_tmp.iter()) {
+                let _ = fs::remove_file(p);
+            }
+        };
+        let place = || {
+            let outboard = match (ob_tmp.as_ref(), ob.len() as u64) {
+                (Some(p), _) => {
+                    let dst = self.blob_path(hash, "obao4");
+                    fs::rename(p, &dst).map_err(Error::io("rename", p))?;
+                    OutboardLocation::Owned
+                }
+                (None, 0) => OutboardLocation::None,
+                (None, n) if n <= INLINE_MAX => OutboardLocation::Inline(ob),
+                (None, _) => {
+                    let dst = self.blob_path(hash, "obao4");
+                    fs::write(&dst, &ob).map_err(|e| {
+                        discard();
+                        Error::io("write", &dst)(e)
+                    })?;
+                    OutboardLocation::Owned
+                }
+            };
+            let durable = data_tmp.is_none() && !matches!(outboard, OutboardLocation::Owned);
+            if let Some(tmp) = &data_tmp {
+                let dst = self.blob_path(hash, "data");
+                fs::rename(tmp, &dst).map_err(Error::io("rename", tmp))?;
+            }
+            Ok(Placed { data, outboard, durable })
+        };
+        self.complete(hash, size, Origin::Import, place, discard)
+    }
+
+    /// Makes a non-durable blob durable in the background.
+    /// The thread holds the store weakly: a store being closed is not kept open,
+    /// and whatever is left undone is re-verified at the next open.
+    pub(crate) fn schedule_sync(&self, hash: Hash) {
+        let weak = std::sync::Arc::downgrade(&self.inner);
+        std::thread::spawn(move || {
+            let Some(inner) = weak.upgrade() else { return };
+            if let Err(e) = (Store { inner }).make_durable(&hash) {
+                warn!(%hash, "background sync failed: {e}");
+            }
+        });
+    }
+
+    /// fsyncs a blob's owned files, then marks its entry durable. Blocks.
+    pub fn make_durable(&self, hash: &Hash) -> Result<()> {
+        let Some(EntryRecord::Complete { size, data, outboard, durable: false }) = self.entry(hash)? else {
+            return Ok(());
+        };
+        for (owned, ext) in
+            [(matches!(data, DataLocation::Owned), "data"), (matches!(outboard, OutboardLocation::Owned), "obao4")]
+        {
+            if owned {
+                let p = self.blob_path(hash, ext);
+                File::open(&p).and_then(|f| f.sync_all()).map_err(Error::io("sync", &p))?;
+            }
+        }
+        let dir = self.inner.dir.join("blobs");
+        File::open(&dir).and_then(|f| f.sync_all()).map_err(Error::io("sync directory", &dir))?;
+        let _roots = self.inner.roots.lock().unwrap();
+        if let Some(EntryRecord::Complete { durable: false, .. }) = self.entry(hash)? {
+            self.put_entry(hash, &EntryRecord::Complete { size, data, outboard, durable: true })?;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Makes every blob durable now (waits for the disk). Blocks.
+    pub fn sync_all(&self) -> Result<()> {
+        for (hash, _) in self.blobs()? {
+            self.make_durable(&hash)?;
+        }
+        self.flush()
+    }
+}
