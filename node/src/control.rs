@@ -27,7 +27,7 @@ use blixard_store::ResourceKind;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::{queue::TransferPriority, Error, Node, Result};
+use crate::{queue::TransferPriority, Error, Node, Result, TransferId};
 
 /// Where a node's control API listens and its token: `control.json` in the
 /// data dir, readable only by the node's user.
@@ -75,9 +75,9 @@ pub async fn serve(node: Node, port: u16) -> Result<SocketAddr> {
         Ok(l) => l,
         Err(_) => tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
-            .map_err(|e| Error::Start(format!("control API: cannot listen on 127.0.0.1: {e}")))?,
+            .map_err(|e| Error::start("control API: cannot listen on 127.0.0.1", e))?,
     };
-    let addr = listener.local_addr().map_err(|e| Error::Start(format!("control API: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| Error::start("control API", e))?;
     let token = hex::encode(rand::random::<[u8; 32]>());
     ControlFile { addr, token: token.clone() }.write(node.data_dir())?;
     let api = Router::new()
@@ -128,7 +128,7 @@ impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         let code = match &e {
             Error::NotFound { .. } | Error::UnknownTransfer(_) => StatusCode::NOT_FOUND,
-            Error::Config(_) | Error::Io { .. } => StatusCode::BAD_REQUEST,
+            Error::Config(_) | Error::InvalidArgument(_) | Error::Io { .. } => StatusCode::BAD_REQUEST,
             Error::Protocol(_) | Error::NoPeers => StatusCode::BAD_GATEWAY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -172,7 +172,7 @@ async fn resources(State(node): State<Node>) -> Answer<Vec<crate::events::Resour
 }
 
 async fn remote_resources(State(node): State<Node>) -> Json<Vec<(String, crate::events::ResourceInfo)>> {
-    Json(node.remote_resources().await)
+    Json(node.remote_resources().await.into_iter().map(|(peer, r)| (peer.to_string(), r)).collect())
 }
 
 /// `POST /v1/upload` and `/v1/export`: a resource and a local path.
@@ -213,7 +213,7 @@ pub struct DownloadRequest {
     pub priority: TransferPriority,
 }
 
-async fn download(State(node): State<Node>, Json(req): Json<DownloadRequest>) -> Answer<String> {
+async fn download(State(node): State<Node>, Json(req): Json<DownloadRequest>) -> Answer<TransferId> {
     let kind = kind(&req.kind)?;
     Ok(Json(node.request_download(kind, &req.name, &req.version, req.priority)?))
 }
@@ -223,11 +223,12 @@ async fn transfers(State(node): State<Node>) -> Json<Vec<crate::TransferInfo>> {
 }
 
 async fn transfer(State(node): State<Node>, UrlPath(id): UrlPath<String>) -> Answer<crate::TransferInfo> {
-    node.transfer(&id).map(Json).ok_or_else(|| Error::UnknownTransfer(id).into())
+    let id: TransferId = id.parse()?;
+    node.transfer(id).map(Json).ok_or_else(|| Error::UnknownTransfer(id).into())
 }
 
 async fn cancel(State(node): State<Node>, UrlPath(id): UrlPath<String>) -> Answer<()> {
-    node.cancel(&id)?;
+    node.cancel(id.parse()?)?;
     Ok(Json(()))
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// What went wrong in the node.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The store failed.
     #[error(transparent)]
@@ -11,12 +12,32 @@ pub enum Error {
     /// The protocol failed (connecting, a request, a peer's answer).
     #[error(transparent)]
     Protocol(#[from] blixard_protocol::Error),
-    /// The node could not start: data dir, identity, port.
-    #[error("Failed to create node: {0}")]
-    Start(String),
+    /// The node could not start: data dir, identity, store, database, port.
+    #[error("Failed to create node: {what}: {source}")]
+    Start {
+        /// What could not be opened or bound.
+        what: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A configuration value or file is wrong.
     #[error("configuration: {0}")]
     Config(String),
+    /// A request's argument is invalid (a priority, a transfer id...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The node's database failed.
+    #[error("node database: {0}")]
+    Database(#[from] sled::Error),
+    /// A record in the node's database is damaged or of another format.
+    #[error("damaged {what} record in the node database: {reason}")]
+    CorruptRecord {
+        /// Which kind of record.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// No connected peer has the resource.
     #[error("no peer has {kind} {name} {version} (connected peers: {peers})")]
     NotFound {
@@ -40,15 +61,12 @@ pub enum Error {
     /// There are no connected peers to ask.
     #[error("no peers connected: start nodes with --p2p-peer, or connect one")]
     NoPeers,
-    /// The transfer was cancelled.
-    #[error("cancelled")]
-    Cancelled,
     /// The transfer did not finish within the transfer timeout.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
     /// No such transfer.
     #[error("no transfer {0}")]
-    UnknownTransfer(String),
+    UnknownTransfer(crate::TransferId),
     /// The providers failed before the blob was complete.
     #[error("incomplete: {0}")]
     Incomplete(String),
@@ -65,6 +83,10 @@ pub enum Error {
 }
 
 impl Error {
+    pub(crate) fn start(what: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+        Error::Start { what: what.into(), source: source.into() }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { op, path, source }

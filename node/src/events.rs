@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::TransferId;
+
 /// A peer as events and the control API show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerInfo {
@@ -18,20 +20,9 @@ pub struct PeerInfo {
     pub rtt_ms: Option<f64>,
 }
 
-/// A resource as events and the control API show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResourceInfo {
-    /// Kind in text form (`vm-image`, ...).
-    pub kind: String,
-    /// Name.
-    pub name: String,
-    /// Version.
-    pub version: String,
-    /// BLAKE3 hash, hex.
-    pub hash: String,
-    /// Size in bytes.
-    pub size: u64,
-}
+/// A resource as events and the control API show it: the store's record
+/// (kind, name, version, hash, size, creation time).
+pub use blixard_store::Resource as ResourceInfo;
 
 /// Progress of one transfer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,14 +50,14 @@ pub enum P2pEvent {
     PeerDisconnected(String),
     /// A resource became available locally (uploaded or downloaded).
     ResourceAvailable(ResourceInfo),
-    /// A transfer left the queue and started (request id).
-    TransferStarted(String),
-    /// A transfer's progress (request id, progress).
-    TransferProgress(String, TransferProgress),
+    /// A transfer left the queue and started.
+    TransferStarted(TransferId),
+    /// A transfer's progress.
+    TransferProgress(TransferId, TransferProgress),
     /// A transfer finished and its blob is verified and complete.
-    TransferCompleted(String),
-    /// A transfer failed for good (request id, reason).
-    TransferFailed(String, String),
+    TransferCompleted(TransferId),
+    /// A transfer failed for good, or was cancelled (reason).
+    TransferFailed(TransferId, String),
     /// A provider sent data that failed verification and was cut off
     /// (node id, reason).
     PeerMisbehaved(String, String),

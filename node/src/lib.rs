@@ -27,7 +27,7 @@
 //! // ...and download it, verified, on the other.
 //! leecher.connect_peer(&format!("{}@{}", seeder.node_id(), seeder.addr())).await?;
 //! let id = leecher.request_download(ResourceKind::VmImage, "ubuntu-server", "22.04", TransferPriority::High)?;
-//! let done = leecher.wait(&id).await?;
+//! let done = leecher.wait(id).await?;
 //! assert_eq!(done.state, TransferState::Completed);
 //! # seeder.shutdown().await;
 //! # leecher.shutdown().await;
@@ -35,9 +35,11 @@
 //! # }
 //! ```
 
+mod bandwidth;
 mod codec;
 pub mod config;
 pub mod control;
+mod dispatch;
 mod download;
 pub mod error;
 pub mod events;
@@ -45,9 +47,11 @@ pub mod metrics;
 mod node;
 mod peers;
 pub mod queue;
+mod transfers;
 
 pub use config::P2pConfig;
 pub use error::{Error, Result};
 pub use events::{P2pEvent, PeerInfo, ResourceInfo, TransferProgress};
-pub use node::{Node, NodeOptions, Stats, TransferInfo, TransferState};
+pub use node::{Node, NodeOptions, Stats};
 pub use queue::TransferPriority;
+pub use transfers::{TransferId, TransferInfo, TransferState};

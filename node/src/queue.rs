@@ -1,6 +1,6 @@
 //! The transfer queue's order: strictly Critical > High > Normal > Low, and
 //! first come, first served within a priority. A plain data structure; the
-//! node pairs it with concurrency permits (`node.rs`).
+//! dispatcher pairs it with concurrency permits (`dispatch.rs`).
 
 use std::{cmp::Ordering, collections::BinaryHeap, fmt, str::FromStr};
 
@@ -32,69 +32,75 @@ impl fmt::Display for TransferPriority {
 }
 
 impl FromStr for TransferPriority {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "low" => Ok(TransferPriority::Low),
             "normal" => Ok(TransferPriority::Normal),
             "high" => Ok(TransferPriority::High),
             "critical" => Ok(TransferPriority::Critical),
-            _ => Err(format!("unknown priority {s:?} (low, normal, high, critical)")),
+            _ => Err(crate::Error::InvalidArgument(format!("unknown priority {s:?} (low, normal, high, critical)"))),
         }
     }
 }
 
 #[derive(Debug, PartialEq, Eq)]
-struct Queued {
+struct Queued<Id> {
     priority: TransferPriority,
     seq: u64,
-    id: String,
+    id: Id,
 }
 
-impl Ord for Queued {
+impl<Id: Eq> Ord for Queued<Id> {
     fn cmp(&self, other: &Self) -> Ordering {
         // Higher priority first; within one, the lower sequence number first.
         self.priority.cmp(&other.priority).then(other.seq.cmp(&self.seq))
     }
 }
 
-impl PartialOrd for Queued {
+impl<Id: Eq> PartialOrd for Queued<Id> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-/// Waiting transfers, by request id.
-#[derive(Debug, Default)]
-pub struct Queue {
-    heap: BinaryHeap<Queued>,
+/// Waiting transfers, by id.
+#[derive(Debug)]
+pub struct Queue<Id> {
+    heap: BinaryHeap<Queued<Id>>,
     next_seq: u64,
 }
 
-impl Queue {
+impl<Id> Default for Queue<Id> {
+    fn default() -> Self {
+        Queue { heap: BinaryHeap::new(), next_seq: 0 }
+    }
+}
+
+impl<Id: Eq> Queue<Id> {
     /// Adds `id` at `priority`, behind everything already queued at it.
-    pub fn push(&mut self, id: String, priority: TransferPriority) {
+    pub fn push(&mut self, id: Id, priority: TransferPriority) {
         self.next_seq += 1;
         self.heap.push(Queued { priority, seq: self.next_seq, id });
     }
 
     /// Takes the next transfer to run.
-    pub fn pop(&mut self) -> Option<String> {
+    pub fn pop(&mut self) -> Option<Id> {
         self.heap.pop().map(|q| q.id)
     }
 
     /// Removes `id`; true if it was queued.
-    pub fn remove(&mut self, id: &str) -> bool {
+    pub fn remove(&mut self, id: &Id) -> bool {
         let before = self.heap.len();
-        self.heap.retain(|q| q.id != id);
+        self.heap.retain(|q| &q.id != id);
         self.heap.len() != before
     }
 
     /// Raises a queued transfer to `priority` if that is higher (a duplicate
     /// request merged into it), keeping its place among equals.
-    pub fn raise(&mut self, id: &str, priority: TransferPriority) {
+    pub fn raise(&mut self, id: &Id, priority: TransferPriority) {
         let mut items = std::mem::take(&mut self.heap).into_vec();
-        for q in items.iter_mut().filter(|q| q.id == id) {
+        for q in items.iter_mut().filter(|q| &q.id == id) {
             q.priority = q.priority.max(priority);
         }
         self.heap = items.into();
@@ -118,7 +124,7 @@ mod tests {
 
     #[test]
     fn strict_priority_then_fifo() {
-        let mut q = Queue::default();
+        let mut q = Queue::<String>::default();
         for (id, p) in [("l1", Low), ("n1", Normal), ("l2", Low), ("c1", Critical), ("h1", High), ("n2", Normal)] {
             q.push(id.into(), p);
         }
@@ -128,13 +134,13 @@ mod tests {
 
     #[test]
     fn remove_and_raise() {
-        let mut q = Queue::default();
+        let mut q = Queue::<String>::default();
         q.push("a".into(), Low);
         q.push("b".into(), Low);
         q.push("c".into(), Normal);
-        assert!(q.remove("c"));
-        assert!(!q.remove("c"));
-        q.raise("b", High);
+        assert!(q.remove(&"c".into()));
+        assert!(!q.remove(&"c".into()));
+        q.raise(&"b".into(), High);
         assert_eq!(q.pop().as_deref(), Some("b"));
         assert_eq!(q.pop().as_deref(), Some("a"));
         assert!(q.is_empty());

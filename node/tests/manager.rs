@@ -45,11 +45,11 @@ async fn link(from: &Node, to: &Node) {
     from.connect_peer(&format!("{}@{}", to.node_id(), to.addr())).await.unwrap();
 }
 
-fn vm(n: &Node, name: &str, p: TransferPriority) -> String {
+fn vm(n: &Node, name: &str, p: TransferPriority) -> blixard_node::TransferId {
     n.request_download(ResourceKind::VmImage, name, "1", p).unwrap()
 }
 
-async fn started(events: &mut tokio::sync::broadcast::Receiver<P2pEvent>) -> String {
+async fn started(events: &mut tokio::sync::broadcast::Receiver<P2pEvent>) -> blixard_node::TransferId {
     loop {
         if let P2pEvent::TransferStarted(id) = events.recv().await.unwrap() {
             return id;
@@ -75,7 +75,7 @@ async fn critical_runs_before_queued_low_requests() {
     let order = vec![started(&mut events).await, started(&mut events).await, started(&mut events).await];
     assert_eq!(order, vec![critical, low1, low2], "the critical request must run first");
     for t in leecher.transfers() {
-        assert_eq!(leecher.wait(&t.id).await.unwrap().state, TransferState::Completed);
+        assert_eq!(leecher.wait(t.id).await.unwrap().state, TransferState::Completed);
     }
 }
 
@@ -88,7 +88,8 @@ async fn no_more_than_the_concurrency_cap_run_at_once() {
     }
     let leecher = node(dir.path(), 2, P2pConfig { max_concurrent_transfers: 2, ..Default::default() }).await;
     link(&leecher, &seeder).await;
-    let ids: Vec<String> = (0..5).map(|i| vm(&leecher, &format!("img-{i}"), TransferPriority::Normal)).collect();
+    let ids: Vec<blixard_node::TransferId> =
+        (0..5).map(|i| vm(&leecher, &format!("img-{i}"), TransferPriority::Normal)).collect();
     let mut peak = 0;
     while leecher.transfers().iter().any(|t| matches!(t.state, TransferState::Queued | TransferState::Running)) {
         let running = leecher.transfers().iter().filter(|t| t.state == TransferState::Running).count();
@@ -98,7 +99,7 @@ async fn no_more_than_the_concurrency_cap_run_at_once() {
     }
     assert_eq!(peak, 2, "the cap should be reached");
     for id in ids {
-        assert_eq!(leecher.transfer(&id).unwrap().state, TransferState::Completed);
+        assert_eq!(leecher.transfer(id).unwrap().state, TransferState::Completed);
     }
 }
 
@@ -112,7 +113,7 @@ async fn a_transfer_over_its_timeout_fails() {
     link(&leecher, &seeder).await;
     let started = Instant::now();
     let id = vm(&leecher, "slow", TransferPriority::Normal);
-    let done = leecher.wait(&id).await.unwrap();
+    let done = leecher.wait(id).await.unwrap();
     assert_eq!(done.state, TransferState::Failed);
     assert!(done.error.unwrap().contains("timed out"));
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
@@ -133,7 +134,7 @@ async fn a_failed_attempt_is_retried_with_another_provider() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     first.shutdown().await; // the only provider dies mid-transfer
     link(&leecher, &second).await;
-    let done = leecher.wait(&id).await.unwrap();
+    let done = leecher.wait(id).await.unwrap();
     assert_eq!(done.state, TransferState::Completed, "{:?}", done.error);
     assert!(done.attempts >= 2, "expected a retry, got {} attempt(s)", done.attempts);
 }
@@ -155,7 +156,7 @@ async fn three_providers_triple_the_rate_and_survive_losing_one() {
     }
     let started = Instant::now();
     let id = vm(&leecher, "big", TransferPriority::Normal);
-    let done = leecher.wait(&id).await.unwrap();
+    let done = leecher.wait(id).await.unwrap();
     assert_eq!(done.state, TransferState::Completed, "{:?}", done.error);
     let rate = size as f64 / started.elapsed().as_secs_f64();
     eprintln!("multi-source: {:.2} MB/s = {:.2} U", rate / 1e6, rate / u);
@@ -169,7 +170,7 @@ async fn three_providers_triple_the_rate_and_survive_losing_one() {
     let id = vm(&leecher2, "big", TransferPriority::Normal);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     providers[0].shutdown().await;
-    let done = leecher2.wait(&id).await.unwrap();
+    let done = leecher2.wait(id).await.unwrap();
     assert_eq!(done.state, TransferState::Completed, "{:?}", done.error);
 }
 
@@ -183,7 +184,7 @@ async fn the_upload_limit_holds_within_15_percent() {
     link(&leecher, &seeder).await;
     let started = Instant::now();
     let id = vm(&leecher, "img", TransferPriority::Normal);
-    assert_eq!(leecher.wait(&id).await.unwrap().state, TransferState::Completed);
+    assert_eq!(leecher.wait(id).await.unwrap().state, TransferState::Completed);
     let rate = size as f64 / started.elapsed().as_secs_f64();
     let limit = MBPS_16 * 1e6 / 8.0;
     eprintln!("limited upload: {:.3} MB/s for a limit of {:.3} MB/s", rate / 1e6, limit / 1e6);
@@ -204,11 +205,11 @@ async fn the_allowlist_refuses_other_peers() {
     // either way no request is served.
     if stranger.connect_peer(&target).await.is_ok() {
         let id = vm(&stranger, "img", TransferPriority::Normal);
-        let done = stranger.wait(&id).await.unwrap();
+        let done = stranger.wait(id).await.unwrap();
         assert_eq!(done.state, TransferState::Failed, "a refused peer was served");
     }
     let id = vm(&friend, "img", TransferPriority::Normal);
-    assert_eq!(friend.wait(&id).await.unwrap().state, TransferState::Completed);
+    assert_eq!(friend.wait(id).await.unwrap().state, TransferState::Completed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,7 +246,7 @@ async fn the_control_api_needs_the_token_and_serves_metrics() {
     assert_eq!(call("/v1/status", Some(token.clone())).await.unwrap().0, 200);
 
     let id = vm(&leecher, "img", TransferPriority::Normal);
-    assert_eq!(leecher.wait(&id).await.unwrap().state, TransferState::Completed);
+    assert_eq!(leecher.wait(id).await.unwrap().state, TransferState::Completed);
     let (code, text) = call("/metrics", None).await.unwrap();
     assert_eq!(code, 200);
     let value = |name: &str| -> f64 {
@@ -322,7 +323,7 @@ async fn a_lying_provider_is_cut_off_and_the_honest_one_completes() {
     upload(&liar, dir.path(), "img", size).await;
     upload(&honest, dir.path(), "img", size).await;
     // Damage the liar's copy on disk: it serves its own files as they are.
-    let hash = liar.local_resources().unwrap()[0].hash.clone();
+    let hash = liar.local_resources().unwrap()[0].hash;
     let data = liar.data_dir().join("store/blobs").join(format!("{hash}.data"));
     let mut bytes = std::fs::read(&data).unwrap();
     for b in bytes.iter_mut().step_by(4096) {
@@ -335,7 +336,7 @@ async fn a_lying_provider_is_cut_off_and_the_honest_one_completes() {
     link(&leecher, &honest).await;
     let mut events = leecher.events();
     let id = vm(&leecher, "img", TransferPriority::Normal);
-    let done = leecher.wait(&id).await.unwrap();
+    let done = leecher.wait(id).await.unwrap();
     assert_eq!(done.state, TransferState::Completed, "{:?}", done.error);
     let mut cut_off = None;
     while let Ok(e) = events.try_recv() {

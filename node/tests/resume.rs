@@ -63,7 +63,7 @@ fn a_killed_download_resumes_after_restart_and_refetches_little() {
 
     let (mut leecher, _) = start(2, &d2, &["--p2p-peer", &seeder_addr]);
     let c = ControlFile::read(&d2).unwrap();
-    let id: String = ureq::post(&format!("http://{}/v1/download", c.addr))
+    let id: blixard_node::TransferId = ureq::post(&format!("http://{}/v1/download", c.addr))
         .set("Authorization", &format!("Bearer {}", c.token))
         .send_json(serde_json::json!({"kind": "vm-image", "name": "big", "version": "1"}))
         .unwrap()

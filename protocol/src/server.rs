@@ -186,7 +186,7 @@ async fn answer(
                 Err(blixard_store::Error::InvalidArgument(_)) => return Err(ErrorCode::BadRequest),
                 Err(_) => return Err(ErrorCode::Internal),
             };
-            frame::write_frame(send, &LookupResponse(found.map(info))).await.map_err(write)
+            frame::write_frame(send, &LookupResponse(found.as_ref().map(ResourceInfo::from))).await.map_err(write)
         }
         Request::List(l) => {
             let kind = match l.kind {
@@ -195,7 +195,7 @@ async fn answer(
             };
             let all = ctx.store.resources(kind.as_ref()).map_err(|_| ErrorCode::Internal)?;
             let truncated = all.len() > MAX_LIST_ITEMS;
-            let items = all.into_iter().take(MAX_LIST_ITEMS).map(info).collect();
+            let items = all.into_iter().take(MAX_LIST_ITEMS).map(|r| ResourceInfo::from(&r)).collect();
             frame::write_frame(send, &ListResponse { items, truncated }).await.map_err(write)
         }
         // Blob requests are answered by `answer_blobs`.
@@ -318,17 +318,6 @@ async fn observe(
             _ = tokio::time::sleep(OBSERVE_INTERVAL) => {}
             _ = send.stopped() => return Ok(()),
         }
-    }
-}
-
-fn info(r: blixard_store::Resource) -> ResourceInfo {
-    ResourceInfo {
-        kind: r.kind.to_string(),
-        name: r.name,
-        version: r.version,
-        hash: r.hash.0,
-        size: r.size,
-        created_unix_ms: r.created_unix_ms,
     }
 }
 

@@ -156,6 +156,32 @@ pub struct ResourceInfo {
     pub created_unix_ms: u64,
 }
 
+impl From<&blixard_store::Resource> for ResourceInfo {
+    fn from(r: &blixard_store::Resource) -> Self {
+        ResourceInfo {
+            kind: r.kind.to_string(),
+            name: r.name.clone(),
+            version: r.version.clone(),
+            hash: r.hash.0,
+            size: r.size,
+            created_unix_ms: r.created_unix_ms,
+        }
+    }
+}
+
+impl TryFrom<ResourceInfo> for blixard_store::Resource {
+    type Error = Error;
+    /// The record as a store type; an unknown kind is malformed.
+    fn try_from(r: ResourceInfo) -> Result<Self> {
+        let kind = r
+            .kind
+            .parse()
+            .map_err(|e: blixard_store::Error| Error::Malformed { what: "resource record", reason: e.to_string() })?;
+        let (name, version, hash, size, created_unix_ms) = (r.name, r.version, Hash(r.hash), r.size, r.created_unix_ms);
+        Ok(blixard_store::Resource { kind, name, version, hash, size, created_unix_ms })
+    }
+}
+
 /// The lookup response: the record, if the peer has it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LookupResponse(pub Option<ResourceInfo>);

@@ -4,11 +4,33 @@
 
 use std::{fmt, str::FromStr};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A BLAKE3 hash identifying a blob.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A BLAKE3 hash identifying a blob. Serialized as its hex form in
+/// human-readable formats (JSON), as its 32 bytes in binary ones.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Hash(pub [u8; 32]);
+
+impl Serialize for Hash {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_hex())
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            text.parse().map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 32]>::deserialize(d).map(Hash)
+        }
+    }
+}
 
 impl Hash {
     /// Hashes bytes in memory (one thread).
@@ -68,6 +90,17 @@ impl FromStr for Hash {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_is_hex_and_binary_is_bytes() {
+        let h = Hash::of(b"abc");
+        assert_eq!(serde_json::to_string(&h).unwrap(), format!("\"{}\"", h.to_hex()));
+        assert_eq!(serde_json::from_str::<Hash>(&serde_json::to_string(&h).unwrap()).unwrap(), h);
+        let cfg = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(h, cfg).unwrap();
+        assert_eq!(bytes, h.0.to_vec(), "32 raw bytes, as before");
+        assert_eq!(bincode::serde::decode_from_slice::<Hash, _>(&bytes, cfg).unwrap().0, h);
+    }
 
     #[test]
     fn hex_round_trip() {

@@ -12,8 +12,11 @@ use crate::{codec, entry::ResourceRecord, BlobStatus, Error, Hash, Lease, Result
 /// Longest name or version accepted.
 pub const MAX_NAME_LEN: usize = 255;
 
-/// What a resource is.
+/// What a resource is. Serialized as its text form (`vm-image`,
+/// `custom:NAME`...); a custom name must be 1 to [`MAX_NAME_LEN`] bytes
+/// without NUL (checked wherever a kind enters the store).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum ResourceKind {
     /// A VM disk image.
     VmImage,
@@ -39,6 +42,40 @@ impl fmt::Display for ResourceKind {
     }
 }
 
+impl ResourceKind {
+    /// A custom kind, checked: 1 to [`MAX_NAME_LEN`] bytes, no NUL.
+    pub fn custom(name: impl Into<String>) -> Result<Self> {
+        let kind = ResourceKind::Custom(name.into());
+        kind.validate()?;
+        Ok(kind)
+    }
+
+    /// Checks a custom kind's name (the built-in kinds are always valid).
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            ResourceKind::Custom(c) if c.is_empty() || c.len() > MAX_NAME_LEN || c.contains('\0') => {
+                Err(Error::InvalidArgument(format!(
+                    "custom resource kind must be 1 to {MAX_NAME_LEN} bytes without NUL: {c:?}"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl From<ResourceKind> for String {
+    fn from(k: ResourceKind) -> String {
+        k.to_string()
+    }
+}
+
+impl TryFrom<String> for ResourceKind {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
 impl FromStr for ResourceKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -48,10 +85,8 @@ impl FromStr for ResourceKind {
             "logs" => ResourceKind::Logs,
             "metrics" => ResourceKind::Metrics,
             other => match other.strip_prefix("custom:") {
-                Some(c) if !c.is_empty() && c.len() <= MAX_NAME_LEN && !c.contains('\0') => {
-                    ResourceKind::Custom(c.into())
-                }
-                _ => return Err(Error::InvalidArgument(format!("unknown resource kind {other:?}"))),
+                Some(c) => ResourceKind::custom(c)?,
+                None => return Err(Error::InvalidArgument(format!("unknown resource kind {other:?}"))),
             },
         })
     }
@@ -82,6 +117,7 @@ fn check(what: &str, s: &str) -> Result<()> {
 }
 
 fn key(kind: &ResourceKind, name: &str, version: &str) -> Result<Vec<u8>> {
+    kind.validate()?;
     check("name", name)?;
     check("version", version)?;
     Ok(format!("{kind}\0{name}\0{version}").into_bytes())
@@ -166,5 +202,36 @@ impl Store {
         let existed = self.inner.resources.remove(k)?.is_some();
         self.flush()?;
         Ok(existed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn custom_kinds_are_checked() {
+        assert!(ResourceKind::custom("nixos-closure").is_ok());
+        assert!(ResourceKind::custom("").is_err());
+        assert!(ResourceKind::custom("a\0b").is_err());
+        assert!(ResourceKind::custom("x".repeat(MAX_NAME_LEN + 1)).is_err());
+        assert!("custom:".parse::<ResourceKind>().is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let hash = store.import_bytes(vec![1u8; 10]).await.unwrap().hash;
+        store.put_resource(&ResourceKind::VmImage, "n", "v", hash).unwrap();
+        let bad = ResourceKind::Custom(String::new());
+        assert!(store.put_resource(&bad, "n", "v", hash).is_err(), "an invalid kind never enters the store");
+        assert_eq!(store.resources(None).unwrap().len(), 1, "listing still works");
+        store.delete_resource(&ResourceKind::VmImage, "n", "v").unwrap();
+        assert!(store.resources(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn kinds_serialize_as_their_text() {
+        let json = serde_json::to_string(&ResourceKind::custom("closure").unwrap()).unwrap();
+        assert_eq!(json, "\"custom:closure\"");
+        assert_eq!(serde_json::from_str::<ResourceKind>("\"vm-image\"").unwrap(), ResourceKind::VmImage);
+        assert!(serde_json::from_str::<ResourceKind>("\"custom:\"").is_err());
     }
 }

@@ -12,6 +12,7 @@ use blixard_node::{
     control::{ControlFile, DownloadRequest, ResourceFile},
     PeerInfo, ResourceInfo, Stats, TransferInfo, TransferPriority, TransferState,
 };
+use blixard_store::ResourceKind;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -101,7 +102,7 @@ pub fn download(
     output: Option<&Path>,
 ) -> Result<()> {
     let req = DownloadRequest { kind: "vm-image".into(), name: name.into(), version: version.into(), priority };
-    let id: String = node.post("/v1/download", &req)?;
+    let id: blixard_node::TransferId = node.post("/v1/download", &req)?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
             .expect("valid template")
@@ -138,7 +139,7 @@ pub fn download(
             println!(
                 "downloaded vm-image {name} {version}: {} in {secs:.1} s, verified, hash {}",
                 indicatif::HumanBytes(size),
-                done.hash.as_deref().unwrap_or("?")
+                done.hash.map(|h| h.to_string()).unwrap_or_else(|| "?".into())
             );
         }
         _ => bail!(
@@ -164,26 +165,26 @@ pub fn download(
 pub fn list(node: &Control, remote: bool) -> Result<()> {
     let local: Vec<ResourceInfo> = node.get("/v1/resources")?;
     println!("{:<10} {:<24} {:<12} {:>12}  hash", "where", "name", "version", "size");
-    for r in local.iter().filter(|r| r.kind == "vm-image") {
+    for r in local.iter().filter(|r| r.kind == ResourceKind::VmImage) {
         println!(
             "{:<10} {:<24} {:<12} {:>12}  {}",
             "local",
             r.name,
             r.version,
             indicatif::HumanBytes(r.size).to_string(),
-            &r.hash[..16]
+            &r.hash.to_hex()[..16]
         );
     }
     if remote {
         let others: Vec<(String, ResourceInfo)> = node.get("/v1/resources/remote")?;
-        for (peer, r) in others.iter().filter(|(_, r)| r.kind == "vm-image") {
+        for (peer, r) in others.iter().filter(|(_, r)| r.kind == ResourceKind::VmImage) {
             println!(
                 "{:<10} {:<24} {:<12} {:>12}  {}",
                 &peer[..8],
                 r.name,
                 r.version,
                 indicatif::HumanBytes(r.size).to_string(),
-                &r.hash[..16]
+                &r.hash.to_hex()[..16]
             );
         }
     }

@@ -43,7 +43,7 @@ pub async fn run(size: u64) -> Result<()> {
             HumanBytes(r.size),
             if std::ptr::eq(n, &nodes[0]) { 1 } else { 2 },
             started.elapsed().as_secs_f64(),
-            &r.hash[..16]
+            &r.hash.to_hex()[..16]
         );
     }
 
@@ -56,7 +56,7 @@ pub async fn run(size: u64) -> Result<()> {
     );
     bar.set_message("node 3 downloading");
     let done = loop {
-        let t = leecher.transfer(&id).expect("queued above");
+        let t = leecher.transfer(id).expect("queued above");
         if let Some(p) = &t.progress {
             bar.set_position(p.bytes);
             bar.set_message(format!("node 3 downloading from {} peer(s)", p.providers));

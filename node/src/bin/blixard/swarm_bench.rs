@@ -50,13 +50,13 @@ pub async fn run(args: SwarmArgs) -> Result<Vec<Figure>> {
     nodes[0].upload_resource(ResourceKind::VmImage, "swarm", "1", &image).await?;
 
     let started = Instant::now();
-    let ids: Vec<(Node, String)> = nodes[1..]
+    let ids: Vec<(Node, blixard_node::TransferId)> = nodes[1..]
         .iter()
         .map(|n| Ok((n.clone(), n.request_download(ResourceKind::VmImage, "swarm", "1", TransferPriority::Normal)?)))
         .collect::<Result<_>>()?;
     let mut each = Vec::new();
     for (n, id) in &ids {
-        let done = n.wait(id).await?;
+        let done = n.wait(*id).await?;
         if done.state != TransferState::Completed {
             bail!("leecher {id} failed: {}", done.error.unwrap_or_default());
         }
