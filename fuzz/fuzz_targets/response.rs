@@ -1,20 +1,45 @@
-//! The response decoder writing into a store. Two modes, by the first byte:
+//! A blob response received into a store the way the client does it: the
+//! response state machine (`response::receive`) over bytes delivered in
+//! pieces, each body verified through `IncomingBlob::push` and its batch
+//! writes. Two modes, by the first byte:
 //! - raw: the rest is a whole response (size header and encoding) for a
 //!   known blob, requested whole;
 //! - mutate: a valid response for a chosen range set, truncated and with
 //!   bytes flipped as the input says.
 //!
-//! Receiving never panics, and a blob that completes has exactly the
-//! source's bytes. The blob is collected after every run, so runs are
+//! The first byte's upper bits also choose how the bytes are split into
+//! pieces. Receiving never panics, and a blob that completes has exactly
+//! the source's bytes. The blob is collected after every run, so runs are
 //! independent.
 #![no_main]
 use std::sync::OnceLock;
 
+use blixard_protocol::response::{self, ChunkSource, ResponseSequence};
 use blixard_store::{ChunkNum, ChunkRanges, Hash, Store};
+use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+
+/// The response's bytes in pieces of `size` (growing, so both tiny and
+/// large pieces occur).
+struct Pieces {
+    data: Bytes,
+    size: usize,
+}
+
+impl ChunkSource for Pieces {
+    async fn next_chunk(&mut self) -> blixard_protocol::Result<Option<Bytes>> {
+        if self.data.is_empty() {
+            return Ok(None);
+        }
+        let n = self.size.clamp(1, self.data.len());
+        self.size = self.size * 3 / 2 + 1;
+        Ok(Some(self.data.split_to(n)))
+    }
+}
 
 struct Fixture {
     _dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
     dst: Store,
     data: Vec<u8>,
     hash: Hash,
@@ -27,14 +52,15 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let src = Store::open(dir.path().join("src")).unwrap();
-        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let out = rt.block_on(src.import_bytes(data.clone())).unwrap();
         src.set_tag_and_release("source", out.lease).unwrap();
         let selections = [
             ChunkRanges::all(),
             ChunkRanges::from(ChunkNum(16)..ChunkNum(32)),
             ChunkRanges::from(ChunkNum(32)..),
+            ChunkRanges::from(ChunkNum(5)..ChunkNum(70)),
             ChunkRanges::from(ChunkNum(0)..ChunkNum(16)) | ChunkRanges::from(ChunkNum(32)..),
         ];
         let responses = selections
@@ -46,7 +72,7 @@ fn fixture() -> &'static Fixture {
             })
             .collect();
         let dst = Store::open(dir.path().join("dst")).unwrap();
-        Fixture { _dir: dir, dst, data, hash: out.hash, responses }
+        Fixture { _dir: dir, rt, dst, data, hash: out.hash, responses }
     })
 }
 
@@ -74,10 +100,9 @@ fuzz_target!(|input: &[u8]| {
         }
         (ranges.clone(), bytes)
     };
-    if response.len() >= 8 {
-        let size = u64::from_le_bytes(response[..8].try_into().unwrap());
-        let _ = f.dst.receive_encoded(f.hash, size, &ranges, &mut &response[8..]);
-    }
+    let mut source = Pieces { data: Bytes::from(response), size: (mode >> 1) as usize * 97 + 1 };
+    let sequence = ResponseSequence::new(vec![(f.hash, ranges)], None);
+    let _ = f.rt.block_on(response::receive(&f.dst, &mut source, sequence));
     if let Ok(blixard_store::BlobStatus::Complete { .. }) = f.dst.status(&f.hash) {
         assert_eq!(f.dst.read_to_vec(&f.hash).unwrap(), f.data, "a complete blob with wrong bytes");
     }

@@ -1,8 +1,10 @@
 //! The one place the node encodes what it persists (the transfer queue and
-//! the peer book in sled): bincode 2 with a fixed configuration and a
-//! version byte, so a record from another format version is refused, not
-//! misread; records of the first format are read here once, to migrate.
+//! the peer book in sled): a version byte, so a record from another format
+//! version is refused, not misread, then the body in the store's record
+//! encoding (`blixard_store::codec`); records of the first format are read
+//! here once, to migrate.
 
+use blixard_store::codec;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{Error, Result};
@@ -10,15 +12,11 @@ use crate::{Error, Result};
 /// Bumped when a persisted record's layout changes.
 const VERSION: u8 = 2;
 
-fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_little_endian().with_fixed_int_encoding().with_limit::<65536>()
-}
-
 /// Encodes a record.
-pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>> {
     let mut out = vec![VERSION];
-    out.extend(bincode::serde::encode_to_vec(value, config()).expect("records always encode"));
-    out
+    out.extend(codec::encode_record(what, value)?);
+    Ok(out)
 }
 
 /// Decodes a record, refusing other versions and trailing bytes.
@@ -29,14 +27,10 @@ pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> R
 fn decode_version<T: DeserializeOwned>(what: &'static str, version: u8, bytes: &[u8]) -> Result<T> {
     let corrupt = |reason: String| Error::CorruptRecord { what, reason };
     match bytes.split_first() {
-        Some((&v, body)) if v == version => {
-            let (value, used) =
-                bincode::serde::decode_from_slice(body, config()).map_err(|e| corrupt(e.to_string()))?;
-            if used != body.len() {
-                return Err(corrupt("trailing bytes".into()));
-            }
-            Ok(value)
-        }
+        Some((&v, body)) if v == version => codec::decode_record(what, body).map_err(|e| match e {
+            blixard_store::Error::CorruptRecord { reason, .. } => corrupt(reason),
+            e => corrupt(e.to_string()),
+        }),
         Some((v, _)) => Err(corrupt(format!("format version {v}; expected {version}"))),
         None => Err(corrupt("empty".into())),
     }
@@ -71,7 +65,7 @@ mod tests {
     #[test]
     fn round_trip_and_refusals() {
         let v = ("a".to_string(), 7u64);
-        let bytes = encode(&v);
+        let bytes = encode("test", &v).unwrap();
         assert_eq!(decode::<(String, u64)>("test", &bytes).unwrap(), v);
         let mut other = bytes.clone();
         other[0] = 9;
@@ -95,7 +89,7 @@ mod migration_tests {
         struct Old<'a>(&'a str, &'a str, &'a str, &'a str, crate::TransferPriority);
         let mut bytes = vec![1u8];
         let old = Old("7-42", "vm-image", "ubuntu-server", "22.04", crate::TransferPriority::High);
-        bytes.extend(bincode::serde::encode_to_vec(&old, config()).unwrap());
+        bytes.extend(codec::encode_record("test", &old).unwrap());
         let r = decode_v1_pending(&bytes).unwrap();
         assert_eq!(r.id, crate::TransferId(42));
         assert_eq!(r.kind, blixard_store::ResourceKind::VmImage);

@@ -1,4 +1,4 @@
-//! `P2pConfig`: the node's settings, with the seed's defaults, read from a
+//! `P2pConfig`: the node's settings, with their documented defaults, read from a
 //! TOML file, the environment and flags (flags win, then environment, then
 //! the file, then defaults).
 
@@ -115,7 +115,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_the_seeds() {
+    fn defaults_are_the_documented_ones() {
         let c = P2pConfig::default();
         assert_eq!(c.max_concurrent_transfers, 3);
         assert_eq!(c.transfer_timeout, Duration::from_secs(300));

@@ -144,11 +144,13 @@ impl Node {
         let lease = inner.store.lease(hash);
         let ctx = download::Context {
             store: inner.store.clone(),
+            peers: inner.peers.clone(),
             events: inner.events.clone(),
             metrics: inner.metrics.clone(),
             limiter: inner.download_limiter.clone(),
         };
-        download::fetch(&ctx, hash, found.size, conns, live).await?;
+        let providers = conns.iter().map(|c| c.remote_id()).collect();
+        download::fetch(&ctx, hash, found.size, providers, live).await?;
         let r = inner.store.put_resource_and_release(kind, &info.name, &info.version, lease)?;
         Ok(r)
     }

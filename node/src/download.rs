@@ -26,13 +26,13 @@ use blixard_protocol::{
     rate::RateLimiter,
     watched::Deadlines,
     wire::ResourceInfo as WireResource,
-    Connection,
+    Connection, NodeId,
 };
 use blixard_store::{ranges, ChunkNum, ChunkRanges, Hash, ResourceKind, Store};
 use tokio::sync::{broadcast, Notify};
 use tracing::{debug, info, warn};
 
-use crate::{events::P2pEvent, metrics::Metrics, Error, Result};
+use crate::{events::P2pEvent, metrics::Metrics, peers::Peers, Error, Result};
 
 /// Chunks per stripe: 4 MiB, a multiple of the 16-chunk group.
 const STRIPE_CHUNKS: u64 = 4096;
@@ -46,6 +46,8 @@ const IDLE_LIMIT: Duration = Duration::from_secs(30);
 /// What a download needs from the node.
 pub(crate) struct Context {
     pub store: Store,
+    /// Where each provider's current connection comes from.
+    pub peers: Arc<Peers>,
     pub events: broadcast::Sender<P2pEvent>,
     pub metrics: Arc<Metrics>,
     pub limiter: Option<Arc<dyn RateLimiter>>,
@@ -101,9 +103,11 @@ pub(crate) async fn resolve(
 /// Fetches whatever the store lacks of `hash` (claimed `size`) from every
 /// peer in `peers` that holds some of it, in parallel, until the blob is
 /// complete. Peers that are downloading it too (a swarm) count: their
-/// holdings are watched as they grow.
-pub(crate) async fn fetch(ctx: &Context, hash: Hash, size: u64, peers: Vec<Connection>, live: &Live) -> Result<()> {
-    let Some(missing) = client::missing(&ctx.store, &hash)? else { return Ok(()) };
+/// holdings are watched as they grow. Providers are node ids; each takes
+/// its current connection from the peer table, so a reconnect mid-download
+/// is not a failure.
+pub(crate) async fn fetch(ctx: &Context, hash: Hash, size: u64, peers: Vec<NodeId>, live: &Live) -> Result<()> {
+    let Some(missing) = ctx.store.missing(&hash)? else { return Ok(()) };
     let missing = if missing == ChunkRanges::all() { ranges::all(size) } else { missing };
     live.total.store(size, Ordering::Relaxed);
     live.held.store(size - ranges::byte_count(&missing, size), Ordering::Relaxed);
@@ -113,9 +117,9 @@ pub(crate) async fn fetch(ctx: &Context, hash: Hash, size: u64, peers: Vec<Conne
     rand::seq::SliceRandom::shuffle(&mut order[..], &mut rand::thread_rng());
     info!(%hash, size, stripes = order.len(), peers = peers.len(), "downloading");
     let work = Arc::new(Work { state: Mutex::new((order.into(), 0)), changed: Notify::new() });
-    let workers = peers.into_iter().map(|conn| provider(ctx, hash, conn, work.clone(), live));
+    let workers = peers.into_iter().map(|peer| provider(ctx, hash, peer, work.clone(), live));
     let reasons = join_all(workers).await;
-    match client::missing(&ctx.store, &hash)? {
+    match ctx.store.missing(&hash)? {
         None => Ok(()),
         Some(_) => {
             let why: Vec<String> = reasons.into_iter().flatten().collect();
@@ -171,31 +175,35 @@ fn stripes(missing: &ChunkRanges, size: u64) -> Vec<ChunkRanges> {
     out
 }
 
-/// One peer's loop: watch what it holds, fetch stripes it holds, come back
-/// for more. Returns why it stopped early, if it did.
-async fn provider(ctx: &Context, hash: Hash, conn: Connection, work: Arc<Work>, live: &Live) -> Option<String> {
-    let peer = conn.remote_id();
-    let held = Arc::new(Mutex::new(ChunkRanges::empty()));
-    let mut observer = match tokio::time::timeout(Duration::from_secs(15), client::watch(&conn, hash)).await {
-        Ok(Ok(o)) => o,
-        _ => return None, // cannot tell what it holds: not a provider
-    };
-    match tokio::time::timeout(Duration::from_secs(15), observer.next()).await {
-        Ok(Ok(Some(a))) => *held.lock().unwrap() = a.ranges.to_ranges_within(usize::MAX).unwrap_or_default(),
-        _ => return None,
-    }
-    // Follow its holdings as they grow (it may be downloading too).
-    let watcher = tokio::spawn({
-        let (held, work) = (held.clone(), work.clone());
-        async move {
-            while let Ok(Some(a)) = observer.next().await {
-                if let Ok(r) = a.ranges.to_ranges_within(usize::MAX) {
-                    *held.lock().unwrap() = r;
-                    work.changed.notify_waiters();
-                }
+/// Watches what `conn`'s peer holds of `hash` into `held`, as it grows
+/// (it may be downloading too); `None` if it cannot tell.
+async fn watch_holdings(
+    conn: &Connection,
+    hash: Hash,
+    held: Arc<Mutex<ChunkRanges>>,
+    work: Arc<Work>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let mut observer = tokio::time::timeout(Duration::from_secs(15), client::watch(conn, hash)).await.ok()?.ok()?;
+    let first = tokio::time::timeout(Duration::from_secs(15), observer.next()).await.ok()?.ok()??;
+    *held.lock().unwrap() = first.ranges.to_ranges_within(usize::MAX).unwrap_or_default();
+    work.changed.notify_waiters();
+    Some(tokio::spawn(async move {
+        while let Ok(Some(a)) = observer.next().await {
+            if let Ok(r) = a.ranges.to_ranges_within(usize::MAX) {
+                *held.lock().unwrap() = r;
+                work.changed.notify_waiters();
             }
         }
-    });
+    }))
+}
+
+/// One peer's loop: watch what it holds, fetch stripes it holds, come back
+/// for more. Returns why it stopped early, if it did.
+async fn provider(ctx: &Context, hash: Hash, peer: NodeId, work: Arc<Work>, live: &Live) -> Option<String> {
+    let mut conn = ctx.peers.current_or_dial(&peer).await?;
+    let held = Arc::new(Mutex::new(ChunkRanges::empty()));
+    // Cannot tell what it holds: not a provider.
+    let mut watcher = watch_holdings(&conn, hash, held.clone(), work.clone()).await?;
     let mut failures = 0;
     let mut active = false;
     let mut idle_since = Instant::now();
@@ -237,9 +245,22 @@ async fn provider(ctx: &Context, hash: Hash, conn: Connection, work: Arc<Work>, 
                 break Some(format!("{peer} sent bad data: {e}"));
             }
             Err(e) => {
+                work.finish(Some(stripe));
+                // The connection was closed (replaced, or lost): carry on
+                // over the peer's current one, if it has a new one.
+                if conn.quinn().close_reason().is_some() {
+                    let next = ctx.peers.current_or_dial(&peer).await;
+                    if let Some(next) = next.filter(|c| c.quinn().stable_id() != conn.quinn().stable_id()) {
+                        if let Some(w) = watch_holdings(&next, hash, held.clone(), work.clone()).await {
+                            debug!(%peer, "continuing over a new connection: {e}");
+                            watcher.abort();
+                            (conn, watcher) = (next, w);
+                            continue;
+                        }
+                    }
+                }
                 failures += 1;
                 debug!(%peer, failures, "stripe failed: {e}");
-                work.finish(Some(stripe));
                 if failures > MAX_PROVIDER_FAILURES {
                     break Some(format!("{peer}: {e}"));
                 }

@@ -1,4 +1,4 @@
-//! Prometheus metrics, with the names the seed promised
+//! Prometheus metrics, with the five names users were promised
 //! (`blixard_p2p_peers_total`, `blixard_p2p_transfers_active`,
 //! `blixard_p2p_bytes_sent`, `blixard_p2p_bytes_received`,
 //! `blixard_p2p_transfer_duration`) and a few more. Served by the control

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use blixard_protocol::{client, rate::RateLimiter, server, Endpoint, EndpointOptions, NodeId, PeerAddr, SecretKey};
+use blixard_protocol::{client, rate::RateLimiter, server, Endpoint, EndpointOptions, NodeAddr, NodeId, SecretKey};
 use blixard_store::{ImportMode, ResourceKind, Store};
 use serde::{Deserialize, Serialize};
 use tokio::{
@@ -120,7 +120,7 @@ impl Node {
             .map_err(|e| Error::start(format!("cannot listen on UDP {} (port in use?)", options.bind), e))?;
         let peers = Arc::new(Peers::new(
             endpoint.clone(),
-            db.open_tree("peers")?,
+            crate::peers::open_book(&db)?,
             events.clone(),
             metrics.clone(),
             options.config.max_retry_attempts,
@@ -167,7 +167,7 @@ impl Node {
         // Serving, noting who connects.
         let peers = self.inner.peers.clone();
         tasks.push(tokio::spawn(server::accept_loop_with(self.inner.endpoint.clone(), ctx, move |conn| {
-            peers.note_incoming(conn.remote_id(), conn.remote_address())
+            peers.note_incoming(conn.remote_id(), conn.observed_addr())
         })));
         // Health checks and discovery, each on its own interval.
         let config = &self.inner.options.config;
@@ -210,10 +210,15 @@ impl Node {
         self.inner.events.subscribe()
     }
 
-    /// Connects to `ADDR` or `NODE_ID@ADDR` (retrying with backoff).
+    /// Connects to a peer given in text (`HOST:PORT`, `NODE_ID@HOST:PORT`:
+    /// see [`NodeAddr`]), retrying with backoff.
     pub async fn connect_peer(&self, peer: &str) -> Result<NodeId> {
-        let target: PeerAddr = peer.parse()?;
-        self.inner.peers.connect(target).await
+        self.connect(peer.parse()?).await
+    }
+
+    /// Connects to a peer (retrying with backoff); returns its node id.
+    pub async fn connect(&self, peer: NodeAddr) -> Result<NodeId> {
+        self.inner.peers.connect(peer).await
     }
 
     /// Known peers.

@@ -2,10 +2,13 @@
 //! backoff and jitter, disconnect detection, health pings and discovery by
 //! peer exchange.
 //!
-//! A peer is known by its node id. We keep one outgoing connection per peer
-//! for our requests; peers that connect to us are noted (their address is
-//! their listening address, since one UDP socket serves both directions) and
-//! dialed back when we need them.
+//! A peer is known by its node id and named by a [`NodeAddr`]. We keep one
+//! outgoing connection per peer for our requests; peers that connect to us
+//! are noted (their observed address is their listening address, since one
+//! UDP socket serves both directions) and dialed back when we need them.
+//! The book is saved in `node.db` (tree `peers.v2`: node id → versioned
+//! record); books of the first format (id → address text) are moved over
+//! when opened.
 
 use std::{
     collections::HashMap,
@@ -14,16 +17,21 @@ use std::{
     time::Duration,
 };
 
-use blixard_protocol::{client, wire, Connection, Endpoint, NodeId, PeerAddr};
+use blixard_protocol::{client, wire, Connection, Endpoint, NodeAddr, NodeId, RelayAddr};
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
 use crate::{
+    codec,
     events::{P2pEvent, PeerInfo},
     metrics::Metrics,
     Result,
 };
+
+/// The sled tree of the peer book.
+pub(crate) const BOOK_TREE: &str = "peers.v2";
 
 /// First retry delay when dialing; doubles per attempt, plus up to 50% jitter.
 const DIAL_BACKOFF: Duration = Duration::from_millis(250);
@@ -33,10 +41,51 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// counts as failed.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A peer as the book saves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PeerRecord {
+    direct_addrs: Vec<SocketAddr>,
+    relay: Option<RelayAddr>,
+}
+
 struct Entry {
-    addr: SocketAddr,
+    direct_addrs: Vec<SocketAddr>,
+    relay: Option<RelayAddr>,
     conn: Option<Connection>,
     rtt: Option<Duration>,
+}
+
+impl Entry {
+    fn new(direct_addrs: Vec<SocketAddr>) -> Self {
+        Entry { direct_addrs, relay: None, conn: None, rtt: None }
+    }
+
+    fn node_addr(&self, id: NodeId) -> NodeAddr {
+        NodeAddr { id: Some(id), direct_addrs: self.direct_addrs.clone(), relay: self.relay }
+    }
+}
+
+/// Opens the saved book: today's tree, after moving a book of the first
+/// format (node id → address text) into it.
+pub(crate) fn open_book(db: &sled::Db) -> Result<sled::Tree> {
+    let book = db.open_tree(BOOK_TREE)?;
+    if db.tree_names().iter().any(|n| n.as_ref() == b"peers") {
+        let old = db.open_tree("peers")?;
+        for kv in old.iter() {
+            let (k, v) = kv?;
+            let addr = std::str::from_utf8(&v).ok().and_then(|t| t.parse::<SocketAddr>().ok());
+            match (<[u8; 32]>::try_from(k.as_ref()), addr) {
+                (Ok(_), Some(addr)) => {
+                    let record = PeerRecord { direct_addrs: vec![addr], relay: None };
+                    book.insert(k, codec::encode("peer", &record)?)?;
+                }
+                _ => warn!("dropping a damaged entry of the first-format peer book"),
+            }
+        }
+        book.flush()?;
+        db.drop_tree("peers")?;
+    }
+    Ok(book)
 }
 
 /// The peers this node knows.
@@ -64,24 +113,33 @@ impl Peers {
     }
 
     /// The saved address book (peers from earlier runs).
-    pub(crate) fn saved(&self) -> Vec<PeerAddr> {
-        self.saved
-            .iter()
-            .filter_map(|kv| kv.ok())
-            .filter_map(|(k, v)| {
-                let id = NodeId(k.as_ref().try_into().ok()?);
-                let addr = std::str::from_utf8(&v).ok()?.parse().ok()?;
-                Some(PeerAddr { id: Some(id), addr })
-            })
-            .collect()
+    pub(crate) fn saved(&self) -> Vec<NodeAddr> {
+        let mut out = Vec::new();
+        for (k, v) in self.saved.iter().filter_map(|kv| kv.ok()) {
+            let Ok(id) = <[u8; 32]>::try_from(k.as_ref()).map(NodeId) else { continue };
+            match codec::decode::<PeerRecord>("peer", &v) {
+                Ok(r) => out.push(NodeAddr { id: Some(id), direct_addrs: r.direct_addrs, relay: r.relay }),
+                Err(e) => warn!(peer = %id, "dropping a saved peer: {e}"),
+            }
+        }
+        out
+    }
+
+    /// Saves a peer's addresses.
+    fn save(&self, id: &NodeId, e: &Entry) {
+        let record = PeerRecord { direct_addrs: e.direct_addrs.clone(), relay: e.relay };
+        match codec::encode("peer", &record) {
+            Ok(bytes) => drop(self.saved.insert(id.as_bytes(), bytes)),
+            Err(e) => warn!(peer = %id, "cannot save a peer: {e}"),
+        }
     }
 
     /// Dials `target`, retrying with exponential backoff and jitter up to the
     /// configured attempts. A wrong identity is not retried.
-    pub(crate) async fn connect(self: &Arc<Self>, target: PeerAddr) -> Result<NodeId> {
+    pub(crate) async fn connect(self: &Arc<Self>, target: NodeAddr) -> Result<NodeId> {
         let mut attempt = 0;
         loop {
-            let dialed = match tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect(target.addr, target.id)).await {
+            let dialed = match tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect_node(&target)).await {
                 Ok(r) => r.map_err(crate::Error::from),
                 Err(_) => Err(crate::Error::Unreachable { peer: target.to_string(), after: DIAL_TIMEOUT }),
             };
@@ -100,24 +158,33 @@ impl Peers {
         }
     }
 
-    /// Records a new outgoing connection and watches it for closing.
+    /// Records a new outgoing connection and watches it for closing. A
+    /// connection it replaces is closed; requests running on it fail, and
+    /// their callers take the new one from [`Peers::current`].
     fn register(self: &Arc<Self>, conn: Connection) -> NodeId {
         let id = conn.remote_id();
-        let addr = conn.remote_address();
-        let new = {
+        let addr = conn.observed_addr();
+        let (new, replaced) = {
             let mut book = self.book.lock().unwrap();
             let new = !book.contains_key(&id);
-            let e = book.entry(id).or_insert(Entry { addr, conn: None, rtt: None });
-            e.addr = addr;
+            let e = book.entry(id).or_insert_with(|| Entry::new(Vec::new()));
+            if let Some(addr) = addr {
+                e.direct_addrs.retain(|a| *a != addr);
+                e.direct_addrs.insert(0, addr);
+                e.direct_addrs.truncate(blixard_protocol::addr::MAX_DIRECT_ADDRS);
+            }
             e.rtt = Some(conn.rtt());
-            e.conn = Some(conn.clone());
-            new
+            let replaced = e.conn.replace(conn.clone());
+            self.save(&id, e);
+            (new, replaced)
         };
-        let _ = self.saved.insert(id.as_bytes(), addr.to_string().as_bytes());
+        if let Some(old) = replaced.filter(|old| old.quinn().stable_id() != conn.quinn().stable_id()) {
+            old.close(blixard_protocol::ErrorCode::Ok, "replaced by a newer connection");
+        }
         if new {
             let _ = self.events.send(P2pEvent::PeerDiscovered(self.info(&id)));
         }
-        info!(peer = %id, %addr, "peer connected");
+        info!(peer = %id, ?addr, "peer connected");
         let _ = self.events.send(P2pEvent::PeerConnected(id.to_string()));
         self.update_gauge();
         let me = Arc::downgrade(self);
@@ -149,37 +216,55 @@ impl Peers {
         }
     }
 
-    /// Notes a peer that connected to us.
-    pub(crate) fn note_incoming(&self, id: NodeId, addr: SocketAddr) {
+    /// Notes a peer that connected to us, at the address the socket layer
+    /// observed (none through a relay).
+    pub(crate) fn note_incoming(&self, id: NodeId, addr: Option<SocketAddr>) {
         let new = {
             let mut book = self.book.lock().unwrap();
             match book.get(&id) {
                 Some(_) => false,
                 None => {
-                    book.insert(id, Entry { addr, conn: None, rtt: None });
+                    let e = Entry::new(addr.into_iter().collect());
+                    self.save(&id, &e);
+                    book.insert(id, e);
                     true
                 }
             }
         };
         if new {
-            let _ = self.saved.insert(id.as_bytes(), addr.to_string().as_bytes());
             let _ = self.events.send(P2pEvent::PeerDiscovered(self.info(&id)));
         }
+    }
+
+    /// The open connection to `id`, if any.
+    pub(crate) fn current(&self, id: &NodeId) -> Option<Connection> {
+        self.book.lock().unwrap().get(id).and_then(|e| e.conn.clone())
+    }
+
+    /// The open connection to `id`, dialing it once if there is none.
+    pub(crate) async fn current_or_dial(self: &Arc<Self>, id: &NodeId) -> Option<Connection> {
+        if let Some(c) = self.current(id) {
+            return Some(c);
+        }
+        let target = self.book.lock().unwrap().get(id).map(|e| e.node_addr(*id))?;
+        let conn = tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect_node(&target)).await.ok()?.ok()?;
+        self.register(conn.clone());
+        Some(conn)
     }
 
     /// Open connections to every peer we can reach now, dialing known but
     /// unconnected peers once.
     pub(crate) async fn connections(self: &Arc<Self>) -> Vec<Connection> {
-        let (mut open, idle): (Vec<Connection>, Vec<(NodeId, SocketAddr)>) = {
+        let (mut open, idle): (Vec<Connection>, Vec<NodeAddr>) = {
             let book = self.book.lock().unwrap();
             let open = book.values().filter_map(|e| e.conn.clone()).collect();
-            let idle = book.iter().filter(|(_, e)| e.conn.is_none()).map(|(id, e)| (*id, e.addr)).collect();
+            let idle = book.iter().filter(|(_, e)| e.conn.is_none()).map(|(id, e)| e.node_addr(*id)).collect();
             (open, idle)
         };
-        let dials = idle.into_iter().map(|(id, addr)| {
+        let dials = idle.into_iter().map(|target| {
             let me = self.clone();
             async move {
-                let conn = tokio::time::timeout(DIAL_TIMEOUT, me.endpoint.connect(addr, Some(id))).await.ok()?.ok()?;
+                let conn = tokio::time::timeout(DIAL_TIMEOUT, me.endpoint.connect_node(&target)).await.ok()?.ok()?;
                 Some((me.register(conn.clone()), conn))
             }
         });
@@ -227,13 +312,11 @@ impl Peers {
                 if p.id == me || known {
                     continue;
                 }
-                for addr in p.addrs.iter().map(|a| SocketAddr::from(*a)) {
-                    if let Ok(Ok(c)) = tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect(addr, Some(p.id))).await
-                    {
-                        debug!(peer = %p.id, %addr, "found by peer exchange");
-                        self.register(c);
-                        break;
-                    }
+                let direct_addrs = p.addrs.iter().map(|a| SocketAddr::from(*a)).collect();
+                let target = NodeAddr { id: Some(p.id), direct_addrs, relay: None };
+                if let Ok(Ok(c)) = tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect_node(&target)).await {
+                    debug!(peer = %target, "found by peer exchange");
+                    self.register(c);
                 }
             }
         }
@@ -245,7 +328,7 @@ impl Peers {
         let book = self.book.lock().unwrap();
         book.iter()
             .filter(|(_, e)| e.conn.is_some())
-            .map(|(id, e)| wire::PeerInfo { id: *id, addrs: vec![e.addr.into()] })
+            .map(|(id, e)| wire::PeerInfo { id: *id, addrs: e.direct_addrs.iter().map(|a| (*a).into()).collect() })
             .collect()
     }
 
@@ -254,7 +337,9 @@ impl Peers {
         let e = book.get(id);
         PeerInfo {
             id: id.to_string(),
-            addr: e.map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |e| e.addr),
+            addr: e
+                .and_then(|e| e.direct_addrs.first().copied())
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
             connected: e.is_some_and(|e| e.conn.is_some()),
             rtt_ms: e.and_then(|e| e.rtt).map(|d| d.as_secs_f64() * 1000.0),
         }
@@ -285,5 +370,30 @@ impl Peers {
                 c.close(blixard_protocol::ErrorCode::Ok, "shutting down");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A book written by the first format (node id -> "IP:PORT") is read,
+    /// moved into today's tree, and the old tree is gone.
+    #[test]
+    fn a_first_format_peer_book_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("node.db")).unwrap();
+        let id = blixard_protocol::SecretKey::generate().node_id();
+        let old = db.open_tree("peers").unwrap();
+        old.insert(id.as_bytes(), b"127.0.0.1:7001".as_slice()).unwrap();
+        old.insert([7u8; 3], b"damaged".as_slice()).unwrap();
+        let book = open_book(&db).unwrap();
+        assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"peers"), "the old tree is dropped");
+        let v = book.get(id.as_bytes()).unwrap().unwrap();
+        let r: PeerRecord = codec::decode("peer", &v).unwrap();
+        assert_eq!(r, PeerRecord { direct_addrs: vec!["127.0.0.1:7001".parse().unwrap()], relay: None });
+        assert_eq!(book.len(), 1, "the damaged entry is dropped");
+        drop(book);
+        assert_eq!(open_book(&db).unwrap().len(), 1, "opening again changes nothing");
     }
 }

@@ -152,7 +152,7 @@ pub(crate) fn load_pending(db: &sled::Db) -> Result<Vec<PendingRecord>> {
             let (_, v) = kv?;
             match codec::decode_v1_pending(&v) {
                 Ok(r) => {
-                    tree.insert(r.id.0.to_be_bytes(), codec::encode(&r))?;
+                    tree.insert(r.id.0.to_be_bytes(), codec::encode("transfer", &r)?)?;
                     records.push(r);
                 }
                 Err(e) => warn!("dropping a pending transfer of the first format: {e}"),
@@ -190,7 +190,7 @@ impl Node {
         t.next += 1;
         let id = TransferId(t.next);
         let record = PendingRecord { id, kind: kind.clone(), name: name.into(), version: version.into(), priority };
-        self.inner.pending.insert(id.0.to_be_bytes(), codec::encode(&record))?;
+        self.inner.pending.insert(id.0.to_be_bytes(), codec::encode("transfer", &record)?)?;
         t.enqueue(record);
         self.inner.metrics.transfers_queued.set(t.queue.len() as i64);
         drop(t);

@@ -119,6 +119,37 @@ async fn a_transfer_over_its_timeout_fails() {
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
 }
 
+/// Providers are node ids: when the leecher's connection to its only
+/// provider is replaced mid-download (the old one is closed, failing the
+/// request on it), the provider carries on over the new connection, within
+/// the same attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_whose_connection_is_replaced_keeps_its_stripes() {
+    let dir = TempDir::new().unwrap();
+    let seeder = node(dir.path(), 1, limited(4.0 * MBPS_16)).await; // 8 MB/s
+    let size = 12 * 1024 * 1024;
+    upload(&seeder, dir.path(), "img", size).await;
+    let leecher = node(dir.path(), 2, P2pConfig { max_retry_attempts: 0, ..Default::default() }).await;
+    link(&leecher, &seeder).await;
+    let id = vm(&leecher, "img", TransferPriority::Normal);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = leecher.transfer(id).unwrap();
+        if t.progress.as_ref().is_some_and(|p| p.bytes > 0 && p.bytes < p.total / 2) {
+            break;
+        }
+        assert!(t.state.is_active() && Instant::now() < deadline, "no progress before the switch: {t:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..3 {
+        link(&leecher, &seeder).await; // a new connection replaces the old
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = leecher.wait(id).await.unwrap();
+    assert_eq!(done.state, TransferState::Completed, "{:?}", done.error);
+    assert_eq!(done.attempts, 1, "the reconnect cost the attempt");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_attempt_is_retried_with_another_provider() {
     let dir = TempDir::new().unwrap();

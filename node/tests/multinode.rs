@@ -1,4 +1,4 @@
-//! The seed's multi-node example, as processes: three `blixard node`s,
+//! The documented multi-node example, as processes: three `blixard node`s,
 //! `vm upload` on node 1, `vm download` on node 3, the bytes verified.
 
 use std::{

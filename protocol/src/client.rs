@@ -17,10 +17,12 @@ use blixard_store::{ranges, BlobStatus, ChunkRanges, Hash, Store};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+pub use crate::response::GetOutcome;
 use crate::{
     frame,
     limits::*,
     rate::RateLimiter,
+    response::{self, ChunkSource, ResponseSequence},
     watched::{Deadlines, WatchedRead},
     wire::*,
     Connection, Error, Result,
@@ -50,39 +52,9 @@ impl std::fmt::Debug for GetOptions {
     }
 }
 
-/// What one blob request did.
-#[derive(Debug, Clone)]
-pub struct GetOutcome {
-    /// The blob.
-    pub hash: Hash,
-    /// Its size (from the response; verified if the last chunk was received).
-    pub size: u64,
-    /// The ranges received: the request as the server answers it (see
-    /// [`effective_ranges`]); empty if the blob was already complete.
-    pub requested: ChunkRanges,
-    /// Response bytes read: size header, parents and data.
-    pub wire_bytes: u64,
-    /// Verified data bytes written.
-    pub data_bytes: u64,
-    /// What the store holds now.
-    pub held: ChunkRanges,
-    /// True if the blob is complete in the store.
-    pub complete: bool,
-}
-
-/// The chunk ranges of `hash` the store lacks; `None` if it is complete.
-/// For an absent blob that is everything (`0..`), size unknown.
-pub fn missing(store: &Store, hash: &Hash) -> Result<Option<ChunkRanges>> {
-    Ok(match store.status(hash)? {
-        BlobStatus::Absent => Some(ChunkRanges::all()),
-        BlobStatus::Partial { size, ranges: held, .. } => Some(ranges::all(size) - held),
-        BlobStatus::Complete { .. } => None,
-    })
-}
-
 /// Fetches whatever the store lacks of `hash`.
 pub async fn get(conn: &Connection, store: &Store, hash: Hash, options: &GetOptions) -> Result<GetOutcome> {
-    match missing(store, &hash)? {
+    match store.missing(&hash)? {
         None => {
             let size = match store.status(&hash)? {
                 BlobStatus::Complete { size } => size,
@@ -165,7 +137,7 @@ async fn fetch(
     send.finish()?;
     let (reader, report) = WatchedRead::new(recv, options.deadlines, options.progress.clone());
     let mut chunks = Chunks::new(reader, options.limiter.clone());
-    let result = receive_items(store, &mut chunks, items, seq_children).await;
+    let result = response::receive(store, &mut chunks, ResponseSequence::new(items, seq_children)).await;
     let wire = report.bytes.load(std::sync::atomic::Ordering::Relaxed);
     match result {
         Ok(mut outcomes) => {
@@ -183,12 +155,10 @@ async fn fetch(
 const CHUNKS_PER_READ: usize = 32;
 
 /// A response stream read chunk by chunk, zero-copy, paced by the download
-/// limiter.
+/// limiter: the QUIC shell around [`response::receive`].
 struct Chunks {
     src: WatchedRead<quinn::RecvStream>,
-    /// What is left of the chunk being consumed.
-    pending: Bytes,
-    /// Chunks read and not yet consumed: `ready[next..count]`.
+    /// Chunks read and not yet handed out: `ready[next..count]`.
     ready: Vec<Bytes>,
     next: usize,
     count: usize,
@@ -197,19 +167,15 @@ struct Chunks {
 
 impl Chunks {
     fn new(src: WatchedRead<quinn::RecvStream>, limiter: Option<Arc<dyn RateLimiter>>) -> Self {
-        Chunks { src, pending: Bytes::new(), ready: vec![Bytes::new(); CHUNKS_PER_READ], next: 0, count: 0, limiter }
+        Chunks { src, ready: vec![Bytes::new(); CHUNKS_PER_READ], next: 0, count: 0, limiter }
     }
+}
 
-    /// Refills `pending` if it is empty; false at the end of the stream.
-    async fn fill(&mut self) -> Result<bool> {
-        while self.pending.is_empty() {
-            if self.next < self.count {
-                self.pending = std::mem::take(&mut self.ready[self.next]);
-                self.next += 1;
-                continue;
-            }
+impl ChunkSource for Chunks {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        if self.next == self.count {
             let read = self.src.read_chunks(&mut self.ready).await.map_err(Error::StreamIo)?;
-            let Some(n) = read else { return Ok(false) };
+            let Some(n) = read else { return Ok(None) };
             (self.next, self.count) = (0, n);
             if let Some(limiter) = &self.limiter {
                 let wait = limiter.reserve(self.ready[..n].iter().map(|b| b.len() as u64).sum());
@@ -218,80 +184,9 @@ impl Chunks {
                 }
             }
         }
-        Ok(true)
+        self.next += 1;
+        Ok(Some(std::mem::take(&mut self.ready[self.next - 1])))
     }
-
-    /// Reads exactly `out.len()` bytes; false if the stream ended first.
-    async fn read_exact(&mut self, out: &mut [u8]) -> Result<bool> {
-        let mut at = 0;
-        while at < out.len() {
-            if !self.fill().await? {
-                return Ok(false);
-            }
-            let n = (out.len() - at).min(self.pending.len());
-            out[at..at + n].copy_from_slice(&self.pending.split_to(n));
-            at += n;
-        }
-        Ok(true)
-    }
-}
-
-/// Receives the blobs of one response, verifying each as its bytes arrive.
-async fn receive_items(
-    store: &Store,
-    chunks: &mut Chunks,
-    items: Vec<(Hash, ChunkRanges)>,
-    seq_children: Option<ChunkRanges>,
-) -> Result<Vec<GetOutcome>> {
-    let mut queue: std::collections::VecDeque<_> = items.into();
-    let mut outcomes = Vec::new();
-    let mut first = true;
-    while let Some((hash, requested)) = queue.pop_front() {
-        let mut header = [0u8; 8];
-        if !chunks.read_exact(&mut header).await? {
-            return Err(Error::Malformed { what: "response", reason: "ended before the size header".into() });
-        }
-        let size = u64::from_le_bytes(header);
-        let effective = effective_ranges(&requested, size);
-        let mut incoming = store.start_receive(hash, size, &effective)?;
-        let received = async {
-            while !incoming.push(&mut chunks.pending).await? {
-                if !chunks.fill().await? {
-                    return Err(incoming.truncated().into());
-                }
-            }
-            Ok::<_, Error>(())
-        }
-        .await;
-        // What verified is kept either way.
-        let closed = incoming.close().await;
-        received?;
-        let out = closed?;
-        if first {
-            if let Some(children) = &seq_children {
-                // The sequence is complete and verified now; its children follow.
-                if size % 32 != 0 || size / 32 > MAX_SEQ_CHILDREN {
-                    return Err(Error::Malformed { what: "hash sequence", reason: format!("{size} bytes") });
-                }
-                let bytes = store.read_to_vec(&hash)?;
-                queue.extend(bytes.chunks_exact(32).map(|c| (Hash(c.try_into().expect("32 bytes")), children.clone())));
-            }
-            first = false;
-        }
-        outcomes.push(GetOutcome {
-            hash,
-            size,
-            requested: effective,
-            wire_bytes: 0,
-            data_bytes: out.data_bytes,
-            held: out.held,
-            complete: out.complete,
-        });
-    }
-    if chunks.fill().await? {
-        return Err(Error::Malformed { what: "response", reason: "trailing bytes after the last blob".into() });
-    }
-    Ok(outcomes)
 }
 
 /// Sends a small request and reads its one response frame.

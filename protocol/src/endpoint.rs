@@ -13,7 +13,7 @@ use crate::{
     limits::MAX_STREAMS_PER_CONNECTION,
     tls::{self, ClientFilter, ServerVerifier},
     wire::ErrorCode,
-    Error, NodeId, Result, SecretKey,
+    Error, NodeAddr, NodeId, Result, SecretKey,
 };
 
 /// Transport tuning. The defaults are measured on loopback and sized for
@@ -85,6 +85,15 @@ impl Tuning {
     }
 }
 
+/// What a custom socket knows about the addresses quinn sees. A peer
+/// reached through a relay has a mapped address that is no address to give
+/// anyone (in a pong, the peer book or peer exchange): such a socket answers
+/// `None` for it. Without one, every address quinn sees is real.
+pub trait PathResolver: Send + Sync {
+    /// The real UDP address behind `seen`, if it is one.
+    fn direct_addr(&self, seen: SocketAddr) -> Option<SocketAddr>;
+}
+
 /// Options for an endpoint.
 #[derive(Clone, Default)]
 pub struct EndpointOptions {
@@ -96,6 +105,8 @@ pub struct EndpointOptions {
     /// keys, the QUIC bit). The relay's socket needs `grease_quic_bit(false)`
     /// so that probe datagrams can be told apart from QUIC.
     pub quinn: quinn::EndpointConfig,
+    /// Tells real addresses from mapped ones, for custom sockets.
+    pub paths: Option<Arc<dyn PathResolver>>,
 }
 
 /// A QUIC endpoint speaking the Blixard protocol as one node.
@@ -104,13 +115,21 @@ pub struct Endpoint {
     inner: quinn::Endpoint,
     key: Arc<SecretKey>,
     tuning: Tuning,
+    paths: Option<Arc<dyn PathResolver>>,
 }
 
 /// A connection to an authenticated peer.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Connection {
     inner: quinn::Connection,
     remote: NodeId,
+    paths: Option<Arc<dyn PathResolver>>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("remote", &self.remote).field("addr", &self.inner.remote_address()).finish()
+    }
 }
 
 impl Connection {
@@ -119,9 +138,21 @@ impl Connection {
         self.remote
     }
 
-    /// The peer's address as this endpoint sees it.
+    /// The address quinn sends to: the peer's UDP address, or a mapped
+    /// address standing for a relayed path. Use [`Connection::observed_addr`]
+    /// for an address to tell anyone.
     pub fn remote_address(&self) -> SocketAddr {
         self.inner.remote_address()
+    }
+
+    /// The peer's real UDP address as this endpoint sees it, if the path is
+    /// direct (`None` through a relay).
+    pub fn observed_addr(&self) -> Option<SocketAddr> {
+        let seen = self.inner.remote_address();
+        match &self.paths {
+            Some(p) => p.direct_addr(seen),
+            None => Some(seen),
+        }
     }
 
     /// The underlying quinn connection.
@@ -139,14 +170,14 @@ impl Connection {
         self.inner.rtt()
     }
 
-    fn from_quinn(inner: quinn::Connection) -> Result<Self> {
+    fn from_quinn(inner: quinn::Connection, paths: Option<Arc<dyn PathResolver>>) -> Result<Self> {
         let certs = inner
             .peer_identity()
             .and_then(|i| i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
             .ok_or_else(|| Error::PeerIdentity("the peer presented no certificate".into()))?;
         let cert = certs.first().ok_or_else(|| Error::PeerIdentity("the peer presented no certificate".into()))?;
         let remote = tls::node_id_of(cert).map_err(|e| Error::PeerIdentity(e.to_string()))?;
-        Ok(Connection { inner, remote })
+        Ok(Connection { inner, remote, paths })
     }
 }
 
@@ -173,7 +204,7 @@ impl Endpoint {
         let addr = socket.local_addr().map_err(Error::LocalAddr)?;
         let inner = quinn::Endpoint::new_with_abstract_socket(options.quinn, Some(server), socket, runtime)
             .map_err(|source| Error::Bind { addr, source })?;
-        Ok(Endpoint { inner, key: Arc::new(key), tuning: options.tuning })
+        Ok(Endpoint { inner, key: Arc::new(key), tuning: options.tuning, paths: options.paths })
     }
 
     /// This node's id.
@@ -209,7 +240,7 @@ impl Endpoint {
             .connect_with(config, addr, "blixard")
             .map_err(|e| Error::Connect { addr, reason: e.to_string() })?;
         match connecting.await {
-            Ok(c) => Connection::from_quinn(c),
+            Ok(c) => Connection::from_quinn(c, self.paths.clone()),
             Err(e) => match (expected, verifier.seen()) {
                 (Some(expected), Some(actual)) if expected != actual => {
                     Err(Error::WrongIdentity { addr, expected, actual })
@@ -219,13 +250,38 @@ impl Endpoint {
         }
     }
 
+    /// Dials a node at every direct address it has at once; the first
+    /// handshake to finish wins and the others are dropped. With an id, the
+    /// peer must be that node. A wrong identity is reported before other
+    /// failures, since retrying will not fix it.
+    pub async fn connect_node(&self, node: &NodeAddr) -> Result<Connection> {
+        if node.direct_addrs.is_empty() {
+            return Err(Error::NoPath(node.to_string()));
+        }
+        let mut dials = tokio::task::JoinSet::new();
+        for &addr in &node.direct_addrs {
+            let (me, id) = (self.clone(), node.id);
+            dials.spawn(async move { me.connect(addr, id).await });
+        }
+        let mut failure = None;
+        while let Some(done) = dials.join_next().await {
+            match done {
+                Ok(Ok(conn)) => return Ok(conn),
+                Ok(Err(e @ Error::WrongIdentity { .. })) => failure = Some(e),
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(join) => failure = failure.or(Some(Error::NoPath(format!("{node}: {join}")))),
+            }
+        }
+        Err(failure.expect("at least one dial"))
+    }
+
     /// Waits for the next incoming connection and completes its handshake.
     /// `None` once the endpoint is closed.
     pub async fn accept(&self) -> Option<Result<Connection>> {
         let incoming = self.inner.accept().await?;
         let addr = incoming.remote_address();
         Some(match incoming.await {
-            Ok(c) => Connection::from_quinn(c),
+            Ok(c) => Connection::from_quinn(c, self.paths.clone()),
             Err(e) => Err(Error::Connect { addr, reason: e.to_string() }),
         })
     }

@@ -15,7 +15,7 @@ pub enum Error {
     #[error("invalid node id {0:?}: expected 64 lowercase hex characters (an Ed25519 public key)")]
     InvalidNodeId(String),
     /// A peer address in text form did not parse.
-    #[error("invalid peer address {0:?}: expected HOST:PORT or NODE_ID@HOST:PORT")]
+    #[error("invalid peer address {0:?}: expected HOST:PORT or NODE_ID@HOST:PORT (more addresses after commas, a relay as relay=RELAY_ID@HOST:PORT)")]
     InvalidPeerAddr(String),
     /// Building the TLS configuration (certificate, rustls config) failed.
     #[error("TLS configuration: {0}")]
@@ -35,6 +35,9 @@ pub enum Error {
     /// The peer's key is not the node id we expected.
     #[error("peer at {addr} is node {actual}, expected {expected}")]
     WrongIdentity { addr: SocketAddr, expected: NodeId, actual: NodeId },
+    /// A node address names no path this endpoint can use.
+    #[error("no way to reach {0}: no direct address (relay paths are not supported yet)")]
+    NoPath(String),
     /// Connecting failed (unreachable, handshake refused, wrong protocol version...).
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: SocketAddr, reason: String },

@@ -2,15 +2,12 @@
 //! public half is the [`NodeId`] peers know it by.
 //!
 //! The text form of a node id is its 32 bytes as 64 lowercase hex
-//! characters. A peer address is `HOST:PORT` or `NODE_ID@HOST:PORT`
-//! ([`PeerAddr`]); without the id, the key seen at the first handshake is
-//! returned so the caller can pin it (trust on first use).
+//! characters. How to reach a node is `addr`'s.
 
 use std::{
     fmt,
     fs::{self, OpenOptions},
     io::Write,
-    net::SocketAddr,
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::Path,
     str::FromStr,
@@ -57,36 +54,6 @@ impl FromStr for NodeId {
         }
         hex::decode_to_slice(s, &mut out).map_err(|_| Error::InvalidNodeId(s.into()))?;
         Ok(NodeId(out))
-    }
-}
-
-/// Where to reach a peer, and optionally who it must be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PeerAddr {
-    /// The expected identity; `None` trusts the key seen on first use.
-    pub id: Option<NodeId>,
-    /// The UDP address.
-    pub addr: SocketAddr,
-}
-
-impl fmt::Display for PeerAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.id {
-            Some(id) => write!(f, "{id}@{}", self.addr),
-            None => write!(f, "{}", self.addr),
-        }
-    }
-}
-
-impl FromStr for PeerAddr {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let (id, addr) = match s.split_once('@') {
-            Some((id, addr)) => (Some(id.parse()?), addr),
-            None => (None, s),
-        };
-        let addr = addr.parse().map_err(|_| Error::InvalidPeerAddr(s.into()))?;
-        Ok(PeerAddr { id, addr })
     }
 }
 
@@ -202,11 +169,6 @@ mod tests {
         assert_eq!(s.parse::<NodeId>().unwrap(), id);
         assert!("abc".parse::<NodeId>().is_err());
         assert!(s.to_uppercase().parse::<NodeId>().is_err());
-        let p: PeerAddr = format!("{id}@127.0.0.1:7001").parse().unwrap();
-        assert_eq!(p.id, Some(id));
-        assert_eq!(p.to_string(), format!("{id}@127.0.0.1:7001"));
-        assert_eq!("127.0.0.1:7002".parse::<PeerAddr>().unwrap().id, None);
-        assert!("nonsense".parse::<PeerAddr>().is_err());
     }
 
     #[test]

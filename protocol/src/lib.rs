@@ -2,13 +2,16 @@
 //! are their Ed25519 keys, carrying verified, incremental range transfers of
 //! BLAKE3/bao blobs from a [`blixard_store::Store`].
 //!
-//! - [`identity`]: node keys, [`NodeId`], [`PeerAddr`].
+//! - [`identity`]: node keys, [`NodeId`]; [`addr`]: [`NodeAddr`], how to reach one.
 //! - [`tls`]: certificates from node keys and the verifiers on both sides.
 //! - [`endpoint`]: binding, dialling with identity checks, transport tuning.
 //! - [`wire`]: framing, messages, error codes; socket-free, fuzzed.
 //! - [`server`]: answering requests from a store, within [`limits`].
 //! - [`client`]: get (verified into a store, resuming), observe, lookup,
-//!   list, ping, peers.
+//!   list, ping, peers; [`response`] is a blob response's state machine,
+//!   without sockets.
+//! - [`frame`], [`watched`], [`rate`]: framing, response deadlines and
+//!   chunk sends, rate limits over QUIC streams.
 //! - [`conformance`]: checks any peer against the specification.
 //!
 //! `docs/PROTOCOL.md` specifies every byte.
@@ -39,6 +42,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod addr;
 pub mod client;
 pub mod conformance;
 pub mod endpoint;
@@ -46,13 +50,16 @@ pub mod error;
 pub mod frame;
 pub mod identity;
 pub mod limits;
+pub mod plan;
 pub mod rate;
+pub mod response;
 pub mod server;
 pub mod tls;
 pub mod watched;
 pub mod wire;
 
+pub use addr::{NodeAddr, RelayAddr};
 pub use endpoint::{Connection, Endpoint, EndpointOptions, Tuning};
 pub use error::{Error, Result};
-pub use identity::{NodeId, PeerAddr, SecretKey};
+pub use identity::{NodeId, SecretKey};
 pub use wire::ErrorCode;

@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 use crate::{
     frame,
     limits::*,
+    plan,
     rate::RateLimiter,
     watched,
     wire::{self, *},
@@ -107,7 +108,7 @@ pub async fn serve(conn: Connection, ctx: Arc<ServerContext>) -> Result<()> {
             Err(e) => return Err(e.into()),
         };
         let ctx = ctx.clone();
-        let remote = conn.remote_address();
+        let remote = conn.observed_addr();
         tokio::spawn(async move { handle_stream(ctx, send, recv, remote).await });
     }
 }
@@ -116,7 +117,7 @@ async fn handle_stream(
     ctx: Arc<ServerContext>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    remote: SocketAddr,
+    remote: Option<SocketAddr>,
 ) {
     let request = match tokio::time::timeout(ctx.limits.request_timeout, read_request(&mut recv)).await {
         Err(_) => Err(Rejection { code: ErrorCode::RequestTimeout, reason: "request not sent in time".into() }),
@@ -125,7 +126,7 @@ async fn handle_stream(
     let request = match request {
         Ok(r) => r,
         Err(rej) => {
-            debug!(%remote, code = %rej.code, "rejected request: {}", rej.reason);
+            debug!(?remote, code = %rej.code, "rejected request: {}", rej.reason);
             reject(&mut send, &mut recv, rej.code);
             return;
         }
@@ -171,10 +172,10 @@ async fn answer(
     ctx: &ServerContext,
     request: Request,
     send: &mut quinn::SendStream,
-    remote: SocketAddr,
+    remote: Option<SocketAddr>,
 ) -> std::result::Result<(), ErrorCode> {
     let write = |e: Error| {
-        debug!(%remote, "writing a response failed: {e}");
+        debug!(?remote, "writing a response failed: {e}");
         ErrorCode::Internal
     };
     match request {
@@ -200,7 +201,11 @@ async fn answer(
         }
         // Blob requests are answered by `answer_blobs`.
         Request::Get(_) | Request::GetMany(_) | Request::GetSeq(_) => Err(ErrorCode::Internal),
-        Request::Ping => frame::write_frame(send, &Pong { observed: remote.into() }).await.map_err(write),
+        Request::Ping => {
+            // Through a relay there is no address to report: the unspecified one.
+            let observed = remote.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            frame::write_frame(send, &Pong { observed: observed.into() }).await.map_err(write)
+        }
         Request::Peers => {
             let mut peers = ctx.peers.as_ref().map(|p| p()).unwrap_or_default();
             peers.truncate(MAX_PEERS);
@@ -218,33 +223,10 @@ async fn answer_blobs(
     request: Request,
     mut send: quinn::SendStream,
 ) -> (quinn::SendStream, std::result::Result<(), ErrorCode>) {
-    // Ranges were checked when the request was decoded.
-    let ranges = |r: &RangeSpec| r.to_ranges().unwrap_or_default();
-    let items: Vec<(Hash, ChunkRanges)> = match request {
-        Request::Get(g) => vec![(wire::hash(&g.hash), ranges(&g.ranges))],
-        Request::GetMany(m) => m.items.iter().map(|i| (wire::hash(&i.hash), ranges(&i.ranges))).collect(),
-        Request::GetSeq(s) => {
-            let seq = wire::hash(&s.hash);
-            let children = match read_sequence(ctx, &seq) {
-                Ok(c) => c,
-                Err(code) => return (send, Err(code)),
-            };
-            let child_ranges = ranges(&s.children);
-            std::iter::once((seq, ChunkRanges::all()))
-                .chain(children.into_iter().map(|h| (h, child_ranges.clone())))
-                .collect()
-        }
-        _ => return (send, Err(ErrorCode::BadRequest)),
+    let checked = match plan::blob_items(&ctx.store, &request) {
+        Ok(items) => items,
+        Err(code) => return (send, Err(code)),
     };
-    // Every item is checked before the first byte is sent: a request is
-    // answered whole or refused (a stream reset discards data in flight).
-    let mut checked = Vec::with_capacity(items.len());
-    for (hash, ranges) in &items {
-        match check_blob(ctx, hash, ranges) {
-            Ok(effective) => checked.push((*hash, effective)),
-            Err(code) => return (send, Err(code)),
-        }
-    }
     for (hash, effective) in checked {
         let (s, result) = send_blob(ctx, send, hash, effective).await;
         send = s;
@@ -253,22 +235,6 @@ async fn answer_blobs(
         }
     }
     (send, Ok(()))
-}
-
-/// The children of a complete hash-sequence blob, within the limits.
-fn read_sequence(ctx: &ServerContext, seq: &Hash) -> std::result::Result<Vec<Hash>, ErrorCode> {
-    let size = match ctx.store.status(seq).map_err(|_| ErrorCode::Internal)? {
-        BlobStatus::Complete { size } => size,
-        _ => return Err(ErrorCode::NotFound),
-    };
-    if size % 32 != 0 {
-        return Err(ErrorCode::BadSequence);
-    }
-    if size / 32 > MAX_SEQ_CHILDREN {
-        return Err(ErrorCode::TooMany);
-    }
-    let bytes = ctx.store.read_to_vec(seq).map_err(|_| ErrorCode::Internal)?;
-    Ok(bytes.chunks_exact(32).map(|c| Hash(c.try_into().expect("32-byte chunks"))).collect())
 }
 
 /// Availability of `hash` now.
@@ -318,27 +284,6 @@ async fn observe(
             _ = tokio::time::sleep(OBSERVE_INTERVAL) => {}
             _ = send.stopped() => return Ok(()),
         }
-    }
-}
-
-/// Checks that the server can answer `requested` of `hash` whole; returns
-/// the effective ranges (see [`wire::effective_ranges`]).
-fn check_blob(
-    ctx: &ServerContext,
-    hash: &Hash,
-    requested: &ChunkRanges,
-) -> std::result::Result<ChunkRanges, ErrorCode> {
-    match ctx.store.status(hash).map_err(|_| ErrorCode::Internal)? {
-        BlobStatus::Absent => Err(ErrorCode::NotFound),
-        BlobStatus::Partial { size, ranges: held, .. } => {
-            let effective = wire::effective_ranges(requested, size);
-            if (effective.clone() - held).is_empty() {
-                Ok(effective)
-            } else {
-                Err(ErrorCode::NotHeld)
-            }
-        }
-        BlobStatus::Complete { size } => Ok(wire::effective_ranges(requested, size)),
     }
 }
 

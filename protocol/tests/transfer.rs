@@ -37,7 +37,7 @@ async fn resumed_get_asks_only_for_missing_ranges() {
     let out = client::get_ranges(&c.conn, &c.store, hash, first.clone(), &Default::default()).await.unwrap();
     assert_eq!(out.data_bytes, 1536 * 1024);
     assert!(!out.complete);
-    let missing = client::missing(&c.store, &hash).unwrap().unwrap();
+    let missing = c.store.missing(&hash).unwrap().unwrap();
     let missing_bytes = ranges::byte_count(&missing, data.len() as u64);
     assert_eq!(missing_bytes, data.len() as u64 - 1536 * 1024);
     let rest = client::get(&c.conn, &c.store, hash, &Default::default()).await.unwrap();

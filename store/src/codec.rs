@@ -1,4 +1,6 @@
-//! The one place where persisted records are encoded and decoded.
+//! The one place where persisted records are encoded and decoded, the
+//! store's and (through [`encode_record`] and [`decode_record`]) those of
+//! crates that keep records in sled beside it, such as the node's.
 //!
 //! All records use bincode 2 with a fixed configuration: little-endian,
 //! fixed-width integers, and a byte limit per record so a corrupt length can
@@ -42,6 +44,16 @@ fn decode<T: DeserializeOwned, const LIMIT: usize>(what: &'static str, bytes: &[
         return Err(Error::CorruptRecord { what, reason: format!("{} trailing bytes", bytes.len() - used) });
     }
     Ok(v)
+}
+
+/// Encodes any record (at most [`MAX_RECORD_BYTES`] to be read back).
+pub fn encode_record<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>> {
+    encode(what, v)
+}
+
+/// Decodes any record of at most [`MAX_RECORD_BYTES`], refusing trailing bytes.
+pub fn decode_record<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
+    decode::<_, MAX_RECORD_BYTES>(what, bytes)
 }
 
 /// Encodes a blob entry.

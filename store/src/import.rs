@@ -201,9 +201,8 @@ impl Store {
 
 /// Reserves `size` bytes of disk for a file about to be written: a full disk
 /// fails here, before any work, and the file system allocates the blocks in
-/// one go instead of write by write (a third cheaper per buffered write on
-/// these machines). File systems without `fallocate` are left to allocate
-/// as they write.
+/// one go instead of write by write (cheaper per buffered write). File
+/// systems without `fallocate` are left to allocate as they write.
 pub(crate) fn preallocate(f: &File, size: u64, path: &Path) -> Result<()> {
     use std::os::fd::AsRawFd;
     let Ok(len) = libc::off_t::try_from(size) else { return Ok(()) };

@@ -191,6 +191,16 @@ impl Store {
         }
     }
 
+    /// The chunk ranges of `hash` the store lacks; `None` if it is complete.
+    /// For an absent blob that is everything (`0..`), size unknown.
+    pub fn missing(&self, hash: &Hash) -> Result<Option<ChunkRanges>> {
+        Ok(match self.status(hash)? {
+            BlobStatus::Absent => Some(ChunkRanges::all()),
+            BlobStatus::Partial { size, ranges: held, .. } => Some(ranges::all(size) - held),
+            BlobStatus::Complete { .. } => None,
+        })
+    }
+
     /// Hashes of every blob in the store, complete or partial.
     pub fn blobs(&self) -> Result<Vec<(Hash, BlobStatus)>> {
         let mut out = Vec::new();

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::{Context, Result};
 use blixard_node::{control, Node, NodeOptions, P2pConfig};
-use blixard_protocol::PeerAddr;
+use blixard_protocol::NodeAddr;
 use tracing::{info, warn};
 
 /// What `blixard node` was given.
@@ -13,7 +13,7 @@ pub struct NodeArgs {
     pub id: u64,
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
-    pub peers: Vec<PeerAddr>,
+    pub peers: Vec<NodeAddr>,
     pub config: P2pConfig,
 }
 
@@ -29,9 +29,9 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     // Dial the configured peers first (bounded), so the node is connected
     // when it reports ready; a peer that is down is retried later.
     let dials = args.peers.iter().map(|peer| {
-        let (node, peer) = (node.clone(), *peer);
+        let (node, peer) = (node.clone(), peer.clone());
         tokio::spawn(async move {
-            match node.connect_peer(&peer.to_string()).await {
+            match node.connect(peer.clone()).await {
                 Ok(id) => info!(%peer, %id, "peer reachable"),
                 Err(e) => {
                     warn!(%peer, "cannot reach peer (No peers discovered? check that it runs and the address): {e}")

@@ -10,7 +10,7 @@ mod transfer_bench;
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context, Result};
-use blixard_protocol::PeerAddr;
+use blixard_protocol::NodeAddr;
 use blixard_store::ImportMode;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -36,9 +36,9 @@ enum Command {
         /// Accepted for compatibility: P2P is always on.
         #[arg(long)]
         enable_p2p: bool,
-        /// A peer to reach at start: ADDR or NODE_ID@ADDR (repeatable).
+        /// A peer to reach at start: HOST:PORT or NODE_ID@HOST:PORT (repeatable).
         #[arg(long = "p2p-peer")]
-        p2p_peers: Vec<PeerAddr>,
+        p2p_peers: Vec<NodeAddr>,
         /// Data directory (identity key, store, control file); default ./blixard-data/node-ID.
         #[arg(long, env = "BLIXARD_P2P_CACHE_DIR")]
         data_dir: Option<PathBuf>,
@@ -94,7 +94,7 @@ enum Command {
     /// Check a peer against the protocol specification; exits non-zero on any failure.
     Conformance {
         /// The peer: NODE_ID@HOST:PORT.
-        peer: PeerAddr,
+        peer: NodeAddr,
         /// The blob to fetch (hex hash); default: the first resource the peer lists.
         #[arg(long)]
         hash: Option<blixard_store::Hash>,
@@ -323,11 +323,11 @@ async fn main() -> Result<()> {
         Command::Status { target } => tokio::task::spawn_blocking(move || cli::status(&target.control()?)).await??,
         Command::Demo { size } => demo::run(size).await?,
         Command::Conformance { peer, hash } => {
-            let Some(id) = peer.id else {
-                bail!("conformance needs the peer's identity: NODE_ID@{}", peer.addr);
+            let (Some(id), Some(&addr)) = (peer.id, peer.direct_addrs.first()) else {
+                bail!("conformance needs the peer's identity and a direct address: NODE_ID@HOST:PORT, not {peer}");
             };
             let scratch = tempfile::Builder::new().prefix("blixard-conformance-").tempdir()?;
-            let report = blixard_protocol::conformance::run(id, peer.addr, hash, scratch.path()).await;
+            let report = blixard_protocol::conformance::run(id, addr, hash, scratch.path()).await;
             print!("{}", report.table());
             if !report.passed() {
                 std::process::exit(1);

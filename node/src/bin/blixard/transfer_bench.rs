@@ -176,7 +176,7 @@ pub async fn run(args: TransferArgs) -> Result<Vec<Figure>> {
     }
     // Let the cancelled receiver wind down and checkpoint.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let missing = client::missing(&store, &hash)?.unwrap_or_default();
+    let missing = store.missing(&hash)?.unwrap_or_default();
     let missing_bytes = ranges::byte_count(&missing, size);
     let second = client::get(&conn, &store, hash, &Default::default()).await?;
     if !second.complete {
