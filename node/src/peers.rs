@@ -312,8 +312,7 @@ impl Peers {
                 if p.id == me || known {
                     continue;
                 }
-                let direct_addrs = p.addrs.iter().map(|a| SocketAddr::from(*a)).collect();
-                let target = NodeAddr { id: Some(p.id), direct_addrs, relay: None };
+                let target = NodeAddr::from(&p);
                 if let Ok(Ok(c)) = tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect_node(&target)).await {
                     debug!(peer = %target, "found by peer exchange");
                     self.register(c);
@@ -324,11 +323,11 @@ impl Peers {
 
     /// What this node tells others in a peers response: the peers it is
     /// connected to.
-    pub(crate) fn exchange_list(&self) -> Vec<wire::PeerInfo> {
+    pub(crate) fn exchange_list(&self) -> Vec<wire::PeerEntry> {
         let book = self.book.lock().unwrap();
         book.iter()
             .filter(|(_, e)| e.conn.is_some())
-            .map(|(id, e)| wire::PeerInfo { id: *id, addrs: e.direct_addrs.iter().map(|a| (*a).into()).collect() })
+            .map(|(id, e)| wire::PeerEntry { id: *id, addrs: e.direct_addrs.iter().map(|a| (*a).into()).collect() })
             .collect()
     }
 

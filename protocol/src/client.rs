@@ -260,7 +260,7 @@ pub async fn ping(conn: &Connection) -> Result<PingOutcome> {
 }
 
 /// The peers a peer knows.
-pub async fn peers(conn: &Connection) -> Result<Vec<PeerInfo>> {
+pub async fn peers(conn: &Connection) -> Result<Vec<PeerEntry>> {
     let r: PeersResponse = small(conn, &Request::Peers, "peers response").await?;
     if r.peers.len() > MAX_PEERS || r.peers.iter().any(|p| p.addrs.len() > MAX_ADDRS_PER_PEER) {
         return Err(Error::Malformed { what: "peers response", reason: "more peers or addresses than allowed".into() });

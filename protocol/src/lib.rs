@@ -44,6 +44,7 @@
 
 pub mod addr;
 pub mod client;
+pub mod codes;
 pub mod conformance;
 pub mod endpoint;
 pub mod error;

@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// The peers this node knows, for peers requests.
-pub type PeerSource = Arc<dyn Fn() -> Vec<PeerInfo> + Send + Sync>;
+pub type PeerSource = Arc<dyn Fn() -> Vec<PeerEntry> + Send + Sync>;
 
 /// What a server answers from, and its limits.
 pub struct ServerContext {

@@ -66,6 +66,28 @@ pub fn certificate(key: &SecretKey) -> Result<(CertificateDer<'static>, PrivateK
     Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(der)))
 }
 
+/// The signature checks both verifiers share: TLS 1.3 with Ed25519 only
+/// (the type needs an `algorithms: WebPkiSupportedAlgorithms` field).
+macro_rules! signature_checks {
+    () => {
+        fn verify_tls12_signature(&self, _: &[u8], _: &Der<'_>, _: &Dss) -> Verdict<HandshakeSignatureValid> {
+            Err(rustls::Error::General("TLS 1.2 is not supported".into()))
+        }
+
+        fn verify_tls13_signature(&self, msg: &[u8], cert: &Der<'_>, dss: &Dss) -> Verdict<HandshakeSignatureValid> {
+            rustls::crypto::verify_tls13_signature(msg, cert, dss, &self.algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            vec![SignatureScheme::ED25519]
+        }
+    };
+}
+
+type Der<'a> = CertificateDer<'a>;
+type Dss = DigitallySignedStruct;
+type Verdict<T> = std::result::Result<T, rustls::Error>;
+
 /// Checks the server's key on the client side; records the key seen.
 #[derive(Debug)]
 pub(crate) struct ServerVerifier {
@@ -108,27 +130,7 @@ impl ServerCertVerifier for ServerVerifier {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not supported".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
-    }
+    signature_checks!();
 }
 
 /// Requires and checks a client certificate on the server side.
@@ -170,27 +172,7 @@ impl ClientCertVerifier for ClientVerifier {
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not supported".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
-    }
+    signature_checks!();
 }
 
 /// The rustls client configuration for dialling a node.

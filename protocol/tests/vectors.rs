@@ -161,7 +161,7 @@ fn response_frame_vectors_match_the_codec() {
         "response-peers",
         "peers response: one peer (id 00..1f) at 198.51.100.1:7002",
         PeersResponse {
-            peers: vec![PeerInfo {
+            peers: vec![PeerEntry {
                 id: NodeId(h(0)),
                 addrs: vec!["198.51.100.1:7002".parse::<std::net::SocketAddr>().unwrap().into()],
             }],

@@ -130,26 +130,9 @@ impl Store {
     }
 
     /// Synchronous form of [`Store::receive_response`] for the encoding only,
-    /// with the size already read from the header.
+    /// with the size already read from the header. `reader` must end where
+    /// the response ends: trailing bytes are an error.
     pub fn receive_encoded(
-        &self,
-        hash: Hash,
-        size: u64,
-        requested: &ChunkRanges,
-        reader: &mut impl Read,
-    ) -> Result<ReceiveOutcome> {
-        let out = self.receive_encoded_part(hash, size, requested, reader)?;
-        let mut extra = [0u8; 1];
-        if reader.read(&mut extra).map_err(Error::Stream)? != 0 {
-            return Err(Error::Verification { hash, reason: "trailing bytes after the response".into() });
-        }
-        Ok(out)
-    }
-
-    /// Like [`Store::receive_encoded`], but reads only the encoding and
-    /// leaves what follows it in `reader` (for streams that carry several
-    /// responses one after another).
-    pub fn receive_encoded_part(
         &self,
         hash: Hash,
         size: u64,
@@ -162,7 +145,12 @@ impl Store {
         let finished = sink.finish();
         decoded?;
         sink.after_success()?;
-        finished
+        let out = finished?;
+        let mut extra = [0u8; 1];
+        if reader.read(&mut extra).map_err(Error::Stream)? != 0 {
+            return Err(Error::Verification { hash, reason: "trailing bytes after the response".into() });
+        }
+        Ok(out)
     }
 }
 

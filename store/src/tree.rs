@@ -38,47 +38,60 @@ pub(crate) fn left_len(count: u64) -> u64 {
     1 << (63 - (count - 1).leading_zeros())
 }
 
+/// A walk from the root of a tree towards one block: the node covering
+/// blocks `start..start + count`, at pre-order position `index`.
+struct Walk {
+    start: u64,
+    count: u64,
+    index: u64,
+}
+
+impl Walk {
+    fn root(n: u64) -> Self {
+        Walk { start: 0, count: n, index: 0 }
+    }
+
+    /// Moves to the child covering `block` (the node must have children);
+    /// true if it is the left child.
+    fn down(&mut self, block: u64) -> bool {
+        let l = left_len(self.count);
+        let left = block < self.start + l;
+        if left {
+            self.index += 1;
+            self.count = l;
+        } else {
+            self.index += l;
+            self.start += l;
+            self.count -= l;
+        }
+        left
+    }
+}
+
 /// Pre-order index of the node covering blocks `start..start + count` in a tree
 /// over `n` blocks. The node must exist in the tree.
 pub fn preorder_index(n: u64, start: u64, count: u64) -> u64 {
-    let (mut s, mut c, mut index) = (0u64, n, 0u64);
-    while !(s == start && c == count) {
-        debug_assert!(c >= 2, "node {start}+{count} not in tree of {n}");
-        let l = left_len(c);
-        if start < s + l {
-            index += 1;
-            c = l;
-        } else {
-            index += l;
-            s += l;
-            c -= l;
-        }
+    let mut w = Walk::root(n);
+    while !(w.start == start && w.count == count) {
+        debug_assert!(w.count >= 2, "node {start}+{count} not in tree of {n}");
+        w.down(start);
     }
-    index
+    w.index
 }
 
 /// Where the expected hash of leaf `block` is stored: the pre-order index of
 /// its parent and whether the leaf is the parent's left child. `None` for a
 /// single-block blob, whose leaf hash is the root.
 pub fn leaf_parent(n: u64, block: u64) -> Option<(u64, bool)> {
-    let (mut s, mut c, mut index) = (0u64, n, 0u64);
     if n < 2 {
         return None;
     }
+    let mut w = Walk::root(n);
     loop {
-        let l = left_len(c);
-        let left = block < s + l;
-        let child_count = if left { l } else { c - l };
-        if child_count == 1 {
-            return Some((index, left));
-        }
-        if left {
-            index += 1;
-            c = l;
-        } else {
-            index += l;
-            s += l;
-            c -= l;
+        let parent = w.index;
+        let left = w.down(block);
+        if w.count == 1 {
+            return Some((parent, left));
         }
     }
 }
