@@ -1,8 +1,13 @@
-//! `P2pConfig`: the node's settings, with their documented defaults, read from a
+//! How a node is started ([`NodeOptions`]) and its settings (`P2pConfig`),
+//! with their documented defaults, read from a
 //! TOML file, the environment and flags (flags win, then environment, then
 //! the file, then defaults).
 
-use std::{path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use blixard_protocol::NodeId;
 use serde::{Deserialize, Serialize};
@@ -108,6 +113,19 @@ mod secs {
         let v = f64::deserialize(d)?;
         Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
     }
+}
+
+/// How a node is started.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The operator's number for this node (names the default data dir).
+    pub id: u64,
+    /// Data directory: identity key, store, node database, control file.
+    pub data_dir: PathBuf,
+    /// UDP address for QUIC.
+    pub bind: SocketAddr,
+    /// Settings.
+    pub config: P2pConfig,
 }
 
 #[cfg(test)]

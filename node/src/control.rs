@@ -224,7 +224,7 @@ async fn transfers(State(node): State<Node>) -> Json<Vec<crate::TransferInfo>> {
 
 async fn transfer(State(node): State<Node>, UrlPath(id): UrlPath<String>) -> Answer<crate::TransferInfo> {
     let id: TransferId = id.parse()?;
-    node.transfer(id).map(Json).ok_or_else(|| Error::UnknownTransfer(id).into())
+    node.transfer(id).map(Json).ok_or_else(|| Error::UnknownTransfer(id.0).into())
 }
 
 async fn cancel(State(node): State<Node>, UrlPath(id): UrlPath<String>) -> Answer<()> {

@@ -13,10 +13,10 @@ use tracing::{info, warn};
 
 use crate::{
     download::{self, Live},
+    error::{Error, Result},
     events::{P2pEvent, ResourceInfo, TransferProgress},
-    node::Inner,
+    shared::Inner,
     transfers::{TransferId, TransferInfo, TransferState},
-    Error, Node, Result,
 };
 
 /// How often a running transfer reports its progress.
@@ -32,150 +32,141 @@ pub(crate) fn dispatcher(inner: &Arc<Inner>) -> JoinHandle<()> {
             let Ok(permit) = permits.clone().acquire_owned().await else { return };
             let id = loop {
                 let Some(inner) = weak.upgrade() else { return };
-                if let Some(id) = inner.transfers.lock().unwrap().queue.pop() {
+                if let Some(id) = inner.transfers.table.lock().unwrap().queue.pop() {
                     break id;
                 }
-                let queued = inner.queued.clone();
+                let queued = inner.transfers.queued.clone();
                 drop(inner);
                 queued.notified().await;
             };
             let Some(inner) = weak.upgrade() else { return };
-            let node = Node { inner };
             let task = tokio::spawn({
-                let node = node.clone();
+                let inner = inner.clone();
                 async move {
-                    node.run_transfer(id).await;
+                    run_transfer(&inner, id).await;
                     drop(permit);
                 }
             });
-            let mut t = node.inner.transfers.lock().unwrap();
+            let mut t = inner.transfers.table.lock().unwrap();
             t.running.insert(id, task.abort_handle());
-            node.inner.metrics.transfers_queued.set(t.queue.len() as i64);
+            inner.metrics.transfers_queued.set(t.queue.len() as i64);
         }
     })
 }
 
-impl Node {
-    /// Runs one transfer to its end: attempts under the transfer timeout,
-    /// retried with backoff, then the outcome recorded and announced.
-    async fn run_transfer(&self, id: TransferId) {
-        let Some(info) = self.transfer(id) else { return };
-        let inner = &self.inner;
-        let started = Instant::now();
-        self.update(id, |i| i.state = TransferState::Running);
-        inner.metrics.transfers_active.inc();
-        let _ = inner.events.send(P2pEvent::TransferStarted(id));
-        let live = Arc::new(Live::default());
-        let reporter = tokio::spawn({
-            let (node, live) = (self.clone(), live.clone());
-            async move { node.report_progress(id, &live).await }
-        });
-        let config = &inner.options.config;
-        let mut attempt = 0;
-        let result = loop {
-            attempt += 1;
-            self.update(id, |i| i.attempts = attempt);
-            let r = match tokio::time::timeout(config.transfer_timeout, self.attempt(id, &info, &live)).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::Timeout(config.transfer_timeout)),
-            };
-            match r {
-                Ok(res) => break Ok(res),
-                Err(e) if attempt <= config.max_retry_attempts => {
-                    let wait = Duration::from_millis(500) * 2u32.pow(attempt - 1);
-                    warn!(%id, attempt, "download failed, retrying in {wait:?}: {e}");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => break Err(e),
-            }
+/// Runs one transfer to its end: attempts under the transfer timeout,
+/// retried with backoff, then the outcome recorded and announced.
+async fn run_transfer(inner: &Arc<Inner>, id: TransferId) {
+    let table = &inner.transfers;
+    let Some(info) = table.transfer(id) else { return };
+    let started = Instant::now();
+    table.update(id, |i| i.state = TransferState::Running);
+    inner.metrics.transfers_active.inc();
+    let _ = inner.events.send(P2pEvent::TransferStarted(id));
+    let live = Arc::new(Live::default());
+    let reporter = tokio::spawn({
+        let (inner, live) = (inner.clone(), live.clone());
+        async move { report_progress(&inner, id, &live).await }
+    });
+    let config = &inner.options.config;
+    let mut attempt = 0;
+    let result = loop {
+        attempt += 1;
+        table.update(id, |i| i.attempts = attempt);
+        let r = match tokio::time::timeout(config.transfer_timeout, attempt_once(inner, id, &info, &live)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout(config.transfer_timeout)),
         };
-        reporter.abort();
-        let took = started.elapsed();
-        let _ = inner.pending.remove(id.0.to_be_bytes());
-        let mut t = inner.transfers.lock().unwrap();
-        t.running.remove(&id);
-        inner.metrics.transfers_active.dec();
-        let info = t.all.get_mut(&id).expect("transfers are never forgotten");
-        info.duration_secs = Some(took.as_secs_f64());
-        match result {
-            Ok(res) => {
-                info.state = TransferState::Completed;
-                let size = res.size;
-                info.progress = Some(TransferProgress {
-                    bytes: size,
-                    total: size,
-                    speed_bps: 0.0,
-                    eta_secs: Some(0.0),
-                    providers: 0,
-                });
-                inner.metrics.transfer_duration.observe(took.as_secs_f64());
-                inner.metrics.transfers_finished.with_label_values(&["completed"]).inc();
-                drop(t);
-                info!(%id, hash = %res.hash, size, secs = took.as_secs_f64(), "download complete");
-                let _ = inner.events.send(P2pEvent::ResourceAvailable(res));
-                let _ = inner.events.send(P2pEvent::TransferCompleted(id));
+        match r {
+            Ok(res) => break Ok(res),
+            Err(e) if attempt <= config.max_retry_attempts => {
+                let wait = Duration::from_millis(500) * 2u32.pow(attempt - 1);
+                warn!(%id, attempt, "download failed, retrying in {wait:?}: {e}");
+                tokio::time::sleep(wait).await;
             }
-            Err(e) => {
-                info.state = TransferState::Failed;
-                info.error = Some(e.to_string());
-                inner.metrics.transfers_finished.with_label_values(&["failed"]).inc();
-                drop(t);
-                warn!(%id, "download failed: {e}");
-                let _ = inner.events.send(P2pEvent::TransferFailed(id, e.to_string()));
-            }
+            Err(e) => break Err(e),
+        }
+    };
+    reporter.abort();
+    let took = started.elapsed();
+    table.ended(id);
+    let mut t = table.table.lock().unwrap();
+    t.running.remove(&id);
+    inner.metrics.transfers_active.dec();
+    let info = t.all.get_mut(&id).expect("transfers are never forgotten");
+    info.duration_secs = Some(took.as_secs_f64());
+    match result {
+        Ok(res) => {
+            info.state = TransferState::Completed;
+            let size = res.size;
+            info.progress =
+                Some(TransferProgress { bytes: size, total: size, speed_bps: 0.0, eta_secs: Some(0.0), providers: 0 });
+            inner.metrics.transfer_duration.observe(took.as_secs_f64());
+            inner.metrics.transfers_finished.with_label_values(&["completed"]).inc();
+            drop(t);
+            info!(%id, hash = %res.hash, size, secs = took.as_secs_f64(), "download complete");
+            let _ = inner.events.send(P2pEvent::ResourceAvailable(res));
+            let _ = inner.events.send(P2pEvent::TransferCompleted(id));
+        }
+        Err(e) => {
+            info.state = TransferState::Failed;
+            info.error = Some(e.to_string());
+            inner.metrics.transfers_finished.with_label_values(&["failed"]).inc();
+            drop(t);
+            warn!(%id, "download failed: {e}");
+            let _ = inner.events.send(P2pEvent::TransferFailed(id, e.to_string()));
         }
     }
+}
 
-    /// One attempt: done at once if the resource is complete here;
-    /// otherwise resolve its hash through the peers, fetch what is missing,
-    /// and record the resource.
-    async fn attempt(&self, id: TransferId, info: &TransferInfo, live: &Live) -> Result<ResourceInfo> {
-        let inner = &self.inner;
-        let kind = &info.kind;
-        if let Some(r) = inner.store.resource(kind, &info.name, &info.version)? {
-            if matches!(inner.store.status(&r.hash)?, BlobStatus::Complete { .. }) {
-                return Ok(r);
-            }
+/// One attempt: done at once if the resource is complete here; otherwise
+/// resolve its hash through the peers, fetch what is missing, and record
+/// the resource.
+async fn attempt_once(inner: &Inner, id: TransferId, info: &TransferInfo, live: &Live) -> Result<ResourceInfo> {
+    let kind = &info.kind;
+    if let Some(r) = inner.store.resource(kind, &info.name, &info.version)? {
+        if matches!(inner.store.status(&r.hash)?, BlobStatus::Complete { .. }) {
+            return Ok(r);
         }
-        let conns = inner.peers.connections().await;
-        let found = download::resolve(&conns, kind, &info.name, &info.version).await?;
-        let hash = Hash(found.hash);
-        self.update(id, |i| i.hash = Some(hash));
-        let lease = inner.store.lease(hash);
-        let ctx = download::Context {
-            store: inner.store.clone(),
-            peers: inner.peers.clone(),
-            events: inner.events.clone(),
-            metrics: inner.metrics.clone(),
-            limiter: inner.download_limiter.clone(),
-        };
-        let providers = conns.iter().map(|c| c.remote_id()).collect();
-        download::fetch(&ctx, hash, found.size, providers, live).await?;
-        let r = inner.store.put_resource_and_release(kind, &info.name, &info.version, lease)?;
-        Ok(r)
     }
+    let conns = inner.peers.connections().await;
+    let found = download::resolve(&conns, kind, &info.name, &info.version).await?;
+    let hash = Hash(found.hash);
+    inner.transfers.update(id, |i| i.hash = Some(hash));
+    let lease = inner.store.lease(hash);
+    let ctx = download::Context {
+        store: inner.store.clone(),
+        peers: inner.peers.clone(),
+        events: inner.events.clone(),
+        metrics: inner.metrics.clone(),
+        limiter: inner.download_limiter.clone(),
+    };
+    let providers = conns.iter().map(|c| c.remote_id()).collect();
+    download::fetch(&ctx, hash, found.size, providers, live).await?;
+    let r = inner.store.put_resource_and_release(kind, &info.name, &info.version, lease)?;
+    Ok(r)
+}
 
-    /// Reports progress every [`PROGRESS_EVERY`] until aborted: verified
-    /// bytes, a smoothed rate of arriving bytes, and the ETA at that rate.
-    async fn report_progress(&self, id: TransferId, live: &Live) {
-        let mut last = (Instant::now(), live.wire.load(Ordering::Relaxed));
-        let mut speed = 0.0;
-        loop {
-            tokio::time::sleep(PROGRESS_EVERY).await;
-            let now = (Instant::now(), live.wire.load(Ordering::Relaxed));
-            let rate = (now.1 - last.1) as f64 / now.0.duration_since(last.0).as_secs_f64().max(1e-3);
-            speed = if speed == 0.0 { rate } else { 0.7 * speed + 0.3 * rate };
-            last = now;
-            let (total, bytes) = (live.total.load(Ordering::Relaxed), live.held.load(Ordering::Relaxed));
-            let p = TransferProgress {
-                bytes,
-                total,
-                speed_bps: speed,
-                eta_secs: (speed > 0.0).then(|| total.saturating_sub(bytes) as f64 / speed),
-                providers: live.providers.load(Ordering::Relaxed),
-            };
-            self.update(id, |i| i.progress = Some(p.clone()));
-            let _ = self.inner.events.send(P2pEvent::TransferProgress(id, p));
-        }
+/// Reports progress every [`PROGRESS_EVERY`] until aborted: verified bytes,
+/// a smoothed rate of arriving bytes, and the ETA at that rate.
+async fn report_progress(inner: &Inner, id: TransferId, live: &Live) {
+    let mut last = (Instant::now(), live.wire.load(Ordering::Relaxed));
+    let mut speed = 0.0;
+    loop {
+        tokio::time::sleep(PROGRESS_EVERY).await;
+        let now = (Instant::now(), live.wire.load(Ordering::Relaxed));
+        let rate = (now.1 - last.1) as f64 / now.0.duration_since(last.0).as_secs_f64().max(1e-3);
+        speed = if speed == 0.0 { rate } else { 0.7 * speed + 0.3 * rate };
+        last = now;
+        let (total, bytes) = (live.total.load(Ordering::Relaxed), live.held.load(Ordering::Relaxed));
+        let p = TransferProgress {
+            bytes,
+            total,
+            speed_bps: speed,
+            eta_secs: (speed > 0.0).then(|| total.saturating_sub(bytes) as f64 / speed),
+            providers: live.providers.load(Ordering::Relaxed),
+        };
+        inner.transfers.update(id, |i| i.progress = Some(p.clone()));
+        let _ = inner.events.send(P2pEvent::TransferProgress(id, p));
     }
 }

@@ -81,7 +81,7 @@ pub(crate) async fn resolve(
         (c.remote_id(), r)
     });
     let mut found: Vec<WireResource> = Vec::new();
-    for (peer, r) in join_all(lookups).await {
+    for (peer, r) in crate::join::join_all(lookups).await {
         match r {
             Ok(Ok(Some(info))) => found.push(info),
             Ok(Ok(None)) => {}
@@ -118,7 +118,7 @@ pub(crate) async fn fetch(ctx: &Context, hash: Hash, size: u64, peers: Vec<NodeI
     info!(%hash, size, stripes = order.len(), peers = peers.len(), "downloading");
     let work = Arc::new(Work { state: Mutex::new((order.into(), 0)), changed: Notify::new() });
     let workers = peers.into_iter().map(|peer| provider(ctx, hash, peer, work.clone(), live));
-    let reasons = join_all(workers).await;
+    let reasons = crate::join::join_all(workers).await;
     match ctx.store.missing(&hash)? {
         None => Ok(()),
         Some(_) => {
@@ -272,29 +272,6 @@ async fn provider(ctx: &Context, hash: Hash, peer: NodeId, work: Arc<Work>, live
         live.providers.fetch_sub(1, Ordering::Relaxed);
     }
     result
-}
-
-/// Awaits all futures concurrently, in this task, keeping their order.
-pub(crate) async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    let futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    let mut pending: Vec<_> = futures.into_iter().enumerate().collect();
-    std::future::poll_fn(|cx| {
-        pending.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
-            std::task::Poll::Ready(v) => {
-                out[*i] = Some(v);
-                false
-            }
-            std::task::Poll::Pending => true,
-        });
-        if pending.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out.into_iter().map(|v| v.expect("every future finished")).collect()
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ pub enum Error {
     Timeout(std::time::Duration),
     /// No such transfer.
     #[error("no transfer {0}")]
-    UnknownTransfer(crate::TransferId),
+    UnknownTransfer(u64),
     /// The providers failed before the blob was complete.
     #[error("incomplete: {0}")]
     Incomplete(String),

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::TransferId;
+use crate::transfer_id::TransferId;
 
 /// A peer as events and the control API show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,43 +5,32 @@
 
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use blixard_protocol::{client, rate::RateLimiter, server, Endpoint, EndpointOptions, NodeAddr, NodeId, SecretKey};
+use blixard_protocol::{client, server, Endpoint, EndpointOptions, NodeAddr, NodeId, SecretKey};
 use blixard_store::{ImportMode, ResourceKind, Store};
 use serde::{Deserialize, Serialize};
 use tokio::{
-    sync::{broadcast, Notify, Semaphore},
+    sync::{broadcast, Semaphore},
     task::JoinHandle,
 };
 use tracing::{info, warn};
 
 use crate::{
     bandwidth,
-    config::P2pConfig,
+    config::NodeOptions,
     dispatch,
     events::{P2pEvent, PeerInfo, ResourceInfo},
     metrics::Metrics,
     peers::Peers,
-    transfers::{self, Transfers},
+    queue::TransferPriority,
+    shared::Inner,
+    transfers::{self, TransferId, TransferInfo, TransferTable},
     Error, Result,
 };
-
-/// How a node is started.
-#[derive(Debug, Clone)]
-pub struct NodeOptions {
-    /// The operator's number for this node (names the default data dir).
-    pub id: u64,
-    /// Data directory: identity key, store, node database, control file.
-    pub data_dir: PathBuf,
-    /// UDP address for QUIC.
-    pub bind: SocketAddr,
-    /// Settings.
-    pub config: P2pConfig,
-}
 
 /// Node-wide figures.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,22 +53,6 @@ pub struct Stats {
     pub bytes_received: u64,
     /// Local resources.
     pub resources: usize,
-}
-
-pub(crate) struct Inner {
-    pub(crate) options: NodeOptions,
-    pub(crate) store: Store,
-    pub(crate) endpoint: Endpoint,
-    _db: sled::Db,
-    pub(crate) pending: sled::Tree,
-    pub(crate) peers: Arc<Peers>,
-    pub(crate) events: broadcast::Sender<P2pEvent>,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) transfers: Mutex<Transfers>,
-    pub(crate) queued: Arc<Notify>,
-    pub(crate) permits: Arc<Semaphore>,
-    pub(crate) download_limiter: Option<Arc<dyn RateLimiter>>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A running node. Cheap to clone; [`Node::shutdown`] stops it.
@@ -139,18 +112,16 @@ impl Node {
             options,
             store,
             endpoint: endpoint.clone(),
-            pending: db.open_tree(transfers::PENDING_TREE)?,
+            transfers: TransferTable::new(&db, metrics.clone(), events.clone())?,
             _db: db,
             peers: peers.clone(),
             events,
             metrics,
-            transfers: Mutex::new(Transfers::default()),
-            queued: Arc::new(Notify::new()),
             download_limiter: limits.download,
             tasks: Mutex::new(Vec::new()),
         });
+        inner.transfers.resume_pending(pending_records);
         let node = Node { inner };
-        node.resume_pending(pending_records);
         node.start_tasks(ctx);
         for saved in peers.saved() {
             let p = peers.clone();
@@ -250,6 +221,39 @@ impl Node {
         Ok(info)
     }
 
+    /// Queues a download of `(kind, name, version)`; returns its id. A
+    /// request for a resource already queued or running is merged into it
+    /// (its priority raised if this one is higher) and gets the same id.
+    pub fn request_download(
+        &self,
+        kind: ResourceKind,
+        name: &str,
+        version: &str,
+        priority: TransferPriority,
+    ) -> Result<TransferId> {
+        self.inner.transfers.request((kind, name.into(), version.into()), priority)
+    }
+
+    /// Cancels a queued or running transfer.
+    pub fn cancel(&self, id: TransferId) -> Result<()> {
+        self.inner.transfers.cancel(id)
+    }
+
+    /// One transfer.
+    pub fn transfer(&self, id: TransferId) -> Option<TransferInfo> {
+        self.inner.transfers.transfer(id)
+    }
+
+    /// Every transfer this run, oldest first.
+    pub fn transfers(&self) -> Vec<TransferInfo> {
+        self.inner.transfers.transfers()
+    }
+
+    /// Waits until a transfer completes, fails or is cancelled.
+    pub async fn wait(&self, id: TransferId) -> Result<TransferInfo> {
+        self.inner.transfers.wait(id).await
+    }
+
     /// Resources in this node's store.
     pub fn local_resources(&self) -> Result<Vec<ResourceInfo>> {
         Ok(self.inner.store.resources(None)?)
@@ -285,7 +289,7 @@ impl Node {
 
     /// Node-wide figures.
     pub fn stats(&self) -> Stats {
-        let t = self.inner.transfers.lock().unwrap();
+        let t = self.inner.transfers.table.lock().unwrap();
         let m = &self.inner.metrics;
         Stats {
             node_id: self.node_id().to_string(),
@@ -307,7 +311,7 @@ impl Node {
         for t in self.inner.tasks.lock().unwrap().drain(..) {
             t.abort();
         }
-        for (_, t) in self.inner.transfers.lock().unwrap().running.drain() {
+        for (_, t) in self.inner.transfers.table.lock().unwrap().running.drain() {
             t.abort();
         }
         self.inner.peers.close_all();

@@ -268,7 +268,7 @@ impl Peers {
                 Some((me.register(conn.clone()), conn))
             }
         });
-        for (_, conn) in crate::download::join_all(dials).await.into_iter().flatten() {
+        for (_, conn) in crate::join::join_all(dials).await.into_iter().flatten() {
             open.push(conn);
         }
         open

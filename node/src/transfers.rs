@@ -1,38 +1,26 @@
 //! The transfer table: every transfer of this run, the queue of those
 //! waiting, and the records of unfinished ones in `node.db`, so a restarted
-//! node resumes them. The public transfer API of [`Node`] lives here.
+//! node resumes them.
 
-use std::{collections::HashMap, fmt, str::FromStr, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use blixard_store::ResourceKind;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, Notify};
 use tracing::{info, warn};
 
+pub use crate::transfer_id::TransferId;
 use crate::{
     codec,
+    error::{Error, Result},
     events::{P2pEvent, TransferProgress},
+    metrics::Metrics,
     queue::{Queue, TransferPriority},
-    Error, Node, Result,
 };
-
-/// A transfer's id: a number unique within one node's database (it keeps
-/// counting across restarts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TransferId(pub u64);
-
-impl fmt::Display for TransferId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl FromStr for TransferId {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        s.parse().map(TransferId).map_err(|_| Error::InvalidArgument(format!("transfer id {s:?}: expected a number")))
-    }
-}
 
 /// Where a transfer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,7 +72,8 @@ pub struct TransferInfo {
     pub duration_secs: Option<f64>,
 }
 
-type Key = (ResourceKind, String, String);
+/// A resource as the table keys it: kind, name, version.
+pub(crate) type Key = (ResourceKind, String, String);
 
 /// A transfer that has not finished, as kept in `node.db`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,7 +91,7 @@ pub(crate) const PENDING_TREE: &str = "transfers.v2";
 
 /// The in-memory table.
 #[derive(Default)]
-pub(crate) struct Transfers {
+pub(crate) struct Table {
     pub queue: Queue<TransferId>,
     pub all: HashMap<TransferId, TransferInfo>,
     pub by_key: HashMap<Key, TransferId>,
@@ -110,7 +99,7 @@ pub(crate) struct Transfers {
     pub next: u64,
 }
 
-impl Transfers {
+impl Table {
     /// Puts a transfer into the queue and the tables.
     fn enqueue(&mut self, r: PendingRecord) {
         let key: Key = (r.kind.clone(), r.name.clone(), r.version.clone());
@@ -133,6 +122,28 @@ impl Transfers {
     }
 }
 
+/// A pending transfer as the first format kept it: text id `NODE-N`, kind
+/// as text.
+#[derive(Deserialize)]
+struct PendingV1 {
+    id: String,
+    kind: String,
+    name: String,
+    version: String,
+    priority: TransferPriority,
+}
+
+/// Reads a pending transfer of the first format (version byte 1).
+fn decode_v1_pending(bytes: &[u8]) -> Result<PendingRecord> {
+    let old: PendingV1 = codec::decode_version("transfer", 1, bytes)?;
+    let corrupt = |reason: String| Error::CorruptRecord { what: "transfer", reason };
+    let number = old.id.rsplit('-').next().and_then(|n| n.parse().ok());
+    let id = number.ok_or_else(|| corrupt(format!("id {:?}", old.id)))?;
+    let kind = old.kind.parse().map_err(|e: blixard_store::Error| corrupt(e.to_string()))?;
+    let (name, version, priority) = (old.name, old.version, old.priority);
+    Ok(PendingRecord { id: TransferId(id), kind, name, version, priority })
+}
+
 /// Reads the unfinished transfers of an earlier run: today's records, and
 /// those of the first format (text ids `NODE-N`, kinds as text), which are
 /// moved over. Damaged records are dropped with a warning.
@@ -150,7 +161,7 @@ pub(crate) fn load_pending(db: &sled::Db) -> Result<Vec<PendingRecord>> {
         let old = db.open_tree("transfers")?;
         for kv in old.iter() {
             let (_, v) = kv?;
-            match codec::decode_v1_pending(&v) {
+            match decode_v1_pending(&v) {
                 Ok(r) => {
                     tree.insert(r.id.0.to_be_bytes(), codec::encode("transfer", &r)?)?;
                     records.push(r);
@@ -165,19 +176,35 @@ pub(crate) fn load_pending(db: &sled::Db) -> Result<Vec<PendingRecord>> {
     Ok(records)
 }
 
-impl Node {
-    /// Queues a download of `(kind, name, version)`; returns its id. A
+/// The table with what it needs to keep its records and announce changes:
+/// the persisted records, the dispatcher's wake-up, metrics and events.
+pub(crate) struct TransferTable {
+    pub(crate) table: Mutex<Table>,
+    pending: sled::Tree,
+    /// Woken when a transfer is queued.
+    pub(crate) queued: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    events: broadcast::Sender<P2pEvent>,
+}
+
+impl TransferTable {
+    /// A table over the pending-transfer tree of `db`.
+    pub(crate) fn new(db: &sled::Db, metrics: Arc<Metrics>, events: broadcast::Sender<P2pEvent>) -> Result<Self> {
+        Ok(TransferTable {
+            table: Mutex::new(Table::default()),
+            pending: db.open_tree(PENDING_TREE)?,
+            queued: Arc::new(Notify::new()),
+            metrics,
+            events,
+        })
+    }
+
+    /// Queues a download of `key` (kind, name, version); returns its id. A
     /// request for a resource already queued or running is merged into it
     /// (its priority raised if this one is higher) and gets the same id.
-    pub fn request_download(
-        &self,
-        kind: ResourceKind,
-        name: &str,
-        version: &str,
-        priority: TransferPriority,
-    ) -> Result<TransferId> {
-        let key: Key = (kind.clone(), name.to_string(), version.to_string());
-        let mut t = self.inner.transfers.lock().unwrap();
+    pub(crate) fn request(&self, key: Key, priority: TransferPriority) -> Result<TransferId> {
+        let (kind, name, version) = (&key.0, key.1.as_str(), key.2.as_str());
+        let mut t = self.table.lock().unwrap();
         if let Some(id) = t.by_key.get(&key).copied() {
             if t.all.get(&id).is_some_and(|i| i.state.is_active()) {
                 t.queue.raise(&id, priority);
@@ -190,11 +217,11 @@ impl Node {
         t.next += 1;
         let id = TransferId(t.next);
         let record = PendingRecord { id, kind: kind.clone(), name: name.into(), version: version.into(), priority };
-        self.inner.pending.insert(id.0.to_be_bytes(), codec::encode("transfer", &record)?)?;
+        self.pending.insert(id.0.to_be_bytes(), codec::encode("transfer", &record)?)?;
         t.enqueue(record);
-        self.inner.metrics.transfers_queued.set(t.queue.len() as i64);
+        self.metrics.transfers_queued.set(t.queue.len() as i64);
         drop(t);
-        self.inner.queued.notify_one();
+        self.queued.notify_one();
         info!(%id, %kind, name, version, %priority, "download queued");
         Ok(id)
     }
@@ -202,56 +229,56 @@ impl Node {
     /// Re-queues the transfers a previous run left unfinished, in their
     /// original order.
     pub(crate) fn resume_pending(&self, records: Vec<PendingRecord>) {
-        let mut t = self.inner.transfers.lock().unwrap();
+        let mut t = self.table.lock().unwrap();
         for r in records {
             t.next = t.next.max(r.id.0);
             info!(id = %r.id, name = %r.name, version = %r.version, "resuming an unfinished download");
             t.enqueue(r);
         }
-        self.inner.metrics.transfers_queued.set(t.queue.len() as i64);
+        self.metrics.transfers_queued.set(t.queue.len() as i64);
     }
 
     /// Cancels a queued or running transfer.
-    pub fn cancel(&self, id: TransferId) -> Result<()> {
-        let mut t = self.inner.transfers.lock().unwrap();
-        let Some(info) = t.all.get(&id) else { return Err(Error::UnknownTransfer(id)) };
+    pub(crate) fn cancel(&self, id: TransferId) -> Result<()> {
+        let mut t = self.table.lock().unwrap();
+        let Some(info) = t.all.get(&id) else { return Err(Error::UnknownTransfer(id.0)) };
         if !info.state.is_active() {
             return Ok(());
         }
         t.queue.remove(&id);
-        let _ = self.inner.pending.remove(id.0.to_be_bytes());
+        let _ = self.pending.remove(id.0.to_be_bytes());
         if let Some(task) = t.running.remove(&id) {
             task.abort();
-            self.inner.metrics.transfers_active.dec();
+            self.metrics.transfers_active.dec();
         }
         if let Some(info) = t.all.get_mut(&id) {
             info.state = TransferState::Cancelled;
             info.error = Some("cancelled".into());
         }
-        self.inner.metrics.transfers_finished.with_label_values(&["cancelled"]).inc();
-        self.inner.metrics.transfers_queued.set(t.queue.len() as i64);
-        let _ = self.inner.events.send(P2pEvent::TransferFailed(id, "cancelled".into()));
+        self.metrics.transfers_finished.with_label_values(&["cancelled"]).inc();
+        self.metrics.transfers_queued.set(t.queue.len() as i64);
+        let _ = self.events.send(P2pEvent::TransferFailed(id, "cancelled".into()));
         Ok(())
     }
 
     /// One transfer.
-    pub fn transfer(&self, id: TransferId) -> Option<TransferInfo> {
-        self.inner.transfers.lock().unwrap().all.get(&id).cloned()
+    pub(crate) fn transfer(&self, id: TransferId) -> Option<TransferInfo> {
+        self.table.lock().unwrap().all.get(&id).cloned()
     }
 
     /// Every transfer this run, oldest first.
-    pub fn transfers(&self) -> Vec<TransferInfo> {
-        let t = self.inner.transfers.lock().unwrap();
+    pub(crate) fn transfers(&self) -> Vec<TransferInfo> {
+        let t = self.table.lock().unwrap();
         let mut all: Vec<TransferInfo> = t.all.values().cloned().collect();
         all.sort_by_key(|i| i.id);
         all
     }
 
     /// Waits until a transfer completes, fails or is cancelled.
-    pub async fn wait(&self, id: TransferId) -> Result<TransferInfo> {
-        let mut events = self.events();
+    pub(crate) async fn wait(&self, id: TransferId) -> Result<TransferInfo> {
+        let mut events = self.events.subscribe();
         loop {
-            let info = self.transfer(id).ok_or(Error::UnknownTransfer(id))?;
+            let info = self.transfer(id).ok_or(Error::UnknownTransfer(id.0))?;
             if !info.state.is_active() {
                 return Ok(info);
             }
@@ -259,10 +286,36 @@ impl Node {
         }
     }
 
+    /// Forgets the persisted record of a transfer that ended.
+    pub(crate) fn ended(&self, id: TransferId) {
+        let _ = self.pending.remove(id.0.to_be_bytes());
+    }
+
     /// Changes a transfer's record in the table.
     pub(crate) fn update(&self, id: TransferId, f: impl FnOnce(&mut TransferInfo)) {
-        if let Some(i) = self.inner.transfers.lock().unwrap().all.get_mut(&id) {
+        if let Some(i) = self.table.lock().unwrap().all.get_mut(&id) {
             f(i);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record written by the first format (kept here as its bytes'
+    /// recipe) is read and moved into today's form.
+    #[test]
+    fn a_first_format_pending_transfer_migrates() {
+        #[derive(serde::Serialize)]
+        struct Old<'a>(&'a str, &'a str, &'a str, &'a str, TransferPriority);
+        let mut bytes = vec![1u8];
+        let old = Old("7-42", "vm-image", "ubuntu-server", "22.04", TransferPriority::High);
+        bytes.extend(blixard_store::codec::encode_record("test", &old).unwrap());
+        let r = decode_v1_pending(&bytes).unwrap();
+        assert_eq!(r.id, TransferId(42));
+        assert_eq!(r.kind, blixard_store::ResourceKind::VmImage);
+        assert_eq!((r.name.as_str(), r.version.as_str()), ("ubuntu-server", "22.04"));
+        assert!(codec::decode::<PendingRecord>("transfer", &bytes).is_err(), "not readable as today's");
     }
 }

@@ -10,6 +10,7 @@ use crate::Hash;
 
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The metadata database could not be opened (damaged or locked).
     #[error("cannot open store metadata at {path}: {reason}")]
@@ -55,9 +56,6 @@ pub enum Error {
     /// A request asked for something outside the store's documented limits.
     #[error("limit exceeded: {0}")]
     Limit(String),
-    /// A resource was not found.
-    #[error("resource {0} not found")]
-    ResourceNotFound(String),
     /// An invalid argument from the caller.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -1,0 +1,29 @@
+//! What a running node's parts share: its options, store, endpoint, peers,
+//! transfer table, events, metrics and limits. The facade (`node`) and the
+//! dispatcher (`dispatch`) both hold it.
+
+use std::sync::{Arc, Mutex};
+
+use blixard_protocol::{rate::RateLimiter, Endpoint};
+use blixard_store::Store;
+use tokio::{
+    sync::{broadcast, Semaphore},
+    task::JoinHandle,
+};
+
+use crate::{config::NodeOptions, events::P2pEvent, metrics::Metrics, peers::Peers, transfers::TransferTable};
+
+/// The state of one running node.
+pub(crate) struct Inner {
+    pub(crate) options: NodeOptions,
+    pub(crate) store: Store,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) _db: sled::Db,
+    pub(crate) peers: Arc<Peers>,
+    pub(crate) events: broadcast::Sender<P2pEvent>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) transfers: TransferTable,
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) download_limiter: Option<Arc<dyn RateLimiter>>,
+    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+}
