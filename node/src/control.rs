@@ -8,7 +8,8 @@
 //! `GET resources/remote`, `POST upload {kind,name,version,path}`,
 //! `POST download {kind,name,version,priority}`, `GET transfers`,
 //! `GET transfers/{id}`, `DELETE transfers/{id}`,
-//! `POST export {kind,name,version,path}`, and `GET /metrics`.
+//! `POST export {kind,name,version,path,overwrite}`, `POST verify {repair}`,
+//! and `GET /metrics`.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -88,6 +89,7 @@ pub async fn serve(node: Node, port: u16) -> Result<SocketAddr> {
         .route("/v1/upload", post(upload))
         .route("/v1/download", post(download))
         .route("/v1/export", post(export))
+        .route("/v1/verify", post(verify))
         .route("/v1/transfers", get(transfers))
         .route("/v1/transfers/{id}", get(transfer).delete(cancel))
         .route_layer(middleware::from_fn_with_state(token, authorize));
@@ -126,7 +128,13 @@ struct Failure(StatusCode, String);
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
+        use blixard_store::Error as StoreError;
         let code = match &e {
+            Error::Store(StoreError::Exists(_)) => StatusCode::CONFLICT,
+            Error::Store(StoreError::InvalidArgument(_)) => StatusCode::BAD_REQUEST,
+            Error::Store(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                StatusCode::BAD_REQUEST
+            }
             Error::NotFound { .. } | Error::UnknownTransfer(_) => StatusCode::NOT_FOUND,
             Error::Config(_) | Error::InvalidArgument(_) | Error::Io { .. } => StatusCode::BAD_REQUEST,
             Error::Protocol(_) | Error::NoPeers => StatusCode::BAD_GATEWAY,
@@ -186,6 +194,10 @@ pub struct ResourceFile {
     pub version: String,
     /// An absolute path on the node's machine.
     pub path: PathBuf,
+    /// Export only: replace an existing file (or link, which is replaced,
+    /// not followed).
+    #[serde(default)]
+    pub overwrite: bool,
 }
 
 async fn upload(State(node): State<Node>, Json(req): Json<ResourceFile>) -> Answer<crate::events::ResourceInfo> {
@@ -195,7 +207,8 @@ async fn upload(State(node): State<Node>, Json(req): Json<ResourceFile>) -> Answ
 
 async fn export(State(node): State<Node>, Json(req): Json<ResourceFile>) -> Answer<()> {
     let kind = kind(&req.kind)?;
-    node.export_resource(&kind, &req.name, &req.version, &req.path).await?;
+    let options = blixard_store::ExportOptions { overwrite: req.overwrite };
+    node.export_resource(&kind, &req.name, &req.version, &req.path, options).await?;
     Ok(Json(()))
 }
 
@@ -230,6 +243,54 @@ async fn transfer(State(node): State<Node>, UrlPath(id): UrlPath<String>) -> Ans
 async fn cancel(State(node): State<Node>, UrlPath(id): UrlPath<String>) -> Answer<()> {
     node.cancel(id.parse()?)?;
     Ok(Json(()))
+}
+
+/// `POST /v1/verify`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    /// Turn damaged groups back into missing ones.
+    #[serde(default)]
+    pub repair: bool,
+}
+
+/// One blob's check, as `POST /v1/verify` answers it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyInfo {
+    /// The blob.
+    pub hash: blixard_store::Hash,
+    /// Its size.
+    pub size: u64,
+    /// Complete when checked (else partial: its held bytes were checked).
+    pub complete: bool,
+    /// Bytes checked.
+    pub checked_bytes: u64,
+    /// Damaged byte ranges, `[start, end)`.
+    pub damaged: Vec<[u64; 2]>,
+    /// True if the damaged ranges are missing again.
+    pub repaired: bool,
+}
+
+impl From<&blixard_store::VerifyReport> for VerifyInfo {
+    fn from(r: &blixard_store::VerifyReport) -> Self {
+        let bytes = |c: &blixard_store::ChunkRanges| -> Vec<[u64; 2]> {
+            blixard_store::ranges::to_vec(c, r.size)
+                .iter()
+                .map(|x| [x.start * 1024, (x.end * 1024).min(r.size)])
+                .collect()
+        };
+        VerifyInfo {
+            hash: r.hash,
+            size: r.size,
+            complete: r.complete,
+            checked_bytes: blixard_store::ranges::byte_count(&r.checked, r.size),
+            damaged: bytes(&r.damaged),
+            repaired: r.repaired,
+        }
+    }
+}
+
+async fn verify(State(node): State<Node>, Json(req): Json<VerifyRequest>) -> Answer<Vec<VerifyInfo>> {
+    Ok(Json(node.verify(req.repair).await?.iter().map(VerifyInfo::from).collect()))
 }
 
 async fn metrics(State(node): State<Node>) -> impl IntoResponse {

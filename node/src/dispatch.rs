@@ -64,10 +64,11 @@ async fn run_transfer(inner: &Arc<Inner>, id: TransferId) {
     inner.metrics.transfers_active.inc();
     let _ = inner.events.send(P2pEvent::TransferStarted(id));
     let live = Arc::new(Live::default());
-    let reporter = tokio::spawn({
-        let (inner, live) = (inner.clone(), live.clone());
-        async move { report_progress(&inner, id, &live).await }
-    });
+    // Aborted when this task ends, however it ends (a cancel aborts it).
+    let reporter = AbortOnDrop(tokio::spawn({
+        let (inner, live) = (Arc::downgrade(inner), live.clone());
+        async move { report_progress(inner, id, &live).await }
+    }));
     let config = &inner.options.config;
     let mut attempt = 0;
     let result = loop {
@@ -87,7 +88,7 @@ async fn run_transfer(inner: &Arc<Inner>, id: TransferId) {
             Err(e) => break Err(e),
         }
     };
-    reporter.abort();
+    drop(reporter);
     let took = started.elapsed();
     table.ended(id);
     let mut t = table.table.lock().unwrap();
@@ -147,9 +148,19 @@ async fn attempt_once(inner: &Inner, id: TransferId, info: &TransferInfo, live: 
     Ok(r)
 }
 
-/// Reports progress every [`PROGRESS_EVERY`] until aborted: verified bytes,
-/// a smoothed rate of arriving bytes, and the ETA at that rate.
-async fn report_progress(inner: &Inner, id: TransferId, live: &Live) {
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reports progress every [`PROGRESS_EVERY`] until aborted or the node is
+/// gone: verified bytes, a smoothed rate of arriving bytes, and the ETA at
+/// that rate.
+async fn report_progress(inner: std::sync::Weak<Inner>, id: TransferId, live: &Live) {
     let mut last = (Instant::now(), live.wire.load(Ordering::Relaxed));
     let mut speed = 0.0;
     loop {
@@ -166,6 +177,7 @@ async fn report_progress(inner: &Inner, id: TransferId, live: &Live) {
             eta_secs: (speed > 0.0).then(|| total.saturating_sub(bytes) as f64 / speed),
             providers: live.providers.load(Ordering::Relaxed),
         };
+        let Some(inner) = inner.upgrade() else { return };
         inner.transfers.update(id, |i| i.progress = Some(p.clone()));
         let _ = inner.events.send(P2pEvent::TransferProgress(id, p));
     }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use blixard_protocol::{client, server, Endpoint, EndpointOptions, NodeAddr, NodeId, SecretKey};
-use blixard_store::{ImportMode, ResourceKind, Store};
+use blixard_store::{ExportOptions, ImportMode, ResourceKind, Store, VerifyReport};
 use serde::{Deserialize, Serialize};
 use tokio::{
     sync::{broadcast, Semaphore},
@@ -55,10 +55,26 @@ pub struct Stats {
     pub resources: usize,
 }
 
-/// A running node. Cheap to clone; [`Node::shutdown`] stops it.
+/// A running node. Cheap to clone. [`Node::shutdown`] stops it and waits
+/// for its connections to close; dropping the last clone stops it too (it
+/// stops serving, dialing and downloading at once, and its store and port
+/// are free once the tasks still ending have ended, a few milliseconds).
 #[derive(Clone)]
 pub struct Node {
     pub(crate) inner: Arc<Inner>,
+    _stop_on_drop: Arc<StopOnDrop>,
+}
+
+/// Stops the node when the last user-held [`Node`] goes (tasks hold the
+/// `Inner`, not this).
+struct StopOnDrop(std::sync::Weak<Inner>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.stop();
+        }
+    }
 }
 
 impl Node {
@@ -121,7 +137,7 @@ impl Node {
             tasks: Mutex::new(Vec::new()),
         });
         inner.transfers.resume_pending(pending_records);
-        let node = Node { inner };
+        let node = Node { _stop_on_drop: Arc::new(StopOnDrop(Arc::downgrade(&inner))), inner };
         node.start_tasks(ctx);
         for saved in peers.saved() {
             let p = peers.clone();
@@ -275,16 +291,34 @@ impl Node {
         out
     }
 
-    /// Copies a complete local resource out to `path`.
-    pub async fn export_resource(&self, kind: &ResourceKind, name: &str, version: &str, path: &Path) -> Result<()> {
+    /// Copies a complete local resource out to `path`, every byte checked
+    /// against its tree (see [`Store::export`]: damaged bytes fail the
+    /// export and are fetched again by the next download).
+    pub async fn export_resource(
+        &self,
+        kind: &ResourceKind,
+        name: &str,
+        version: &str,
+        path: &Path,
+        options: ExportOptions,
+    ) -> Result<()> {
         let r = self.inner.store.resource(kind, name, version)?.ok_or_else(|| Error::NotFound {
             kind: kind.to_string(),
             name: name.into(),
             version: version.into(),
             peers: 0,
         })?;
-        self.inner.store.export(r.hash, path).await?;
+        self.inner.store.export(r.hash, path, options).await?;
         Ok(())
+    }
+
+    /// Checks every blob at rest against its tree; with `repair`, damaged
+    /// groups become missing, so the next download fetches them again.
+    pub async fn verify(&self, repair: bool) -> Result<Vec<VerifyReport>> {
+        let store = self.inner.store.clone();
+        Ok(tokio::task::spawn_blocking(move || store.verify_all(repair))
+            .await
+            .map_err(blixard_store::Error::from)??)
     }
 
     /// Node-wide figures.
@@ -307,16 +341,7 @@ impl Node {
     /// Stops everything: the queue, serving, peers. Running transfers stop
     /// where they are; what they verified is checkpointed.
     pub async fn shutdown(&self) {
-        self.inner.permits.close();
-        for t in self.inner.tasks.lock().unwrap().drain(..) {
-            t.abort();
-        }
-        for (_, t) in self.inner.transfers.table.lock().unwrap().running.drain() {
-            t.abort();
-        }
-        self.inner.peers.close_all();
-        self.inner.endpoint.close(blixard_protocol::ErrorCode::Unavailable, "shutting down");
-        let _ = self.inner.store.flush();
+        self.inner.stop();
         let _ = tokio::time::timeout(Duration::from_secs(3), self.inner.endpoint.wait_idle()).await;
     }
 }

@@ -27,3 +27,29 @@ pub(crate) struct Inner {
     pub(crate) download_limiter: Option<Arc<dyn RateLimiter>>,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
 }
+
+impl Inner {
+    /// Stops everything at once: the queue, running transfers (what they
+    /// verified is checkpointed), serving, peers. Idempotent.
+    pub(crate) fn stop(&self) {
+        self.permits.close();
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+        for (_, t) in self.transfers.table.lock().unwrap().running.drain() {
+            t.abort();
+        }
+        self.peers.close_all();
+        self.endpoint.close(blixard_protocol::ErrorCode::Unavailable, "shutting down");
+        let _ = self.store.flush();
+    }
+}
+
+impl Drop for Inner {
+    /// The last holder is gone: the tasks it owns (serving, health,
+    /// discovery, the dispatcher) would otherwise run on, detached, holding
+    /// the store and the port.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -53,6 +53,13 @@ pub enum Error {
     /// A referenced (not copied) file changed on disk after import.
     #[error("referenced file {path} of blob {hash} changed since import: {reason}")]
     ReferenceChanged { hash: Hash, path: PathBuf, reason: String },
+    /// Bytes at rest do not match the blob's tree (bit rot, a damaged
+    /// disk). The damaged ranges are missing again and will be fetched anew.
+    #[error("blob {hash} is damaged at rest: bytes {ranges} do not match its tree; they are missing again and the next download fetches them from peers")]
+    Damaged { hash: Hash, ranges: String },
+    /// A file to be written exists already.
+    #[error("{0} exists (overwrite it explicitly)")]
+    Exists(PathBuf),
     /// A request asked for something outside the store's documented limits.
     #[error("limit exceeded: {0}")]
     Limit(String),

@@ -1,56 +1,74 @@
-//! Export: a complete blob copied out to a path, through a temp file
-//! renamed into place.
+//! Export: a complete blob copied out to a path, every byte checked against
+//! the blob's tree on the way (bytes at rest can rot), through a temp file
+//! created next to the target with `O_CREAT | O_EXCL` under a random name
+//! (a planted file or link there is never written through) and renamed
+//! into place, so the target is never left half-written.
 
-use std::{
-    fs::{self, File},
-    io,
-    path::Path,
-};
+use std::{os::unix::fs::FileExt, path::Path};
 
-use crate::{
-    entry::{DataLocation, EntryRecord},
-    reader::ReadError,
-    Error, Hash, Result, Store,
-};
+use crate::{ranges, verify, Error, Hash, Result, Store};
+
+/// How an export treats an existing target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// Replace an existing target (a file, or a symbolic link, which is
+    /// replaced itself, never followed). Without it an existing target is
+    /// an error.
+    pub overwrite: bool,
+}
 
 impl Store {
-    /// Exports a complete blob to `target`, through a temp file renamed into
-    /// place, so `target` is never left half-written.
-    pub async fn export(&self, hash: Hash, target: impl AsRef<Path>) -> Result<u64> {
+    /// Exports a complete blob to `target` (see [`ExportOptions`]; the
+    /// default refuses an existing target). Returns the bytes written.
+    ///
+    /// A group whose bytes do not match the tree fails the export with
+    /// [`Error::Damaged`] naming the byte ranges, and those groups become
+    /// missing again ([`Store::forget_damaged`]), so the next download
+    /// fetches them from peers.
+    pub async fn export(&self, hash: Hash, target: impl AsRef<Path>, options: ExportOptions) -> Result<u64> {
         let store = self.clone();
         let target = target.as_ref().to_path_buf();
-        tokio::task::spawn_blocking(move || store.export_blocking(&hash, &target)).await?
+        tokio::task::spawn_blocking(move || store.export_blocking(&hash, &target, options)).await?
     }
 
-    fn export_blocking(&self, hash: &Hash, target: &Path) -> Result<u64> {
-        let mut name = target.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-        name.push(".blixard-part");
-        let tmp = target.with_file_name(name);
-        let res = (|| {
-            let n = match self.entry(hash)? {
-                // Owned bytes are copied in the kernel; referenced ones are verified as read.
-                Some(EntryRecord::Complete { data: DataLocation::Owned, .. }) => {
-                    fs::copy(self.blob_path(hash, "data"), &tmp).map_err(Error::io("export to", &tmp))?
-                }
-                _ => {
-                    let mut r = self.reader(hash)?;
-                    let mut f = File::create(&tmp).map_err(Error::io("create", &tmp))?;
-                    io::copy(&mut r, &mut f).map_err(|e| {
-                        match e.get_ref().and_then(|i| i.downcast_ref::<ReadError>()) {
-                            Some(ReadError(msg)) => {
-                                Error::ReferenceChanged { hash: *hash, path: target.into(), reason: msg.clone() }
-                            }
-                            None => Error::io("export to", &tmp)(e),
-                        }
-                    })?
-                }
-            };
-            fs::rename(&tmp, target).map_err(Error::io("rename", &tmp))?;
-            Ok(n)
-        })();
-        if res.is_err() {
-            let _ = fs::remove_file(&tmp);
+    /// [`Store::export`], blocking.
+    pub fn export_blocking(&self, hash: &Hash, target: &Path, options: ExportOptions) -> Result<u64> {
+        if !options.overwrite && target.symlink_metadata().is_ok() {
+            return Err(Error::Exists(target.to_path_buf()));
         }
-        res
+        let opened = self.open_blob(hash)?;
+        if opened.held != ranges::all(opened.size) {
+            return Err(Error::Incomplete(*hash));
+        }
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".blixard-part")
+            .tempfile_in(dir)
+            .map_err(Error::io("create a temp file in", dir))?;
+        let damaged = verify::check(hash, &opened, &opened.held, |at, bytes| tmp.as_file().write_all_at(bytes, at))
+            .map_err(Error::io("export to", tmp.path()))?;
+        if !damaged.is_empty() {
+            let ranges = ranges::to_vec(&damaged, opened.size)
+                .iter()
+                .map(|r| {
+                    format!("{}..{}", r.start * ranges::CHUNK_BYTES, (r.end * ranges::CHUNK_BYTES).min(opened.size))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            if let Some(path) = &opened.external {
+                let reason = format!("bytes {ranges} do not match the blob");
+                return Err(Error::ReferenceChanged { hash: *hash, path: path.clone(), reason });
+            }
+            self.forget_damaged(hash, &damaged)?;
+            return Err(Error::Damaged { hash: *hash, ranges });
+        }
+        tmp.as_file().sync_data().map_err(Error::io("sync", tmp.path()))?;
+        tmp.persist(target).map_err(|e| Error::io("rename into", target)(e.error))?;
+        Ok(opened.size)
     }
 }

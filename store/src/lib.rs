@@ -75,10 +75,12 @@ mod roots;
 mod source_map;
 mod store;
 pub mod tree;
+mod verify;
 
 pub use bao_tree::io::BaoContentItem;
 pub use encode::{EncodedResponse, ServeOutcome, MAP_WINDOW};
 pub use error::{Error, Result};
+pub use export::ExportOptions;
 pub use hash::Hash;
 pub use import::{ImportMode, ImportOutcome};
 pub use incoming::IncomingBlob;
@@ -88,6 +90,7 @@ pub use receive::{ReceiveOutcome, BATCH_BYTES};
 pub use resources::{Resource, ResourceKind, MAX_NAME_LEN};
 pub use roots::{GcStats, Lease, MAX_TAG_LEN};
 pub use store::{BlobStatus, Store, StoreConfig, FORMAT_VERSION};
+pub use verify::VerifyReport;
 
 /// Blobs and outboards up to this size are stored inline in the metadata database.
 pub const INLINE_MAX: u64 = 16 * 1024;

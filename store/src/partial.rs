@@ -69,6 +69,20 @@ impl PartialBlob {
         self.state.lock().unwrap().ranges.clone()
     }
 
+    /// Forgets verified ranges found damaged at rest, and checkpoints at once.
+    pub(crate) fn forget(&self, damaged: &ChunkRanges) -> Result<()> {
+        let _g = self.checkpoint_lock.lock().unwrap();
+        let snapshot = {
+            let mut st = self.state.lock().unwrap();
+            if st.complete {
+                return Ok(());
+            }
+            st.ranges = st.ranges.clone() - damaged;
+            st.ranges.clone()
+        };
+        write_checkpoint(&self.store, &self.hash, self.size, &snapshot)
+    }
+
     /// True once the blob completed (its files moved to `blobs/`).
     pub(crate) fn is_complete(&self) -> bool {
         self.state.lock().unwrap().complete
@@ -250,6 +264,7 @@ impl Drop for PartialBlob {
 impl Store {
     /// Opens (or creates) the shared partial blob of `hash` with `size`.
     pub(crate) fn open_partial(&self, hash: &Hash, size: u64) -> Result<Arc<PartialBlob>> {
+        self.check_resumed(hash)?;
         let mut map = self.inner.partials.lock().unwrap();
         if let Some(p) = map.get(hash).and_then(std::sync::Weak::upgrade) {
             if p.size != size {

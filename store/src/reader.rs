@@ -1,16 +1,15 @@
-//! Reading a complete blob: a sequential reader (referenced files verified
-//! group by group as they are read), the whole blob in memory, its outboard.
+//! Reading a complete blob: a sequential reader that verifies every 16 KiB
+//! group against the blob's tree as it reads it (bytes at rest can rot, and
+//! a referenced file can change), the whole blob in memory, its outboard.
 
-use std::{
-    io::{self, Read},
-    path::Path,
-};
+use std::io::{self, Read};
 
 use crate::{opened::Opened, ranges, tree, Error, Hash, Result, Store};
 
 impl Store {
-    /// A reader over the bytes of a complete blob. Reads of a referenced file
-    /// are verified chunk group by chunk group; a change is an `InvalidData` error.
+    /// A reader over the bytes of a complete blob, verified group by group;
+    /// a group that does not match its tree is an `InvalidData` error naming
+    /// the blob and the offset.
     pub fn reader(&self, hash: &Hash) -> Result<BlobReader> {
         let opened = self.open_blob(hash)?;
         if opened.held != ranges::all(opened.size) {
@@ -62,7 +61,7 @@ impl BlobReader {
         self.opened.size
     }
 
-    /// Loads and verifies chunk group `g` of a referenced file.
+    /// Loads and verifies chunk group `g`.
     fn load_group(&mut self, g: u64) -> io::Result<()> {
         use positioned_io::ReadAt;
         let size = self.opened.size;
@@ -81,11 +80,13 @@ impl BlobReader {
             }
         };
         if tree::leaf_hash(g, &self.group, n == 1) != expected {
-            let path = self.opened.external.as_deref().unwrap_or(Path::new("?")).display();
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                ReadError(format!("{path} changed at byte {start}: chunk group does not match blob {}", self.hash)),
-            ));
+            let what = match &self.opened.external {
+                Some(path) => {
+                    format!("{} changed at byte {start}: chunk group does not match blob {}", path.display(), self.hash)
+                }
+                None => format!("blob {} is damaged at rest at bytes {start}..{}", self.hash, start + len as u64),
+            };
+            return Err(io::Error::new(io::ErrorKind::InvalidData, ReadError(what)));
         }
         self.group_index = g;
         Ok(())
@@ -94,19 +95,9 @@ impl BlobReader {
 
 impl Read for BlobReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use positioned_io::ReadAt;
         let size = self.opened.size;
         if self.pos >= size || buf.is_empty() {
             return Ok(0);
-        }
-        if self.opened.external.is_none() {
-            let n = (buf.len() as u64).min(size - self.pos) as usize;
-            let n = self.opened.data.read_at(self.pos, &mut buf[..n])?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob file is shorter than its size"));
-            }
-            self.pos += n as u64;
-            return Ok(n);
         }
         let g = self.pos / tree::BLOCK_BYTES;
         if g != self.group_index {

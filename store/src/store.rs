@@ -86,6 +86,9 @@ pub(crate) struct Inner {
     pub(crate) leases: Mutex<HashMap<Hash, usize>>,
     /// Held while roots (tags, resources, new blobs) change and during GC.
     pub(crate) roots: Mutex<()>,
+    /// Partial blobs from disk whose held ranges were re-verified by this
+    /// process (see `Store::check_resumed`).
+    pub(crate) checked_partials: Mutex<std::collections::HashSet<Hash>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -121,6 +124,7 @@ impl Store {
             dir,
             config,
             partials: Mutex::new(HashMap::new()),
+            checked_partials: Mutex::new(Default::default()),
             leases: Mutex::new(HashMap::new()),
             roots: Mutex::new(()),
         };

@@ -96,7 +96,7 @@ async fn async_streams_and_export() {
     assert!(out.complete);
     assert_eq!(served.size, bytes.len() as u64);
     let target = b.path().join("export.img");
-    assert_eq!(dst.export(h, &target).await.unwrap(), bytes.len() as u64);
+    assert_eq!(dst.export(h, &target, Default::default()).await.unwrap(), bytes.len() as u64);
     assert_eq!(std::fs::read(&target).unwrap(), bytes);
     // reference-mode import of the exported file serves the same hash
     let again = src.import_path(&target, ImportMode::Reference).await.unwrap();

@@ -80,7 +80,8 @@ pub fn upload(node: &Control, name: &str, version: &str, file: &Path) -> Result<
     ));
     spinner.enable_steady_tick(Duration::from_millis(100));
     let started = Instant::now();
-    let body = ResourceFile { kind: "vm-image".into(), name: name.into(), version: version.into(), path };
+    let body =
+        ResourceFile { kind: "vm-image".into(), name: name.into(), version: version.into(), path, overwrite: false };
     let info: ResourceInfo = node.post("/v1/upload", &body)?;
     spinner.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
@@ -100,6 +101,7 @@ pub fn download(
     version: &str,
     priority: TransferPriority,
     output: Option<&Path>,
+    force: bool,
 ) -> Result<()> {
     let req = DownloadRequest { kind: "vm-image".into(), name: name.into(), version: version.into(), priority };
     let id: blixard_node::TransferId = node.post("/v1/download", &req)?;
@@ -153,8 +155,8 @@ pub fn download(
     }
     if let Some(out) = output {
         let path = absolute(out)?;
-        let body =
-            ResourceFile { kind: "vm-image".into(), name: name.into(), version: version.into(), path: path.clone() };
+        let (kind, name, version) = ("vm-image".into(), name.into(), version.into());
+        let body = ResourceFile { kind, name, version, path: path.clone(), overwrite: force };
         let () = node.post("/v1/export", &body)?;
         println!("written to {}", path.display());
     }
@@ -217,5 +219,28 @@ pub fn status(node: &Control) -> Result<()> {
         indicatif::HumanBytes(s.bytes_received)
     );
     println!("resources {}", s.resources);
+    Ok(())
+}
+
+/// `blixard verify`: one line per blob, a summary; fails if any is damaged.
+pub fn verify(node: &Control, repair: bool) -> Result<()> {
+    let reports: Vec<blixard_node::control::VerifyInfo> =
+        node.post("/v1/verify", &blixard_node::control::VerifyRequest { repair })?;
+    let mut damaged = 0;
+    for r in &reports {
+        let state = if r.complete { "complete" } else { "partial" };
+        if r.damaged.is_empty() {
+            println!("ok       {} {state} {} checked", r.hash, indicatif::HumanBytes(r.checked_bytes));
+        } else {
+            damaged += 1;
+            let ranges: Vec<String> = r.damaged.iter().map(|[a, b]| format!("{a}..{b}")).collect();
+            let fate = if r.repaired { "now missing, to be fetched again" } else { "run with --repair" };
+            println!("DAMAGED  {} {state} bytes {} ({fate})", r.hash, ranges.join(", "));
+        }
+    }
+    println!("{} blob(s) checked, {damaged} damaged", reports.len());
+    if damaged > 0 && !repair {
+        bail!("{damaged} blob(s) damaged at rest");
+    }
     Ok(())
 }

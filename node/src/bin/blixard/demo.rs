@@ -74,7 +74,7 @@ pub async fn run(size: u64) -> Result<()> {
 
     // Verify end to end: export and compare with BLAKE3 of the source file.
     let out = dir.path().join("downloaded.img");
-    leecher.export_resource(&ResourceKind::VmImage, "ubuntu-server", "22.04", &out).await?;
+    leecher.export_resource(&ResourceKind::VmImage, "ubuntu-server", "22.04", &out, Default::default()).await?;
     let (a, b) = (hash_file(&image)?, hash_file(&out)?);
     if a != b {
         bail!("verification failed: the download's BLAKE3 {b} differs from the source's {a}");

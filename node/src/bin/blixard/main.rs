@@ -84,6 +84,16 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Check every blob at rest (complete and partial) against its tree;
+    /// exits 1 if any is damaged and not repaired.
+    Verify {
+        #[command(flatten)]
+        target: Target,
+        /// Turn damaged groups back into missing ones, so the next download
+        /// fetches them from peers.
+        #[arg(long)]
+        repair: bool,
+    },
     /// See it work: three nodes in this process, an image uploaded on two
     /// and downloaded, verified, on the third from both. Cleans up after.
     Demo {
@@ -148,9 +158,12 @@ enum VmCommand {
         /// low, normal, high or critical.
         #[arg(long, default_value = "normal")]
         priority: blixard_node::TransferPriority,
-        /// Also write the image to this file.
+        /// Also write the image to this file (verified as it is written).
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Replace an existing --output file (a link there is replaced, not followed).
+        #[arg(long)]
+        force: bool,
     },
     /// VM images on the node (and, with --remote, on its peers).
     List {
@@ -311,8 +324,8 @@ async fn main() -> Result<()> {
                 let node = target.control()?;
                 match command {
                     VmCommand::Upload { name, version, file } => cli::upload(&node, &name, &version, &file),
-                    VmCommand::Download { name, version, priority, output } => {
-                        cli::download(&node, &name, &version, priority, output.as_deref())
+                    VmCommand::Download { name, version, priority, output, force } => {
+                        cli::download(&node, &name, &version, priority, output.as_deref(), force)
                     }
                     VmCommand::List { remote } => cli::list(&node, remote),
                 }
@@ -321,6 +334,9 @@ async fn main() -> Result<()> {
         }
         Command::Peers { target } => tokio::task::spawn_blocking(move || cli::peers(&target.control()?)).await??,
         Command::Status { target } => tokio::task::spawn_blocking(move || cli::status(&target.control()?)).await??,
+        Command::Verify { target, repair } => {
+            tokio::task::spawn_blocking(move || cli::verify(&target.control()?, repair)).await??
+        }
         Command::Demo { size } => demo::run(size).await?,
         Command::Conformance { peer, hash } => {
             let (Some(id), Some(&addr)) = (peer.id, peer.direct_addrs.first()) else {
