@@ -37,8 +37,12 @@ pub struct P2pConfig {
     /// is unlimited (the default).
     pub bandwidth_limit_mbps: Option<f64>,
     /// If set, only these nodes may connect; others are refused at the
-    /// handshake.
+    /// handshake. Node ids in hex. Allowlisted nodes are also trusted
+    /// publishers.
     pub allowlist: Option<Vec<NodeId>>,
+    /// Publishers whose resource claims name things (besides this node,
+    /// its configured peers and the allowlist). Node ids in hex.
+    pub trust: Vec<NodeId>,
 }
 
 impl Default for P2pConfig {
@@ -51,6 +55,7 @@ impl Default for P2pConfig {
             max_retry_attempts: 3,
             bandwidth_limit_mbps: None,
             allowlist: None,
+            trust: Vec::new(),
         }
     }
 }
@@ -152,5 +157,17 @@ mod tests {
         let err = P2pConfig::from_toml("max_concurrent_transfer = 1\n").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
         assert!(P2pConfig::from_toml("bandwidth_limit_mbps = -1.0\n").is_err());
+    }
+
+    #[test]
+    fn node_ids_in_toml_are_hex() {
+        let id = "7f".repeat(32);
+        let c = P2pConfig::from_toml(&format!("allowlist = [\"{id}\"]\ntrust = [\"{id}\"]\n")).unwrap();
+        assert_eq!(c.allowlist.unwrap()[0].to_string(), id);
+        assert_eq!(c.trust[0].to_string(), id);
+        assert!(P2pConfig::from_toml("trust = [\"not-a-node\"]\n")
+            .unwrap_err()
+            .to_string()
+            .contains("invalid node id"));
     }
 }

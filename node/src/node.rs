@@ -122,6 +122,7 @@ impl Node {
             Default::default(),
             Some(Arc::new(move || exchange.exchange_list())),
             Some(limits.serve),
+            None,
         );
         let inner = Arc::new(Inner {
             permits: Arc::new(Semaphore::new(options.config.max_concurrent_transfers)),

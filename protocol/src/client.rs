@@ -233,14 +233,22 @@ pub async fn watch(conn: &Connection, hash: Hash) -> Result<Observer> {
 }
 
 /// Looks up one resource.
+/// The claim's signature is checked ([`Error::BadClaim`] if forged); whether
+/// its publisher is trusted is the caller's question.
 pub async fn lookup(conn: &Connection, kind: &str, name: &str, version: &str) -> Result<Option<ResourceInfo>> {
     let req = Request::Lookup(LookupRequest { kind: kind.into(), name: name.into(), version: version.into() });
-    Ok(small::<LookupResponse>(conn, &req, "lookup response").await?.0)
+    let found = small::<LookupResponse>(conn, &req, "lookup response").await?.0;
+    found.iter().try_for_each(ResourceInfo::verify)?;
+    Ok(found)
 }
 
 /// Lists a peer's resources, optionally of one kind.
+/// Every claim's signature is checked ([`Error::BadClaim`] if one is forged).
 pub async fn list(conn: &Connection, kind: Option<&str>) -> Result<ListResponse> {
-    small(conn, &Request::List(ListRequest { kind: kind.map(Into::into) }), "list response").await
+    let list: ListResponse =
+        small(conn, &Request::List(ListRequest { kind: kind.map(Into::into) }), "list response").await?;
+    list.items.iter().try_for_each(ResourceInfo::verify)?;
+    Ok(list)
 }
 
 /// What a ping measured.

@@ -217,6 +217,11 @@ impl Endpoint {
         &self.key
     }
 
+    /// This node's secret key, shared (for signing claims).
+    pub fn key(&self) -> Arc<SecretKey> {
+        self.key.clone()
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr().expect("a bound socket has an address")

@@ -62,6 +62,9 @@ pub enum Error {
     /// A message did not decode or broke a rule of the protocol.
     #[error("malformed {what}: {reason}")]
     Malformed { what: &'static str, reason: String },
+    /// A resource claim's signature does not verify.
+    #[error("forged resource claim: {0}")]
+    BadClaim(String),
     /// A length or count exceeded its documented limit.
     #[error("{what} is {actual}, over the limit of {limit}")]
     Limit { what: &'static str, actual: u64, limit: u64 },
@@ -84,6 +87,7 @@ impl Error {
         matches!(
             self,
             Error::Malformed { .. }
+                | Error::BadClaim(_)
                 | Error::WrongIdentity { .. }
                 | Error::Store(blixard_store::Error::Verification { .. })
                 | Error::Store(blixard_store::Error::SizeMismatch { .. })

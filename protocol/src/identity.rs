@@ -17,9 +17,31 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 
 use crate::{Error, Result};
 
-/// A node's identity: its Ed25519 public key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+/// A node's identity: its Ed25519 public key. Serialized as its hex text in
+/// human-readable formats (JSON, TOML), as its 32 bytes on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub [u8; 32]);
+
+impl serde::Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_string())
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            text.parse().map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 32]>::deserialize(d).map(NodeId)
+        }
+    }
+}
 
 impl NodeId {
     /// The raw key bytes.
@@ -78,6 +100,15 @@ impl SecretKey {
         let rng = ring::rand::SystemRandom::new();
         let doc = Ed25519KeyPair::generate_pkcs8(&rng).expect("the system RNG works");
         Self::from_pkcs8(doc.as_ref()).expect("ring parses its own key")
+    }
+
+    /// The key made from a 32-byte Ed25519 seed (RFC 8032): the same seed
+    /// is always the same node, which makes test vectors reproducible.
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        // PKCS#8 v1 for Ed25519 (RFC 8410): a fixed prefix, then the seed.
+        let mut der = hex::decode("302e020100300506032b657004220420").expect("valid hex");
+        der.extend_from_slice(seed);
+        Self::from_pkcs8(&der).expect("a seed is always a valid key")
     }
 
     /// Parses a PKCS#8 Ed25519 key.

@@ -43,6 +43,7 @@
 //! ```
 
 pub mod addr;
+pub mod claim;
 pub mod client;
 pub mod codes;
 pub mod conformance;

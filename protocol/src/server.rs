@@ -20,11 +20,16 @@ use crate::{
     rate::RateLimiter,
     watched,
     wire::{self, *},
-    Connection, Endpoint, Error, Result,
+    Connection, Endpoint, Error, Result, SecretKey,
 };
 
 /// The peers this node knows, for peers requests.
 pub type PeerSource = Arc<dyn Fn() -> Vec<PeerEntry> + Send + Sync>;
+
+/// Claims of other publishers that this node keeps for its resources (a
+/// download keeps the claim it was resolved by); a resource without one is
+/// claimed by this node itself.
+pub type ClaimSource = Arc<dyn Fn(&blixard_store::Resource) -> Option<ResourceInfo> + Send + Sync>;
 
 /// What a server answers from, and its limits.
 pub struct ServerContext {
@@ -36,6 +41,11 @@ pub struct ServerContext {
     pub peers: Option<PeerSource>,
     /// Paces every byte of blob data served, if set.
     pub upload_limiter: Option<Arc<dyn RateLimiter>>,
+    /// Claims kept from other publishers, if any.
+    pub claims: Option<ClaimSource>,
+    /// The key that signs this node's own claims: the endpoint's, set by
+    /// [`accept_loop`].
+    signer: std::sync::OnceLock<Arc<SecretKey>>,
     responses: Semaphore,
     connections: Semaphore,
 }
@@ -43,15 +53,16 @@ pub struct ServerContext {
 impl ServerContext {
     /// A context serving `store` with `limits`.
     pub fn new(store: Store, limits: ServerLimits) -> Arc<Self> {
-        Self::builder(store, limits, None, None)
+        Self::builder(store, limits, None, None, None)
     }
 
-    /// A context with a peer source and an upload limiter.
+    /// A context with a peer source, an upload limiter and kept claims.
     pub fn builder(
         store: Store,
         limits: ServerLimits,
         peers: Option<PeerSource>,
         upload_limiter: Option<Arc<dyn RateLimiter>>,
+        claims: Option<ClaimSource>,
     ) -> Arc<Self> {
         Arc::new(ServerContext {
             responses: Semaphore::new(limits.max_concurrent_responses),
@@ -60,7 +71,16 @@ impl ServerContext {
             limits,
             peers,
             upload_limiter,
+            claims,
+            signer: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The claim this server makes for `r`: one kept from its publisher,
+    /// or its own, signed now. `None` without a signer.
+    fn claim(&self, r: &blixard_store::Resource) -> Option<ResourceInfo> {
+        let kept = self.claims.as_ref().and_then(|c| c(r)).filter(|c| c.hash == r.hash.0 && c.verify().is_ok());
+        kept.or_else(|| self.signer.get().map(|key| ResourceInfo::sign(r, key)))
     }
 }
 
@@ -74,6 +94,7 @@ pub async fn accept_loop(endpoint: Endpoint, ctx: Arc<ServerContext>) {
 /// [`accept_loop`], calling `on_connect` with each connection before it is
 /// served (a node notes who connected to it).
 pub async fn accept_loop_with(endpoint: Endpoint, ctx: Arc<ServerContext>, on_connect: impl Fn(&Connection)) {
+    let _ = ctx.signer.set(endpoint.key());
     while let Some(conn) = endpoint.accept().await {
         match conn {
             Ok(conn) => {
@@ -187,7 +208,11 @@ async fn answer(
                 Err(blixard_store::Error::InvalidArgument(_)) => return Err(ErrorCode::BadRequest),
                 Err(_) => return Err(ErrorCode::Internal),
             };
-            frame::write_frame(send, &LookupResponse(found.as_ref().map(ResourceInfo::from))).await.map_err(write)
+            let claim = match found {
+                Some(r) => Some(ctx.claim(&r).ok_or(ErrorCode::Internal)?),
+                None => None,
+            };
+            frame::write_frame(send, &LookupResponse(claim)).await.map_err(write)
         }
         Request::List(l) => {
             let kind = match l.kind {
@@ -196,7 +221,11 @@ async fn answer(
             };
             let all = ctx.store.resources(kind.as_ref()).map_err(|_| ErrorCode::Internal)?;
             let truncated = all.len() > MAX_LIST_ITEMS;
-            let items = all.into_iter().take(MAX_LIST_ITEMS).map(|r| ResourceInfo::from(&r)).collect();
+            let items = all
+                .iter()
+                .take(MAX_LIST_ITEMS)
+                .map(|r| ctx.claim(r).ok_or(ErrorCode::Internal))
+                .collect::<std::result::Result<_, _>>()?;
             frame::write_frame(send, &ListResponse { items, truncated }).await.map_err(write)
         }
         // Blob requests are answered by `answer_blobs`.

@@ -22,7 +22,7 @@ use rustls::{
 use crate::{Error, NodeId, Result, SecretKey};
 
 /// ALPN protocol id; it carries the protocol version.
-pub const ALPN: &[u8] = b"blixard/1";
+pub const ALPN: &[u8] = b"blixard/2";
 
 /// The DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), before the
 /// 32 key bytes.

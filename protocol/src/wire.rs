@@ -140,7 +140,9 @@ pub struct Availability {
     pub complete: bool,
 }
 
-/// A resource record (lookup and list responses).
+/// A resource record (lookup and list responses): a publisher's claim that
+/// `(kind, name, version)` is the blob `hash`, signed by the publisher
+/// (see `claim.rs` for what is signed and how it is checked).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceInfo {
     /// Kind in text form.
@@ -155,19 +157,10 @@ pub struct ResourceInfo {
     pub size: u64,
     /// Milliseconds since the Unix epoch.
     pub created_unix_ms: u64,
-}
-
-impl From<&blixard_store::Resource> for ResourceInfo {
-    fn from(r: &blixard_store::Resource) -> Self {
-        ResourceInfo {
-            kind: r.kind.to_string(),
-            name: r.name.clone(),
-            version: r.version.clone(),
-            hash: r.hash.0,
-            size: r.size,
-            created_unix_ms: r.created_unix_ms,
-        }
-    }
+    /// The node that makes the claim.
+    pub publisher: NodeId,
+    /// Its Ed25519 signature over the claim, as two 32-byte halves.
+    pub signature: [[u8; 32]; 2],
 }
 
 impl TryFrom<ResourceInfo> for blixard_store::Resource {

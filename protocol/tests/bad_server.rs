@@ -157,3 +157,56 @@ async fn a_slow_drip_times_out() {
     assert!(took < Duration::from_secs(6), "gave up after {took:?}");
     assert_only_verified(store, &hash, &data);
 }
+
+/// A peer that answers a lookup and a list with a claim it altered (the hash
+/// swapped after signing) or signed with another key than the publisher's is
+/// refused: the client reports a forged claim, a protocol violation.
+#[tokio::test]
+async fn a_forged_claim_is_refused() {
+    let publisher = blixard_protocol::SecretKey::from_seed(&[1; 32]);
+    let resource = blixard_store::Resource {
+        kind: blixard_store::ResourceKind::VmImage,
+        name: "ubuntu-server".into(),
+        version: "22.04".into(),
+        hash: Hash::of(b"the real image"),
+        size: 14,
+        created_unix_ms: 1,
+    };
+    let mut altered = wire::ResourceInfo::sign(&resource, &publisher);
+    altered.hash = Hash::of(b"another image").0;
+    let mut impostor = wire::ResourceInfo::sign(&resource, &blixard_protocol::SecretKey::from_seed(&[2; 32]));
+    impostor.publisher = publisher.node_id();
+    for forged in [altered, impostor] {
+        let ep = common::endpoint();
+        let server = ep.clone();
+        let answer = forged.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(conn)) = server.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    while let Ok((mut send, mut recv)) = conn.quinn().accept_bi().await {
+                        let body = frame::read_frame_body(&mut recv, 65536).await.unwrap().unwrap();
+                        match wire::decode_request(&body).unwrap() {
+                            wire::Request::Lookup(_) => {
+                                frame::write_frame(&mut send, &wire::LookupResponse(Some(answer.clone())))
+                                    .await
+                                    .unwrap()
+                            }
+                            _ => {
+                                let list = wire::ListResponse { items: vec![answer.clone()], truncated: false };
+                                frame::write_frame(&mut send, &list).await.unwrap()
+                            }
+                        }
+                        let _ = send.finish();
+                    }
+                });
+            }
+        });
+        let client_ep = common::endpoint();
+        let conn = client_ep.connect(ep.local_addr(), Some(ep.node_id())).await.unwrap();
+        let e = client::lookup(&conn, "vm-image", "ubuntu-server", "22.04").await.unwrap_err();
+        assert!(matches!(e, Error::BadClaim(_)) && e.is_peer_misbehaving(), "{e}");
+        let e = client::list(&conn, None).await.unwrap_err();
+        assert!(matches!(e, Error::BadClaim(_)), "{e}");
+    }
+}

@@ -111,14 +111,22 @@ fn request_vectors_match_the_codec() {
 
 #[test]
 fn response_frame_vectors_match_the_codec() {
-    let info = ResourceInfo {
-        kind: "vm-image".into(),
+    // Signed by the key of seed [0x42; 32] (Ed25519 signatures are deterministic).
+    let resource = blixard_store::Resource {
+        kind: blixard_store::ResourceKind::VmImage,
         name: "ubuntu-server".into(),
         version: "22.04".into(),
-        hash: h(0xa0),
+        hash: blixard_store::Hash(h(0xa0)),
         size: 1 << 30,
         created_unix_ms: 1_763_942_400_000,
     };
+    let info = ResourceInfo::sign(&resource, &blixard_protocol::SecretKey::from_seed(&[0x42; 32]));
+    info.verify().unwrap();
+    check(
+        "claim-signed-message.hex",
+        "the message the publisher signs for the lookup vector's claim: the domain tag,\nthen kind, name, version, hash, size, created_unix_ms, publisher",
+        &info.signed_message(),
+    );
     fn one<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
         name: &str,
         about: &str,
@@ -178,7 +186,7 @@ fn invalid() -> Vec<(&'static str, &'static str, Vec<u8>, ErrorCode)> {
     vec![
         (
             "invalid/unknown-tag",
-            "request tag 9 (not defined in blixard/1)",
+            "request tag 9 (not defined in blixard/2)",
             9u32.to_le_bytes().to_vec(),
             ErrorCode::UnknownRequest,
         ),
