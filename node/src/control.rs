@@ -137,7 +137,9 @@ impl From<Error> for Failure {
             }
             Error::NotFound { .. } | Error::UnknownTransfer(_) => StatusCode::NOT_FOUND,
             Error::Config(_) | Error::InvalidArgument(_) | Error::Io { .. } => StatusCode::BAD_REQUEST,
-            Error::Protocol(_) | Error::NoPeers => StatusCode::BAD_GATEWAY,
+            Error::Protocol(_) | Error::NoPeers | Error::Untrusted { .. } | Error::Conflict { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Failure(code, e.to_string())
@@ -179,8 +181,8 @@ async fn resources(State(node): State<Node>) -> Answer<Vec<crate::events::Resour
     Ok(Json(node.local_resources()?))
 }
 
-async fn remote_resources(State(node): State<Node>) -> Json<Vec<(String, crate::events::ResourceInfo)>> {
-    Json(node.remote_resources().await.into_iter().map(|(peer, r)| (peer.to_string(), r)).collect())
+async fn remote_resources(State(node): State<Node>) -> Json<Vec<crate::events::RemoteResource>> {
+    Json(node.remote_resources().await)
 }
 
 /// `POST /v1/upload` and `/v1/export`: a resource and a local path.
@@ -224,11 +226,18 @@ pub struct DownloadRequest {
     /// Priority (default normal).
     #[serde(default)]
     pub priority: TransferPriority,
+    /// The content chosen, whoever claims it (default: what trusted
+    /// publishers name).
+    #[serde(default)]
+    pub hash: Option<blixard_store::Hash>,
 }
 
 async fn download(State(node): State<Node>, Json(req): Json<DownloadRequest>) -> Answer<TransferId> {
     let kind = kind(&req.kind)?;
-    Ok(Json(node.request_download(kind, &req.name, &req.version, req.priority)?))
+    Ok(Json(match req.hash {
+        Some(h) => node.request_download_hash((kind, &req.name, &req.version), h, req.priority)?,
+        None => node.request_download(kind, &req.name, &req.version, req.priority)?,
+    }))
 }
 
 async fn transfers(State(node): State<Node>) -> Json<Vec<crate::TransferInfo>> {

@@ -126,12 +126,14 @@ async fn run_transfer(inner: &Arc<Inner>, id: TransferId) {
 async fn attempt_once(inner: &Inner, id: TransferId, info: &TransferInfo, live: &Live) -> Result<ResourceInfo> {
     let kind = &info.kind;
     if let Some(r) = inner.store.resource(kind, &info.name, &info.version)? {
-        if matches!(inner.store.status(&r.hash)?, BlobStatus::Complete { .. }) {
+        let wanted = !info.pinned || info.hash == Some(r.hash);
+        if wanted && matches!(inner.store.status(&r.hash)?, BlobStatus::Complete { .. }) {
             return Ok(r);
         }
     }
     let conns = inner.peers.connections().await;
-    let found = download::resolve(&conns, kind, &info.name, &info.version).await?;
+    let pinned = info.hash.filter(|_| info.pinned);
+    let found = download::resolve(&conns, kind, &info.name, &info.version, pinned, |id| inner.is_trusted(id)).await?;
     let hash = Hash(found.hash);
     inner.transfers.update(id, |i| i.hash = Some(hash));
     let lease = inner.store.lease(hash);

@@ -50,6 +50,22 @@ pub enum Error {
         /// How many peers were asked.
         peers: usize,
     },
+    /// Only publishers this node does not trust claim the resource.
+    #[error("only untrusted publishers claim {what}: {claims}; trust a publisher (--trust NODE_ID, or configure it with --p2p-peer) or choose the content with --hash HASH")]
+    Untrusted {
+        /// The resource.
+        what: String,
+        /// Each hash and who claims it.
+        claims: String,
+    },
+    /// Trusted publishers disagree on what a name is.
+    #[error("trusted publishers disagree on {what}: {claims}; choose one with --hash HASH")]
+    Conflict {
+        /// The resource.
+        what: String,
+        /// Each hash and who claims it.
+        claims: String,
+    },
     /// A peer did not answer a dial in time.
     #[error("cannot reach peer {peer}: no answer within {after:?} (is it running, is the address right, does a firewall drop UDP?)")]
     Unreachable {

@@ -24,6 +24,21 @@ pub struct PeerInfo {
 /// (kind, name, version, hash, size, creation time).
 pub use blixard_store::Resource as ResourceInfo;
 
+/// A resource a peer lists: the publisher's claim, the peer that listed
+/// it, and whether the publisher is trusted here (only trusted claims name
+/// things; others can be chosen by hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoteResource {
+    /// The peer that listed it.
+    pub peer: blixard_protocol::NodeId,
+    /// Who claims the name.
+    pub publisher: blixard_protocol::NodeId,
+    /// True if that publisher names things for this node.
+    pub trusted: bool,
+    /// The claim.
+    pub resource: ResourceInfo,
+}
+
 /// Progress of one transfer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TransferProgress {

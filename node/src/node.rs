@@ -23,7 +23,7 @@ use crate::{
     bandwidth,
     config::NodeOptions,
     dispatch,
-    events::{P2pEvent, PeerInfo, ResourceInfo},
+    events::{P2pEvent, PeerInfo, RemoteResource, ResourceInfo},
     metrics::Metrics,
     peers::Peers,
     queue::TransferPriority,
@@ -140,10 +140,10 @@ impl Node {
         inner.transfers.resume_pending(pending_records);
         let node = Node { _stop_on_drop: Arc::new(StopOnDrop(Arc::downgrade(&inner))), inner };
         node.start_tasks(ctx);
-        for saved in peers.saved() {
+        for (saved, trusted) in peers.saved() {
             let p = peers.clone();
             tokio::spawn(async move {
-                let _ = p.connect(saved).await;
+                let _ = p.connect(saved, trusted).await;
             });
         }
         info!(node = node.inner.options.id, id = %node.node_id(), addr = %node.addr(), "node started");
@@ -204,9 +204,18 @@ impl Node {
         self.connect(peer.parse()?).await
     }
 
-    /// Connects to a peer (retrying with backoff); returns its node id.
+    /// Connects to a peer (retrying with backoff); returns its node id. A
+    /// peer connected on request is configured: a trusted publisher of
+    /// names (see [`Node::is_trusted`]).
     pub async fn connect(&self, peer: NodeAddr) -> Result<NodeId> {
-        self.inner.peers.connect(peer).await
+        self.inner.peers.connect(peer, true).await
+    }
+
+    /// True if `id` may name things for this node: itself, its configured
+    /// peers, its allowlist and its `trust` list. Content is trusted by its
+    /// hash from anyone.
+    pub fn is_trusted(&self, id: &NodeId) -> bool {
+        self.inner.is_trusted(id)
     }
 
     /// Known peers.
@@ -248,7 +257,19 @@ impl Node {
         version: &str,
         priority: TransferPriority,
     ) -> Result<TransferId> {
-        self.inner.transfers.request((kind, name.into(), version.into()), priority)
+        self.inner.transfers.request((kind, name.into(), version.into()), priority, None)
+    }
+
+    /// Queues a download of `(kind, name, version)` as the blob `hash`: the
+    /// claim for that hash is used whoever made it (the requester chose the
+    /// content; the hash verifies it).
+    pub fn request_download_hash(
+        &self,
+        (kind, name, version): (ResourceKind, &str, &str),
+        hash: blixard_store::Hash,
+        priority: TransferPriority,
+    ) -> Result<TransferId> {
+        self.inner.transfers.request((kind, name.into(), version.into()), priority, Some(hash))
     }
 
     /// Cancels a queued or running transfer.
@@ -276,14 +297,19 @@ impl Node {
         Ok(self.inner.store.resources(None)?)
     }
 
-    /// Resources the connected peers list, with the peer that has each.
-    pub async fn remote_resources(&self) -> Vec<(NodeId, ResourceInfo)> {
+    /// Resources the connected peers list: each claim (signature checked)
+    /// with the peer that listed it, its publisher, and whether that
+    /// publisher is trusted to name things here.
+    pub async fn remote_resources(&self) -> Vec<RemoteResource> {
         let mut out = Vec::new();
         for conn in self.inner.peers.connections().await {
             if let Ok(Ok(list)) = tokio::time::timeout(Duration::from_secs(15), client::list(&conn, None)).await {
-                for r in list.items {
-                    match ResourceInfo::try_from(r) {
-                        Ok(r) => out.push((conn.remote_id(), r)),
+                for claim in list.items {
+                    let (publisher, trusted) = (claim.publisher, self.is_trusted(&claim.publisher));
+                    match ResourceInfo::try_from(claim) {
+                        Ok(resource) => {
+                            out.push(RemoteResource { peer: conn.remote_id(), publisher, trusted, resource })
+                        }
                         Err(e) => warn!(peer = %conn.remote_id(), "skipping a listed resource: {e}"),
                     }
                 }

@@ -46,18 +46,21 @@ const PING_TIMEOUT: Duration = Duration::from_secs(10);
 struct PeerRecord {
     direct_addrs: Vec<SocketAddr>,
     relay: Option<RelayAddr>,
+    /// Configured by the operator (dialed on request): a trusted publisher.
+    trusted: bool,
 }
 
 struct Entry {
     direct_addrs: Vec<SocketAddr>,
     relay: Option<RelayAddr>,
+    trusted: bool,
     conn: Option<Connection>,
     rtt: Option<Duration>,
 }
 
 impl Entry {
     fn new(direct_addrs: Vec<SocketAddr>) -> Self {
-        Entry { direct_addrs, relay: None, conn: None, rtt: None }
+        Entry { direct_addrs, relay: None, trusted: false, conn: None, rtt: None }
     }
 
     fn node_addr(&self, id: NodeId) -> NodeAddr {
@@ -76,7 +79,8 @@ pub(crate) fn open_book(db: &sled::Db) -> Result<sled::Tree> {
             let addr = std::str::from_utf8(&v).ok().and_then(|t| t.parse::<SocketAddr>().ok());
             match (<[u8; 32]>::try_from(k.as_ref()), addr) {
                 (Ok(_), Some(addr)) => {
-                    let record = PeerRecord { direct_addrs: vec![addr], relay: None };
+                    // Only configured peers were ever dialed back from the old book.
+                    let record = PeerRecord { direct_addrs: vec![addr], relay: None, trusted: false };
                     book.insert(k, codec::encode("peer", &record)?)?;
                 }
                 _ => warn!("dropping a damaged entry of the first-format peer book"),
@@ -112,22 +116,28 @@ impl Peers {
         Peers { endpoint, book: Mutex::new(HashMap::new()), saved, events, metrics, retries, ping_timeout }
     }
 
-    /// The saved address book (peers from earlier runs).
-    pub(crate) fn saved(&self) -> Vec<NodeAddr> {
+    /// The saved address book (peers from earlier runs), each with whether
+    /// it was configured (trusted).
+    pub(crate) fn saved(&self) -> Vec<(NodeAddr, bool)> {
         let mut out = Vec::new();
         for (k, v) in self.saved.iter().filter_map(|kv| kv.ok()) {
             let Ok(id) = <[u8; 32]>::try_from(k.as_ref()).map(NodeId) else { continue };
             match codec::decode::<PeerRecord>("peer", &v) {
-                Ok(r) => out.push(NodeAddr { id: Some(id), direct_addrs: r.direct_addrs, relay: r.relay }),
+                Ok(r) => out.push((NodeAddr { id: Some(id), direct_addrs: r.direct_addrs, relay: r.relay }, r.trusted)),
                 Err(e) => warn!(peer = %id, "dropping a saved peer: {e}"),
             }
         }
         out
     }
 
+    /// True if the operator configured this peer (dialed it on request).
+    pub(crate) fn is_trusted(&self, id: &NodeId) -> bool {
+        self.book.lock().unwrap().get(id).is_some_and(|e| e.trusted)
+    }
+
     /// Saves a peer's addresses.
     fn save(&self, id: &NodeId, e: &Entry) {
-        let record = PeerRecord { direct_addrs: e.direct_addrs.clone(), relay: e.relay };
+        let record = PeerRecord { direct_addrs: e.direct_addrs.clone(), relay: e.relay, trusted: e.trusted };
         match codec::encode("peer", &record) {
             Ok(bytes) => drop(self.saved.insert(id.as_bytes(), bytes)),
             Err(e) => warn!(peer = %id, "cannot save a peer: {e}"),
@@ -136,7 +146,9 @@ impl Peers {
 
     /// Dials `target`, retrying with exponential backoff and jitter up to the
     /// configured attempts. A wrong identity is not retried.
-    pub(crate) async fn connect(self: &Arc<Self>, target: NodeAddr) -> Result<NodeId> {
+    /// `trusted`: the operator configured this peer, so it names things (a
+    /// peer given by address only is pinned at its first handshake).
+    pub(crate) async fn connect(self: &Arc<Self>, target: NodeAddr, trusted: bool) -> Result<NodeId> {
         let mut attempt = 0;
         loop {
             let dialed = match tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect_node(&target)).await {
@@ -144,7 +156,7 @@ impl Peers {
                 Err(_) => Err(crate::Error::Unreachable { peer: target.to_string(), after: DIAL_TIMEOUT }),
             };
             match dialed {
-                Ok(conn) => return Ok(self.register(conn)),
+                Ok(conn) => return Ok(self.register(conn, trusted)),
                 Err(e @ crate::Error::Protocol(blixard_protocol::Error::WrongIdentity { .. })) => return Err(e),
                 Err(e) if attempt >= self.retries => return Err(e),
                 Err(e) => {
@@ -161,7 +173,7 @@ impl Peers {
     /// Records a new outgoing connection and watches it for closing. A
     /// connection it replaces is closed; requests running on it fail, and
     /// their callers take the new one from [`Peers::current`].
-    fn register(self: &Arc<Self>, conn: Connection) -> NodeId {
+    fn register(self: &Arc<Self>, conn: Connection, trusted: bool) -> NodeId {
         let id = conn.remote_id();
         let addr = conn.observed_addr();
         let (new, replaced) = {
@@ -174,6 +186,7 @@ impl Peers {
                 e.direct_addrs.truncate(blixard_protocol::addr::MAX_DIRECT_ADDRS);
             }
             e.rtt = Some(conn.rtt());
+            e.trusted |= trusted;
             let replaced = e.conn.replace(conn.clone());
             self.save(&id, e);
             (new, replaced)
@@ -248,7 +261,7 @@ impl Peers {
         }
         let target = self.book.lock().unwrap().get(id).map(|e| e.node_addr(*id))?;
         let conn = tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect_node(&target)).await.ok()?.ok()?;
-        self.register(conn.clone());
+        self.register(conn.clone(), false);
         Some(conn)
     }
 
@@ -265,7 +278,7 @@ impl Peers {
             let me = self.clone();
             async move {
                 let conn = tokio::time::timeout(DIAL_TIMEOUT, me.endpoint.connect_node(&target)).await.ok()?.ok()?;
-                Some((me.register(conn.clone()), conn))
+                Some((me.register(conn.clone(), false), conn))
             }
         });
         for (_, conn) in crate::join::join_all(dials).await.into_iter().flatten() {
@@ -315,7 +328,7 @@ impl Peers {
                 let target = NodeAddr::from(&p);
                 if let Ok(Ok(c)) = tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect_node(&target)).await {
                     debug!(peer = %target, "found by peer exchange");
-                    self.register(c);
+                    self.register(c, false);
                 }
             }
         }
@@ -390,7 +403,10 @@ mod tests {
         assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"peers"), "the old tree is dropped");
         let v = book.get(id.as_bytes()).unwrap().unwrap();
         let r: PeerRecord = codec::decode("peer", &v).unwrap();
-        assert_eq!(r, PeerRecord { direct_addrs: vec!["127.0.0.1:7001".parse().unwrap()], relay: None });
+        assert_eq!(
+            r,
+            PeerRecord { direct_addrs: vec!["127.0.0.1:7001".parse().unwrap()], relay: None, trusted: false }
+        );
         assert_eq!(book.len(), 1, "the damaged entry is dropped");
         drop(book);
         assert_eq!(open_book(&db).unwrap().len(), 1, "opening again changes nothing");

@@ -29,6 +29,15 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// See [`crate::Node::is_trusted`].
+    pub(crate) fn is_trusted(&self, id: &blixard_protocol::NodeId) -> bool {
+        let config = &self.options.config;
+        *id == self.endpoint.node_id()
+            || config.trust.contains(id)
+            || config.allowlist.as_ref().is_some_and(|a| a.contains(id))
+            || self.peers.is_trusted(id)
+    }
+
     /// Stops everything at once: the queue, running transfers (what they
     /// verified is checkpointed), serving, peers. Idempotent.
     pub(crate) fn stop(&self) {

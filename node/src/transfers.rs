@@ -62,8 +62,12 @@ pub struct TransferInfo {
     pub state: TransferState,
     /// Progress, once running.
     pub progress: Option<TransferProgress>,
-    /// The blob, once resolved.
+    /// The blob, once resolved (or as chosen, if `pinned`).
     pub hash: Option<blixard_store::Hash>,
+    /// The hash was chosen by the requester (`--hash`): the claim for it is
+    /// used whoever made it.
+    #[serde(default)]
+    pub pinned: bool,
     /// Attempts made.
     pub attempts: u32,
     /// Why it failed.
@@ -83,6 +87,8 @@ pub(crate) struct PendingRecord {
     pub name: String,
     pub version: String,
     pub priority: TransferPriority,
+    /// The content the requester chose, if any.
+    pub hash: Option<blixard_store::Hash>,
 }
 
 /// The tree of [`PendingRecord`]s, keyed by id (u64, big endian, so sled
@@ -111,7 +117,8 @@ impl Table {
             priority: r.priority,
             state: TransferState::Queued,
             progress: None,
-            hash: None,
+            hash: r.hash,
+            pinned: r.hash.is_some(),
             attempts: 0,
             error: None,
             duration_secs: None,
@@ -141,7 +148,7 @@ fn decode_v1_pending(bytes: &[u8]) -> Result<PendingRecord> {
     let id = number.ok_or_else(|| corrupt(format!("id {:?}", old.id)))?;
     let kind = old.kind.parse().map_err(|e: blixard_store::Error| corrupt(e.to_string()))?;
     let (name, version, priority) = (old.name, old.version, old.priority);
-    Ok(PendingRecord { id: TransferId(id), kind, name, version, priority })
+    Ok(PendingRecord { id: TransferId(id), kind, name, version, priority, hash: None })
 }
 
 /// Reads the unfinished transfers of an earlier run: today's records, and
@@ -202,7 +209,13 @@ impl TransferTable {
     /// Queues a download of `key` (kind, name, version); returns its id. A
     /// request for a resource already queued or running is merged into it
     /// (its priority raised if this one is higher) and gets the same id.
-    pub(crate) fn request(&self, key: Key, priority: TransferPriority) -> Result<TransferId> {
+    /// With `pinned`, the blob is that hash, whoever claims it.
+    pub(crate) fn request(
+        &self,
+        key: Key,
+        priority: TransferPriority,
+        pinned: Option<blixard_store::Hash>,
+    ) -> Result<TransferId> {
         let (kind, name, version) = (&key.0, key.1.as_str(), key.2.as_str());
         let mut t = self.table.lock().unwrap();
         if let Some(id) = t.by_key.get(&key).copied() {
@@ -216,13 +229,14 @@ impl TransferTable {
         }
         t.next += 1;
         let id = TransferId(t.next);
-        let record = PendingRecord { id, kind: kind.clone(), name: name.into(), version: version.into(), priority };
+        let (name, version) = (name.to_string(), version.to_string());
+        let record = PendingRecord { id, kind: kind.clone(), name, version, priority, hash: pinned };
         self.pending.insert(id.0.to_be_bytes(), codec::encode("transfer", &record)?)?;
         t.enqueue(record);
         self.metrics.transfers_queued.set(t.queue.len() as i64);
         drop(t);
         self.queued.notify_one();
-        info!(%id, %kind, name, version, %priority, "download queued");
+        info!(%id, %kind, name = %key.1, version = %key.2, %priority, ?pinned, "download queued");
         Ok(id)
     }
 

@@ -515,3 +515,51 @@ async fn a_dropped_node_frees_its_port_and_store() {
     assert_eq!(again.local_resources().unwrap().len(), 1);
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
 }
+
+/// Names are claims by publishers: strangers that connect to B and publish
+/// another image under A's name do not decide what B downloads; two trusted
+/// publishers that disagree are an error naming both, and a chosen hash
+/// settles it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_come_only_from_trusted_publishers() {
+    let dir = TempDir::new().unwrap();
+    let size = 300_000;
+    let a = node(dir.path(), 1, P2pConfig::default()).await;
+    let real =
+        a.upload_resource(ResourceKind::VmImage, "img", "1", &image(dir.path(), "a.img", size, 1)).await.unwrap();
+    let mut strangers = Vec::new();
+    for id in [11, 12] {
+        let s = node(dir.path(), id, P2pConfig::default()).await;
+        s.upload_resource(ResourceKind::VmImage, "img", "1", &image(dir.path(), "evil.img", size, 99)).await.unwrap();
+        strangers.push(s);
+    }
+    let fake = strangers[0].local_resources().unwrap()[0].hash;
+    assert_ne!(fake, real.hash);
+
+    let b = node(dir.path(), 2, P2pConfig::default()).await;
+    link(&b, &a).await; // configured: trusted
+    for s in &strangers {
+        link(s, &b).await; // they dial B: not trusted
+    }
+    let done = b.wait(vm(&b, "img", TransferPriority::Normal)).await.unwrap();
+    assert_eq!(done.state, TransferState::Completed, "{:?}", done.error);
+    assert_eq!(b.local_resources().unwrap()[0].hash, real.hash, "B took A's image, not the strangers'");
+    let listed = b.remote_resources().await;
+    assert!(listed.iter().any(|r| r.resource.hash == fake && !r.trusted), "the strangers' claims show as untrusted");
+    assert!(listed.iter().any(|r| r.resource.hash == real.hash && r.trusted));
+
+    let c = node(dir.path(), 3, P2pConfig { max_retry_attempts: 0, ..Default::default() }).await;
+    link(&c, &a).await;
+    link(&c, &strangers[0]).await; // both configured: both trusted, and they disagree
+    let failed = c.wait(vm(&c, "img", TransferPriority::Normal)).await.unwrap();
+    assert_eq!(failed.state, TransferState::Failed);
+    let why = failed.error.unwrap();
+    assert!(
+        why.contains("disagree") && why.contains(&real.hash.to_string()) && why.contains(&fake.to_string()),
+        "{why}"
+    );
+    let chosen = c.request_download_hash((ResourceKind::VmImage, "img", "1"), fake, TransferPriority::Normal).unwrap();
+    let done = c.wait(chosen).await.unwrap();
+    assert_eq!(done.state, TransferState::Completed, "{:?}", done.error);
+    assert_eq!(c.local_resources().unwrap()[0].hash, fake, "--hash picks the content");
+}

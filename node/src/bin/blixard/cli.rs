@@ -102,8 +102,9 @@ pub fn download(
     priority: TransferPriority,
     output: Option<&Path>,
     force: bool,
+    hash: Option<blixard_store::Hash>,
 ) -> Result<()> {
-    let req = DownloadRequest { kind: "vm-image".into(), name: name.into(), version: version.into(), priority };
+    let req = DownloadRequest { kind: "vm-image".into(), name: name.into(), version: version.into(), priority, hash };
     let id: blixard_node::TransferId = node.post("/v1/download", &req)?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
@@ -178,15 +179,17 @@ pub fn list(node: &Control, remote: bool) -> Result<()> {
         );
     }
     if remote {
-        let others: Vec<(String, ResourceInfo)> = node.get("/v1/resources/remote")?;
-        for (peer, r) in others.iter().filter(|(_, r)| r.kind == ResourceKind::VmImage) {
+        let others: Vec<blixard_node::RemoteResource> = node.get("/v1/resources/remote")?;
+        for o in others.iter().filter(|o| o.resource.kind == ResourceKind::VmImage) {
+            let r = &o.resource;
+            let trust = if o.trusted { String::new() } else { format!("  untrusted publisher {}", o.publisher) };
             println!(
-                "{:<10} {:<24} {:<12} {:>12}  {}",
-                &peer[..8],
+                "{:<10} {:<24} {:<12} {:>12}  {}{trust}",
+                &o.peer.to_string()[..8],
                 r.name,
                 r.version,
                 indicatif::HumanBytes(r.size).to_string(),
-                &r.hash.to_hex()[..16]
+                r.hash.to_hex()
             );
         }
     }

@@ -66,6 +66,10 @@ enum Command {
         /// Only these node ids may connect (repeatable; default: anyone).
         #[arg(long = "allow")]
         allow: Vec<blixard_protocol::NodeId>,
+        /// Trust this publisher to name resources (repeatable; configured
+        /// peers, the allowlist and this node are trusted already).
+        #[arg(long = "trust", env = "BLIXARD_P2P_TRUST", value_delimiter = ',')]
+        trust: Vec<blixard_protocol::NodeId>,
     },
     /// VM images: upload into a node, download through its peers, list.
     Vm {
@@ -164,6 +168,10 @@ enum VmCommand {
         /// Replace an existing --output file (a link there is replaced, not followed).
         #[arg(long)]
         force: bool,
+        /// Download this blob (hex hash) under the name, whoever claims it:
+        /// picks one of several claims, or an untrusted publisher's.
+        #[arg(long)]
+        hash: Option<blixard_store::Hash>,
     },
     /// VM images on the node (and, with --remote, on its peers).
     List {
@@ -285,6 +293,7 @@ async fn main() -> Result<()> {
             health_check_interval,
             bandwidth_limit_mbps,
             allow,
+            trust,
         } => {
             if let Ok(port) = std::env::var("BLIXARD_P2P_PORT") {
                 bind.set_port(port.parse().with_context(|| format!("BLIXARD_P2P_PORT={port:?} is not a port"))?);
@@ -315,6 +324,9 @@ async fn main() -> Result<()> {
             if !allow.is_empty() {
                 c.allowlist = Some(allow);
             }
+            if !trust.is_empty() {
+                c.trust = trust;
+            }
             c.validate()?;
             let data_dir = data_dir.unwrap_or_else(|| default_data_dir(id));
             daemon::run(daemon::NodeArgs { id, bind, data_dir, peers: p2p_peers, config: c }).await?;
@@ -324,8 +336,8 @@ async fn main() -> Result<()> {
                 let node = target.control()?;
                 match command {
                     VmCommand::Upload { name, version, file } => cli::upload(&node, &name, &version, &file),
-                    VmCommand::Download { name, version, priority, output, force } => {
-                        cli::download(&node, &name, &version, priority, output.as_deref(), force)
+                    VmCommand::Download { name, version, priority, output, force, hash } => {
+                        cli::download(&node, &name, &version, priority, output.as_deref(), force, hash)
                     }
                     VmCommand::List { remote } => cli::list(&node, remote),
                 }
