@@ -42,7 +42,19 @@ impl std::str::FromStr for ImportMode {
 
 /// The result of an import: the blob's hash and size, and a lease that keeps
 /// it from garbage collection until it is tagged or dropped.
+///
+/// Dropping it unused is a warning (the blob would be collected by the
+/// next `gc`):
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// async fn import(store: blixard_store::Store) -> blixard_store::Result<()> {
+///     store.import_bytes(vec![1u8; 10]).await?;
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug)]
+#[must_use = "the blob is collected by the next gc unless this lease is kept or made a tag or resource"]
 pub struct ImportOutcome {
     /// BLAKE3 hash (bao root).
     pub hash: Hash,
