@@ -66,6 +66,10 @@ pub enum Error {
         /// Each hash and who claims it.
         claims: String,
     },
+    /// The allowlist (`--allow`) does not name this node: it is neither
+    /// dialed, learned from peer exchange, nor downloaded from.
+    #[error("node {0} is not on the allowlist (--allow): not dialed")]
+    NotAllowed(blixard_protocol::NodeId),
     /// A peer did not answer a dial in time.
     #[error("cannot reach peer {peer}: no answer within {after:?} (is it running, is the address right, does a firewall drop UDP?)")]
     Unreachable {

@@ -114,6 +114,7 @@ impl Node {
             metrics.clone(),
             options.config.max_retry_attempts,
             options.config.health_check_interval,
+            options.config.allowlist.clone(),
         ));
         let limits = bandwidth::Limits::new(options.config.bandwidth_limit_bytes(), metrics.clone());
         let exchange = peers.clone();

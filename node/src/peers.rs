@@ -101,6 +101,7 @@ pub(crate) struct Peers {
     metrics: Arc<Metrics>,
     retries: u32,
     ping_timeout: Duration,
+    allowlist: Option<std::collections::HashSet<NodeId>>,
 }
 
 impl Peers {
@@ -111,9 +112,18 @@ impl Peers {
         metrics: Arc<Metrics>,
         retries: u32,
         health_interval: Duration,
+        allowlist: Option<Vec<NodeId>>,
     ) -> Self {
         let ping_timeout = PING_TIMEOUT.min(health_interval);
-        Peers { endpoint, book: Mutex::new(HashMap::new()), saved, events, metrics, retries, ping_timeout }
+        let allowlist = allowlist.map(|a| a.into_iter().collect());
+        Peers { endpoint, book: Mutex::new(HashMap::new()), saved, events, metrics, retries, ping_timeout, allowlist }
+    }
+
+    /// True unless an allowlist is set and `id` is not on it. The allowlist
+    /// guards both directions: incoming handshakes (the TLS verifier) and
+    /// every dial, peer-exchange learning and download here.
+    pub(crate) fn allowed(&self, id: &NodeId) -> bool {
+        self.allowlist.as_ref().is_none_or(|a| a.contains(id))
     }
 
     /// The saved address book (peers from earlier runs), each with whether
@@ -149,6 +159,9 @@ impl Peers {
     /// `trusted`: the operator configured this peer, so it names things (a
     /// peer given by address only is pinned at its first handshake).
     pub(crate) async fn connect(self: &Arc<Self>, target: NodeAddr, trusted: bool) -> Result<NodeId> {
+        if let Some(id) = target.id.filter(|id| !self.allowed(id)) {
+            return Err(crate::Error::NotAllowed(id));
+        }
         let mut attempt = 0;
         loop {
             let dialed = match tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect_node(&target)).await {
@@ -156,6 +169,10 @@ impl Peers {
                 Err(_) => Err(crate::Error::Unreachable { peer: target.to_string(), after: DIAL_TIMEOUT }),
             };
             match dialed {
+                Ok(conn) if !self.allowed(&conn.remote_id()) => {
+                    conn.close(blixard_protocol::ErrorCode::Refused, "not on the allowlist");
+                    return Err(crate::Error::NotAllowed(conn.remote_id()));
+                }
                 Ok(conn) => return Ok(self.register(conn, trusted)),
                 Err(e @ crate::Error::Protocol(blixard_protocol::Error::WrongIdentity { .. })) => return Err(e),
                 Err(e) if attempt >= self.retries => return Err(e),
@@ -271,7 +288,11 @@ impl Peers {
         let (mut open, idle): (Vec<Connection>, Vec<NodeAddr>) = {
             let book = self.book.lock().unwrap();
             let open = book.values().filter_map(|e| e.conn.clone()).collect();
-            let idle = book.iter().filter(|(_, e)| e.conn.is_none()).map(|(id, e)| e.node_addr(*id)).collect();
+            let idle = book
+                .iter()
+                .filter(|(id, e)| e.conn.is_none() && self.allowed(id))
+                .map(|(id, e)| e.node_addr(*id))
+                .collect();
             (open, idle)
         };
         let dials = idle.into_iter().map(|target| {
@@ -322,7 +343,7 @@ impl Peers {
             let Ok(Ok(list)) = tokio::time::timeout(self.ping_timeout, client::peers(&conn)).await else { continue };
             for p in list {
                 let known = self.book.lock().unwrap().get(&p.id).is_some_and(|e| e.conn.is_some());
-                if p.id == me || known {
+                if p.id == me || known || !self.allowed(&p.id) {
                     continue;
                 }
                 let target = NodeAddr::from(&p);

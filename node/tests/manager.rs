@@ -563,3 +563,28 @@ async fn names_come_only_from_trusted_publishers() {
     assert_eq!(done.state, TransferState::Completed, "{:?}", done.error);
     assert_eq!(c.local_resources().unwrap()[0].hash, fake, "--hash picks the content");
 }
+
+/// `--allow` guards both directions: a node outside the list is never
+/// dialed (by address or by peer exchange) nor downloaded from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allowlist_guards_outgoing_dials_too() {
+    let dir = TempDir::new().unwrap();
+    let friend = node(dir.path(), 1, P2pConfig::default()).await;
+    let outsider = node(dir.path(), 2, P2pConfig::default()).await;
+    upload(&outsider, dir.path(), "img", 100_000).await;
+    link(&friend, &outsider).await; // the friend knows the outsider: peer exchange would offer it
+    let config = P2pConfig {
+        allowlist: Some(vec![friend.node_id()]),
+        peer_discovery_interval: Duration::from_millis(200),
+        max_retry_attempts: 0,
+        ..Default::default()
+    };
+    let guarded = node(dir.path(), 3, config).await;
+    link(&guarded, &friend).await;
+    let e = guarded.connect_peer(&outsider.addr().to_string()).await.unwrap_err();
+    assert!(e.to_string().contains("not on the allowlist"), "{e}");
+    tokio::time::sleep(Duration::from_millis(800)).await; // a few discovery rounds
+    assert!(guarded.peers().iter().all(|p| p.id != outsider.node_id().to_string()), "never learned or dialed");
+    let done = guarded.wait(vm(&guarded, "img", TransferPriority::Normal)).await.unwrap();
+    assert_eq!(done.state, TransferState::Failed, "nothing is downloaded from the outsider");
+}
