@@ -235,7 +235,7 @@ pub struct DownloadRequest {
 async fn download(State(node): State<Node>, Json(req): Json<DownloadRequest>) -> Answer<TransferId> {
     let kind = kind(&req.kind)?;
     Ok(Json(match req.hash {
-        Some(h) => node.request_download_hash((kind, &req.name, &req.version), h, req.priority)?,
+        Some(h) => node.request_download_hash(kind, &req.name, &req.version, h, req.priority)?,
         None => node.request_download(kind, &req.name, &req.version, req.priority)?,
     }))
 }

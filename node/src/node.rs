@@ -266,7 +266,9 @@ impl Node {
     /// content; the hash verifies it).
     pub fn request_download_hash(
         &self,
-        (kind, name, version): (ResourceKind, &str, &str),
+        kind: ResourceKind,
+        name: &str,
+        version: &str,
         hash: blixard_store::Hash,
         priority: TransferPriority,
     ) -> Result<TransferId> {

@@ -216,7 +216,6 @@ impl TransferTable {
         priority: TransferPriority,
         pinned: Option<blixard_store::Hash>,
     ) -> Result<TransferId> {
-        let (kind, name, version) = (&key.0, key.1.as_str(), key.2.as_str());
         let mut t = self.table.lock().unwrap();
         if let Some(id) = t.by_key.get(&key).copied() {
             if t.all.get(&id).is_some_and(|i| i.state.is_active()) {
@@ -229,14 +228,14 @@ impl TransferTable {
         }
         t.next += 1;
         let id = TransferId(t.next);
-        let (name, version) = (name.to_string(), version.to_string());
-        let record = PendingRecord { id, kind: kind.clone(), name, version, priority, hash: pinned };
+        let (kind, name, version) = key;
+        let record = PendingRecord { id, kind, name, version, priority, hash: pinned };
         self.pending.insert(id.0.to_be_bytes(), codec::encode("transfer", &record)?)?;
+        info!(%id, kind = %record.kind, name = %record.name, version = %record.version, %priority, ?pinned, "download queued");
         t.enqueue(record);
         self.metrics.transfers_queued.set(t.queue.len() as i64);
         drop(t);
         self.queued.notify_one();
-        info!(%id, %kind, name = %key.1, version = %key.2, %priority, ?pinned, "download queued");
         Ok(id)
     }
 

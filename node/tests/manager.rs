@@ -49,6 +49,24 @@ fn vm(n: &Node, name: &str, p: TransferPriority) -> blixard_node::TransferId {
     n.request_download(ResourceKind::VmImage, name, "1", p).unwrap()
 }
 
+/// Waits (30 s at most, while the transfer runs) until its progress is
+/// `reached`.
+async fn wait_progress(
+    n: &Node,
+    id: blixard_node::TransferId,
+    reached: impl Fn(&blixard_node::TransferProgress) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = n.transfer(id).unwrap();
+        if t.progress.as_ref().is_some_and(&reached) {
+            return;
+        }
+        assert!(t.state.is_active() && Instant::now() < deadline, "no progress: {t:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn started(events: &mut tokio::sync::broadcast::Receiver<P2pEvent>) -> blixard_node::TransferId {
     loop {
         if let P2pEvent::TransferStarted(id) = events.recv().await.unwrap() {
@@ -132,15 +150,7 @@ async fn a_provider_whose_connection_is_replaced_keeps_its_stripes() {
     let leecher = node(dir.path(), 2, P2pConfig { max_retry_attempts: 0, ..Default::default() }).await;
     link(&leecher, &seeder).await;
     let id = vm(&leecher, "img", TransferPriority::Normal);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let t = leecher.transfer(id).unwrap();
-        if t.progress.as_ref().is_some_and(|p| p.bytes > 0 && p.bytes < p.total / 2) {
-            break;
-        }
-        assert!(t.state.is_active() && Instant::now() < deadline, "no progress before the switch: {t:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_progress(&leecher, id, |p| p.bytes > 0 && p.bytes < p.total / 2).await;
     for _ in 0..3 {
         link(&leecher, &seeder).await; // a new connection replaces the old
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -473,11 +483,7 @@ async fn a_partial_damaged_at_rest_is_refetched_when_resumed() {
     let leecher = node(dir.path(), 2, P2pConfig::default()).await;
     link(&leecher, &seeder).await;
     let id = vm(&leecher, "img", TransferPriority::Normal);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while leecher.transfer(id).unwrap().progress.is_none_or(|p| p.bytes < 2 * 1024 * 1024) {
-        assert!(Instant::now() < deadline, "no progress");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_progress(&leecher, id, |p| p.bytes >= 2 * 1024 * 1024).await;
     leecher.cancel(id).unwrap();
     let hash = leecher.transfer(id).unwrap().hash.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await; // the cancelled receive checkpoints
@@ -558,7 +564,7 @@ async fn names_come_only_from_trusted_publishers() {
         why.contains("disagree") && why.contains(&real.hash.to_string()) && why.contains(&fake.to_string()),
         "{why}"
     );
-    let chosen = c.request_download_hash((ResourceKind::VmImage, "img", "1"), fake, TransferPriority::Normal).unwrap();
+    let chosen = c.request_download_hash(ResourceKind::VmImage, "img", "1", fake, TransferPriority::Normal).unwrap();
     let done = c.wait(chosen).await.unwrap();
     assert_eq!(done.state, TransferState::Completed, "{:?}", done.error);
     assert_eq!(c.local_resources().unwrap()[0].hash, fake, "--hash picks the content");

@@ -119,7 +119,10 @@ fn check_parents(
     want: &[Range<u64>],
     bad: &mut Vec<Range<u64>>,
 ) {
-    let overlaps = want.iter().any(|w| w.start < start + count && start < w.end);
+    // `want` is sorted and disjoint: the first run ending after `start`
+    // is the only one that can begin inside this node.
+    let next = want.partition_point(|w| w.end <= start);
+    let overlaps = want.get(next).is_some_and(|w| w.start < start + count);
     if count < 2 || !overlaps {
         return;
     }
@@ -239,8 +242,8 @@ impl Store {
     pub fn verify_blob(&self, hash: &Hash, repair: bool) -> Result<VerifyReport> {
         let opened = self.open_blob(hash)?;
         let complete = opened.held == ranges::all(opened.size);
-        let damaged = check(hash, &opened, &opened.held, |_, _| Ok(()))
-            .map_err(|e| Error::io("verify", self.dir().join("blobs").join(hash.to_hex()))(e))?;
+        let path = if complete { self.blob_path(hash, "data") } else { self.partial_path(hash, "data") };
+        let damaged = check(hash, &opened, &opened.held, |_, _| Ok(())).map_err(Error::io("verify", path))?;
         let repaired = repair && !damaged.is_empty() && {
             self.forget_damaged(hash, &damaged)?;
             true
