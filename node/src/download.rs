@@ -13,7 +13,6 @@
 //! verification is cut off and reported.
 
 use std::{
-    collections::VecDeque,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
@@ -137,12 +136,11 @@ pub(crate) async fn fetch(ctx: &Context, hash: Hash, size: u64, peers: Vec<NodeI
     let missing = if missing == ChunkRanges::all() { ranges::all(size) } else { missing };
     live.total.store(size, Ordering::Relaxed);
     live.held.store(size - ranges::byte_count(&missing, size), Ordering::Relaxed);
-    // A random order: peers fetching the same blob then hold different
-    // stripes early, and have something to give each other.
-    let mut order = stripes(&missing, size);
-    rand::seq::SliceRandom::shuffle(&mut order[..], &mut rand::thread_rng());
-    info!(%hash, size, stripes = order.len(), peers = peers.len(), "downloading");
-    let work = Arc::new(Work { state: Mutex::new((order.into(), 0)), changed: Notify::new() });
+    // Stripes are cut as they are taken, never listed up front: a claimed
+    // size costs nothing until verified (a lying 1 TiB claim is 262,144
+    // stripes, u64::MAX is more than memory).
+    let work = Arc::new(Work::new(ranges::clamp(&missing, size), ranges::chunk_count(size)));
+    info!(%hash, size, peers = peers.len(), "downloading");
     let workers = peers.into_iter().map(|peer| provider(ctx, hash, peer, work.clone(), live));
     let reasons = crate::join::join_all(workers).await;
     match ctx.store.missing(&hash)? {
@@ -154,20 +152,29 @@ pub(crate) async fn fetch(ctx: &Context, hash: Hash, size: u64, peers: Vec<NodeI
     }
 }
 
-/// Stripes not yet fetched, and how many are being fetched.
+/// Ranges not yet handed out, and how many stripes are being fetched.
 struct Work {
-    state: Mutex<(VecDeque<ChunkRanges>, usize)>,
+    state: Mutex<(ChunkRanges, usize)>,
+    /// Chunks in the blob, for picking stripes at random.
+    chunks: u64,
     changed: Notify,
 }
 
 impl Work {
-    /// The next stripe inside `held`, marked in flight.
+    fn new(pending: ChunkRanges, chunks: u64) -> Self {
+        Work { state: Mutex::new((pending, 0)), chunks, changed: Notify::new() }
+    }
+
+    /// The next stripe inside `held`, marked in flight. Stripes are taken
+    /// in a random order: peers fetching the same blob then hold different
+    /// stripes early, and have something to give each other.
     fn take(&self, held: &ChunkRanges) -> Option<ChunkRanges> {
+        let from = rand::Rng::gen_range(&mut rand::thread_rng(), 0..self.chunks.max(1));
         let mut st = self.state.lock().unwrap();
-        let i = st.0.iter().position(|s| held.is_superset(s))?;
-        let stripe = st.0.remove(i);
+        let stripe = stripe_at(&(&st.0 & held), from)?;
+        st.0 = &st.0 - &stripe;
         st.1 += 1;
-        stripe
+        Some(stripe)
     }
 
     /// A stripe is done (`None`) or handed back.
@@ -175,7 +182,7 @@ impl Work {
         let mut st = self.state.lock().unwrap();
         st.1 -= 1;
         if let Some(s) = back {
-            st.0.push_front(s);
+            st.0 |= s;
         }
         drop(st);
         self.changed.notify_waiters();
@@ -187,18 +194,16 @@ impl Work {
     }
 }
 
-/// Cuts `missing` into stripes of at most [`STRIPE_CHUNKS`] chunks.
-fn stripes(missing: &ChunkRanges, size: u64) -> Vec<ChunkRanges> {
-    let mut out = Vec::new();
-    for r in ranges::to_vec(missing, size) {
-        let mut start = r.start;
-        while start < r.end {
-            let end = ((start / STRIPE_CHUNKS + 1) * STRIPE_CHUNKS).min(r.end);
-            out.push(ChunkRanges::from(ChunkNum(start)..ChunkNum(end)));
-            start = end;
-        }
-    }
-    out
+/// The stripe (at most [`STRIPE_CHUNKS`] chunks, inside one stripe-aligned
+/// window) of the first of `available` at or after chunk `from`, wrapping
+/// round to the start. `available` must be bounded.
+fn stripe_at(available: &ChunkRanges, from: u64) -> Option<ChunkRanges> {
+    let runs = ranges::to_vec(available, u64::MAX);
+    let run = runs.iter().find(|r| r.end > from).or(runs.first())?;
+    let at = from.clamp(run.start, run.end - 1);
+    let window = at / STRIPE_CHUNKS * STRIPE_CHUNKS;
+    let (start, end) = (window.max(run.start), (window + STRIPE_CHUNKS).min(run.end));
+    Some(ChunkRanges::from(ChunkNum(start)..ChunkNum(end)))
 }
 
 /// Watches what `conn`'s peer holds of `hash` into `held`, as it grows
@@ -308,13 +313,28 @@ mod tests {
     fn stripes_cover_the_missing_ranges_on_stripe_boundaries() {
         let size = 20 * 1024 * 1024 + 5;
         let missing = ChunkRanges::from(ChunkNum(100)..ChunkNum(9000)) | ChunkRanges::from(ChunkNum(12000)..);
-        let s = stripes(&missing, size);
+        let pending = ranges::clamp(&missing, size);
+        let work = Work::new(pending.clone(), ranges::chunk_count(size));
         let mut union = ChunkRanges::empty();
-        for x in &s {
-            assert!((x & &union).is_empty(), "stripes overlap");
-            union |= x.clone();
+        while let Some(x) = work.take(&ChunkRanges::all()) {
+            assert!((&x & &union).is_empty(), "stripes overlap");
+            let first = ranges::to_vec(&x, size)[0].clone();
+            assert_eq!(first.start / STRIPE_CHUNKS, (first.end - 1) / STRIPE_CHUNKS, "one window");
+            union |= x;
         }
-        assert_eq!(union, ranges::clamp(&missing, size));
-        assert!(s.iter().all(|x| ranges::byte_count(x, size) <= STRIPE_CHUNKS * 1024));
+        assert_eq!(union, pending);
+        // Handed back, a stripe is taken again; only held ranges are taken.
+        work.finish(Some(ChunkRanges::from(ChunkNum(200)..ChunkNum(300))));
+        assert!(work.take(&ChunkRanges::from(ChunkNum(0)..ChunkNum(100))).is_none());
+        assert_eq!(work.take(&ChunkRanges::all()), Some(ChunkRanges::from(ChunkNum(200)..ChunkNum(300))));
+    }
+
+    /// A lying claim of u64::MAX bytes costs one range set, not a list of stripes.
+    #[test]
+    fn a_huge_claimed_size_costs_nothing_up_front() {
+        let size = u64::MAX;
+        let work = Work::new(ranges::all(size), ranges::chunk_count(size));
+        let s = work.take(&ChunkRanges::all()).unwrap();
+        assert!(ranges::byte_count(&s, size) <= STRIPE_CHUNKS * 1024);
     }
 }
