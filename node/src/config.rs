@@ -43,7 +43,21 @@ pub struct P2pConfig {
     /// Publishers whose resource claims name things (besides this node,
     /// its configured peers and the allowlist). Node ids in hex.
     pub trust: Vec<NodeId>,
+    /// Most peers the peer book keeps (configured and allowlisted ones are
+    /// never dropped; the least recently seen others go first). Default 512.
+    pub max_peers: usize,
+    /// A peer not seen for this long is forgotten (unless configured or
+    /// allowlisted). Default 7 days.
+    #[serde(with = "secs")]
+    pub peer_max_age: Duration,
 }
+
+/// The default of [`P2pConfig::max_peers`].
+pub const DEFAULT_MAX_PEERS: usize = 512;
+
+/// The shortest interval or timeout accepted: anything shorter would spin
+/// (a near-zero health interval pings in a loop and burns a core).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Default for P2pConfig {
     fn default() -> Self {
@@ -56,6 +70,8 @@ impl Default for P2pConfig {
             bandwidth_limit_mbps: None,
             allowlist: None,
             trust: Vec::new(),
+            max_peers: DEFAULT_MAX_PEERS,
+            peer_max_age: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -90,10 +106,14 @@ impl P2pConfig {
             ("transfer_timeout", self.transfer_timeout),
             ("peer_discovery_interval", self.peer_discovery_interval),
             ("health_check_interval", self.health_check_interval),
+            ("peer_max_age", self.peer_max_age),
         ] {
-            if d.is_zero() {
-                return Err(Error::Config(format!("{name} must be more than 0")));
+            if d < MIN_INTERVAL {
+                return Err(Error::Config(format!("{name} must be at least {MIN_INTERVAL:?}, not {d:?}")));
             }
+        }
+        if self.max_peers == 0 {
+            return Err(Error::Config("max_peers must be at least 1".into()));
         }
         Ok(())
     }

@@ -263,6 +263,7 @@ async fn provider(ctx: &Context, hash: Hash, peer: NodeId, work: Arc<Work>, live
         };
         match client::get_ranges(&conn, &ctx.store, hash, stripe.clone(), &options).await {
             Ok(out) => {
+                ctx.peers.served(&peer);
                 ctx.metrics.bytes_received.inc_by(out.data_bytes);
                 live.held.fetch_add(out.data_bytes, Ordering::Relaxed);
                 work.finish(None);

@@ -70,6 +70,10 @@ pub enum Error {
     /// dialed, learned from peer exchange, nor downloaded from.
     #[error("node {0} is not on the allowlist (--allow): not dialed")]
     NotAllowed(blixard_protocol::NodeId),
+    /// The peer book is full of configured and connected peers: a new
+    /// peer is not kept.
+    #[error("not keeping peer {0}: the peer book is full of configured and connected peers (raise max_peers)")]
+    BookFull(blixard_protocol::NodeId),
     /// A peer did not answer a dial in time.
     #[error("cannot reach peer {peer}: no answer within {after:?} (is it running, is the address right, does a firewall drop UDP?)")]
     Unreachable {

@@ -107,24 +107,26 @@ impl Node {
         });
         let endpoint = Endpoint::bind(key, options.bind, EndpointOptions { client_filter, ..Default::default() })
             .map_err(|e| Error::start(format!("cannot listen on UDP {} (port in use?)", options.bind), e))?;
-        let peers = Arc::new(Peers::new(
-            endpoint.clone(),
-            crate::peers::open_book(&db)?,
-            events.clone(),
-            metrics.clone(),
-            options.config.max_retry_attempts,
-            options.config.health_check_interval,
-            options.config.allowlist.clone(),
-        ));
+        let peers = Arc::new(Peers::open(endpoint.clone(), &db, events.clone(), metrics.clone(), &options.config)?);
         let limits = bandwidth::Limits::new(options.config.bandwidth_limit_bytes(), metrics.clone());
         let exchange = peers.clone();
-        let ctx = server::ServerContext::builder(
-            store.clone(),
-            Default::default(),
-            Some(Arc::new(move || exchange.exchange_list())),
-            Some(limits.serve),
-            None,
-        );
+        let privileged = {
+            let (peers, config) = (peers.clone(), options.config.clone());
+            move |id: &NodeId| {
+                config.trust.contains(id)
+                    || config.allowlist.as_ref().is_some_and(|a| a.contains(id))
+                    || peers.is_trusted(id)
+            }
+        };
+        let ctx = server::ServerContext::builder(store.clone(), Default::default())
+            .peers(Arc::new(move || exchange.exchange_list()))
+            .upload_limiter(limits.serve)
+            .privileged(Arc::new(privileged))
+            .on_first_request({
+                let peers = peers.clone();
+                Arc::new(move |id| peers.asked(id))
+            })
+            .build();
         let inner = Arc::new(Inner {
             permits: Arc::new(Semaphore::new(options.config.max_concurrent_transfers)),
             options,
@@ -141,7 +143,7 @@ impl Node {
         inner.transfers.resume_pending(pending_records);
         let node = Node { _stop_on_drop: Arc::new(StopOnDrop(Arc::downgrade(&inner))), inner };
         node.start_tasks(ctx);
-        for (saved, trusted) in peers.saved() {
+        for (saved, trusted) in peers.dial_at_start() {
             let p = peers.clone();
             tokio::spawn(async move {
                 let _ = p.connect(saved, trusted).await;
@@ -156,7 +158,7 @@ impl Node {
         // Serving, noting who connects.
         let peers = self.inner.peers.clone();
         tasks.push(tokio::spawn(server::accept_loop_with(self.inner.endpoint.clone(), ctx, move |conn| {
-            peers.note_incoming(conn.remote_id(), conn.observed_addr())
+            peers.note_incoming(conn)
         })));
         // Health checks and discovery, each on its own interval.
         let config = &self.inner.options.config;

@@ -7,8 +7,17 @@
 //! are noted (their observed address is their listening address, since one
 //! UDP socket serves both directions) and dialed back when we need them.
 //! The book is saved in `node.db` (tree `peers.v2`: node id → versioned
-//! record); books of the first format (id → address text) are moved over
-//! when opened.
+//! record; tree `peers.seen`: when each was last seen and whether it served
+//! or asked us anything); books of the first format (id → address text)
+//! are moved over when opened.
+//!
+//! What the book keeps, against pollution by throwaway identities: peers the
+//! operator configured or allowlisted, and peers that served us data or
+//! asked us for something. A peer that only connected is listed while
+//! connected and forgotten when it leaves. The book holds at most
+//! `max_peers` (the least recently seen unprotected entry makes room),
+//! forgets unprotected peers unseen for `peer_max_age`, and dials back only
+//! configured, allowlisted and serving peers, with backoff after failures.
 
 use std::{
     collections::HashMap,
@@ -32,6 +41,16 @@ use crate::{
 
 /// The sled tree of the peer book.
 pub(crate) const BOOK_TREE: &str = "peers.v2";
+/// The sled tree of when each peer was last seen.
+pub(crate) const SEEN_TREE: &str = "peers.seen";
+/// New peers dialed per discovery round, at most.
+const MAX_EXCHANGE_DIALS: usize = 16;
+/// First wait before dialing a peer again after a failed dial; doubles per
+/// failure, up to [`MAX_REDIAL`].
+const REDIAL: Duration = Duration::from_secs(15);
+const MAX_REDIAL: Duration = Duration::from_secs(30 * 60);
+/// Time given to dial back a peer that is connected to us right now.
+const QUICK_DIAL: Duration = Duration::from_secs(1);
 
 /// First retry delay when dialing; doubles per attempt, plus up to 50% jitter.
 const DIAL_BACKOFF: Duration = Duration::from_millis(250);
@@ -50,17 +69,58 @@ struct PeerRecord {
     trusted: bool,
 }
 
+/// When a peer was last seen, and what it did for us, as saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct SeenRecord {
+    /// Unix seconds.
+    last_seen: u64,
+    served: bool,
+    asked: bool,
+}
+
 struct Entry {
     direct_addrs: Vec<SocketAddr>,
     relay: Option<RelayAddr>,
     trusted: bool,
+    /// It served us blob data: worth dialing back.
+    served: bool,
+    /// It asked us for something: worth keeping in the book.
+    asked: bool,
+    /// Unix seconds.
+    last_seen: u64,
+    /// Our connection to it, for our requests.
     conn: Option<Connection>,
+    /// Its latest connection to us.
+    incoming: Option<Connection>,
     rtt: Option<Duration>,
+    /// Dial failures in a row, and no dial before `next_dial`.
+    failures: u32,
+    next_dial: Option<tokio::time::Instant>,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl Entry {
     fn new(direct_addrs: Vec<SocketAddr>) -> Self {
-        Entry { direct_addrs, relay: None, trusted: false, conn: None, rtt: None }
+        Entry {
+            direct_addrs,
+            relay: None,
+            trusted: false,
+            served: false,
+            asked: false,
+            last_seen: now_secs(),
+            conn: None,
+            incoming: None,
+            rtt: None,
+            failures: 0,
+            next_dial: None,
+        }
+    }
+
+    fn connected(&self) -> bool {
+        self.conn.is_some() || self.incoming.is_some()
     }
 
     fn node_addr(&self, id: NodeId) -> NodeAddr {
@@ -97,26 +157,81 @@ pub(crate) struct Peers {
     endpoint: Endpoint,
     book: Mutex<HashMap<NodeId, Entry>>,
     saved: sled::Tree,
+    seen: sled::Tree,
     events: broadcast::Sender<P2pEvent>,
     metrics: Arc<Metrics>,
     retries: u32,
     ping_timeout: Duration,
     allowlist: Option<std::collections::HashSet<NodeId>>,
+    max_peers: usize,
+    max_age: Duration,
 }
 
 impl Peers {
-    pub(crate) fn new(
+    /// The book saved in `db`, loaded: entries older than the configured
+    /// age are forgotten, and at most `max_peers` are kept.
+    pub(crate) fn open(
         endpoint: Endpoint,
-        saved: sled::Tree,
+        db: &sled::Db,
         events: broadcast::Sender<P2pEvent>,
         metrics: Arc<Metrics>,
-        retries: u32,
-        health_interval: Duration,
-        allowlist: Option<Vec<NodeId>>,
-    ) -> Self {
-        let ping_timeout = PING_TIMEOUT.min(health_interval);
-        let allowlist = allowlist.map(|a| a.into_iter().collect());
-        Peers { endpoint, book: Mutex::new(HashMap::new()), saved, events, metrics, retries, ping_timeout, allowlist }
+        config: &crate::P2pConfig,
+    ) -> Result<Self> {
+        let ping_timeout = PING_TIMEOUT.min(config.health_check_interval);
+        let allowlist = config.allowlist.clone().map(|a| a.into_iter().collect());
+        let peers = Peers {
+            endpoint,
+            book: Mutex::new(HashMap::new()),
+            saved: open_book(db)?,
+            seen: db.open_tree(SEEN_TREE)?,
+            events,
+            metrics,
+            retries: config.max_retry_attempts,
+            ping_timeout,
+            allowlist,
+            max_peers: config.max_peers,
+            max_age: config.peer_max_age,
+        };
+        peers.load();
+        Ok(peers)
+    }
+
+    fn load(&self) {
+        let mut book = self.book.lock().unwrap();
+        for (k, v) in self.saved.iter().filter_map(|kv| kv.ok()) {
+            let Ok(id) = <[u8; 32]>::try_from(k.as_ref()).map(NodeId) else { continue };
+            let record = match codec::decode::<PeerRecord>("peer", &v) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(peer = %id, "dropping a saved peer: {e}");
+                    self.forget_saved(&id);
+                    continue;
+                }
+            };
+            let seen =
+                self.seen.get(id.as_bytes()).ok().flatten().and_then(|v| codec::decode::<SeenRecord>("peer", &v).ok());
+            let mut e = Entry::new(record.direct_addrs);
+            (e.relay, e.trusted) = (record.relay, record.trusted);
+            if let Some(seen) = seen {
+                (e.last_seen, e.served, e.asked) = (seen.last_seen, seen.served, seen.asked);
+            }
+            book.insert(id, e);
+        }
+        let before = book.len();
+        let stale: Vec<NodeId> =
+            book.iter().filter(|(id, e)| !self.keeps(id, e) || self.expired(id, e)).map(|(id, _)| *id).collect();
+        for id in &stale {
+            book.remove(id);
+            self.forget_saved(id);
+        }
+        while book.len() > self.max_peers {
+            let Some(victim) = self.victim(&book) else { break };
+            book.remove(&victim);
+            self.forget_saved(&victim);
+        }
+        if before != book.len() {
+            info!(kept = book.len(), forgotten = before - book.len(), "peer book loaded");
+        }
     }
 
     /// True unless an allowlist is set and `id` is not on it. The allowlist
@@ -126,18 +241,54 @@ impl Peers {
         self.allowlist.as_ref().is_none_or(|a| a.contains(id))
     }
 
-    /// The saved address book (peers from earlier runs), each with whether
-    /// it was configured (trusted).
-    pub(crate) fn saved(&self) -> Vec<(NodeAddr, bool)> {
-        let mut out = Vec::new();
-        for (k, v) in self.saved.iter().filter_map(|kv| kv.ok()) {
-            let Ok(id) = <[u8; 32]>::try_from(k.as_ref()).map(NodeId) else { continue };
-            match codec::decode::<PeerRecord>("peer", &v) {
-                Ok(r) => out.push((NodeAddr { id: Some(id), direct_addrs: r.direct_addrs, relay: r.relay }, r.trusted)),
-                Err(e) => warn!(peer = %id, "dropping a saved peer: {e}"),
-            }
+    /// Configured or allowlisted: never dropped, aged out or refused room.
+    fn protected(&self, id: &NodeId, e: &Entry) -> bool {
+        e.trusted || self.allowlist.as_ref().is_some_and(|a| a.contains(id))
+    }
+
+    /// Worth a place in the saved book.
+    fn keeps(&self, id: &NodeId, e: &Entry) -> bool {
+        self.protected(id, e) || e.served || e.asked
+    }
+
+    /// Worth dialing back when we need peers.
+    fn dials(&self, id: &NodeId, e: &Entry) -> bool {
+        (self.protected(id, e) || e.served) && self.allowed(id)
+    }
+
+    fn expired(&self, id: &NodeId, e: &Entry) -> bool {
+        !self.protected(id, e) && now_secs().saturating_sub(e.last_seen) > self.max_age.as_secs()
+    }
+
+    /// The least recently seen entry that may make room: unprotected, not
+    /// connected.
+    fn victim(&self, book: &HashMap<NodeId, Entry>) -> Option<NodeId> {
+        book.iter()
+            .filter(|(id, e)| !self.protected(id, e) && !e.connected())
+            .min_by_key(|(_, e)| e.last_seen)
+            .map(|(id, _)| *id)
+    }
+
+    /// Makes room for a new entry `id` (evicting if full); false if none can be made.
+    fn room(&self, book: &mut HashMap<NodeId, Entry>, trusted: bool) -> bool {
+        if book.len() < self.max_peers || trusted {
+            return true;
         }
-        out
+        match self.victim(book) {
+            Some(v) => {
+                book.remove(&v);
+                self.forget_saved(&v);
+                debug!(peer = %v, "peer book full: forgot the least recently seen peer");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Configured peers and peers that served us: dialed at start.
+    pub(crate) fn dial_at_start(&self) -> Vec<(NodeAddr, bool)> {
+        let book = self.book.lock().unwrap();
+        book.iter().filter(|(id, e)| self.dials(id, e)).map(|(id, e)| (e.node_addr(*id), e.trusted)).collect()
     }
 
     /// True if the operator configured this peer (dialed it on request).
@@ -145,12 +296,47 @@ impl Peers {
         self.book.lock().unwrap().get(id).is_some_and(|e| e.trusted)
     }
 
-    /// Saves a peer's addresses.
+    /// Saves a peer if the book keeps it, or forgets its saved record.
     fn save(&self, id: &NodeId, e: &Entry) {
+        if !self.keeps(id, e) {
+            self.forget_saved(id);
+            return;
+        }
         let record = PeerRecord { direct_addrs: e.direct_addrs.clone(), relay: e.relay, trusted: e.trusted };
-        match codec::encode("peer", &record) {
-            Ok(bytes) => drop(self.saved.insert(id.as_bytes(), bytes)),
-            Err(e) => warn!(peer = %id, "cannot save a peer: {e}"),
+        let seen = SeenRecord { last_seen: e.last_seen, served: e.served, asked: e.asked };
+        match (codec::encode("peer", &record), codec::encode("peer", &seen)) {
+            (Ok(r), Ok(s)) => {
+                let _ = self.saved.insert(id.as_bytes(), r);
+                let _ = self.seen.insert(id.as_bytes(), s);
+            }
+            (Err(e), _) | (_, Err(e)) => warn!(peer = %id, "cannot save a peer: {e}"),
+        }
+    }
+
+    fn forget_saved(&self, id: &NodeId) {
+        let _ = self.saved.remove(id.as_bytes());
+        let _ = self.seen.remove(id.as_bytes());
+    }
+
+    /// Notes that `id` served us verified data.
+    pub(crate) fn served(&self, id: &NodeId) {
+        self.touch(id, |e| e.served = true);
+    }
+
+    /// Notes that `id` asked us for something.
+    pub(crate) fn asked(&self, id: &NodeId) {
+        self.touch(id, |e| e.asked = true);
+    }
+
+    fn touch(&self, id: &NodeId, f: impl FnOnce(&mut Entry)) {
+        let mut book = self.book.lock().unwrap();
+        if let Some(e) = book.get_mut(id) {
+            let was = self.keeps(id, e);
+            f(e);
+            e.last_seen = now_secs();
+            if !was || self.keeps(id, e) {
+                self.save(id, e);
+            }
         }
     }
 
@@ -173,7 +359,9 @@ impl Peers {
                     conn.close(blixard_protocol::ErrorCode::Refused, "not on the allowlist");
                     return Err(crate::Error::NotAllowed(conn.remote_id()));
                 }
-                Ok(conn) => return Ok(self.register(conn, trusted)),
+                Ok(conn) => {
+                    return self.register(conn.clone(), trusted).ok_or_else(|| crate::Error::BookFull(conn.remote_id()))
+                }
                 Err(e @ crate::Error::Protocol(blixard_protocol::Error::WrongIdentity { .. })) => return Err(e),
                 Err(e) if attempt >= self.retries => return Err(e),
                 Err(e) => {
@@ -187,15 +375,47 @@ impl Peers {
         }
     }
 
+    /// Dials a known peer once, unless a recent failure says wait; a failure
+    /// backs its next dial off.
+    async fn dial_known(self: &Arc<Self>, id: NodeId, target: NodeAddr, within: Duration) -> Option<Connection> {
+        let dialed = tokio::time::timeout(within, self.endpoint.connect_node(&target)).await;
+        match dialed {
+            Ok(Ok(conn)) => {
+                self.register(conn.clone(), false)?;
+                Some(conn)
+            }
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no handshake within {within:?}"),
+                };
+                if let Some(e) = self.book.lock().unwrap().get_mut(&id) {
+                    e.failures += 1;
+                    let wait = (REDIAL * 2u32.pow(e.failures.min(10) - 1)).min(MAX_REDIAL);
+                    e.next_dial = Some(tokio::time::Instant::now() + wait);
+                    debug!(peer = %id, failures = e.failures, "dial failed, next try in {wait:?}: {why}");
+                }
+                None
+            }
+        }
+    }
+
     /// Records a new outgoing connection and watches it for closing. A
     /// connection it replaces is closed; requests running on it fail, and
-    /// their callers take the new one from [`Peers::current`].
-    fn register(self: &Arc<Self>, conn: Connection, trusted: bool) -> NodeId {
+    /// their callers take the new one from [`Peers::current`]. `None` (and
+    /// the connection closed) if the book has no room for a new peer.
+    fn register(self: &Arc<Self>, conn: Connection, trusted: bool) -> Option<NodeId> {
         let id = conn.remote_id();
         let addr = conn.observed_addr();
         let (new, replaced) = {
             let mut book = self.book.lock().unwrap();
             let new = !book.contains_key(&id);
+            if new && !self.room(&mut book, trusted) {
+                drop(book);
+                debug!(peer = %id, "peer book full of protected or connected peers: not keeping a new one");
+                conn.close(blixard_protocol::ErrorCode::Ok, "peer book full");
+                return None;
+            }
             let e = book.entry(id).or_insert_with(|| Entry::new(Vec::new()));
             if let Some(addr) = addr {
                 e.direct_addrs.retain(|a| *a != addr);
@@ -204,18 +424,21 @@ impl Peers {
             }
             e.rtt = Some(conn.rtt());
             e.trusted |= trusted;
+            e.last_seen = now_secs();
+            (e.failures, e.next_dial) = (0, None);
+            let was_connected = e.connected();
             let replaced = e.conn.replace(conn.clone());
             self.save(&id, e);
-            (new, replaced)
+            (new || !was_connected, replaced)
         };
         if let Some(old) = replaced.filter(|old| old.quinn().stable_id() != conn.quinn().stable_id()) {
             old.close(blixard_protocol::ErrorCode::Ok, "replaced by a newer connection");
         }
         if new {
             let _ = self.events.send(P2pEvent::PeerDiscovered(self.info(&id)));
+            info!(peer = %id, ?addr, "peer connected");
+            let _ = self.events.send(P2pEvent::PeerConnected(id.to_string()));
         }
-        info!(peer = %id, ?addr, "peer connected");
-        let _ = self.events.send(P2pEvent::PeerConnected(id.to_string()));
         self.update_gauge();
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -224,22 +447,31 @@ impl Peers {
                 me.lost(&id, &conn, &reason.to_string());
             }
         });
-        id
+        Some(id)
     }
 
-    /// A connection ended: forget it (the address stays known).
+    /// A connection (ours or theirs) ended: forget it. An entry the book
+    /// does not keep goes once no connection is left.
     fn lost(&self, id: &NodeId, conn: &Connection, reason: &str) {
-        let was_current = {
+        let same =
+            |c: &Option<Connection>| c.as_ref().is_some_and(|c| c.quinn().stable_id() == conn.quinn().stable_id());
+        let gone = {
             let mut book = self.book.lock().unwrap();
-            match book.get_mut(id) {
-                Some(e) if e.conn.as_ref().is_some_and(|c| c.quinn().stable_id() == conn.quinn().stable_id()) => {
-                    e.conn = None;
-                    true
-                }
-                _ => false,
+            let Some(e) = book.get_mut(id) else { return };
+            let was = e.connected();
+            if same(&e.conn) {
+                e.conn = None;
             }
+            if same(&e.incoming) {
+                e.incoming = None;
+            }
+            let gone = was && !e.connected();
+            if gone && !self.keeps(id, e) {
+                book.remove(id);
+            }
+            gone
         };
-        if was_current {
+        if gone {
             info!(peer = %id, "peer disconnected: {reason}");
             let _ = self.events.send(P2pEvent::PeerDisconnected(id.to_string()));
             self.update_gauge();
@@ -247,23 +479,37 @@ impl Peers {
     }
 
     /// Notes a peer that connected to us, at the address the socket layer
-    /// observed (none through a relay).
-    pub(crate) fn note_incoming(&self, id: NodeId, addr: Option<SocketAddr>) {
-        let new = {
+    /// observed (none through a relay): it shows as connected at once. It
+    /// is saved only once it asks for something (or is configured).
+    pub(crate) fn note_incoming(self: &Arc<Self>, conn: &Connection) {
+        let id = conn.remote_id();
+        let (new, now_connected) = {
             let mut book = self.book.lock().unwrap();
-            match book.get(&id) {
-                Some(_) => false,
-                None => {
-                    let e = Entry::new(addr.into_iter().collect());
-                    self.save(&id, &e);
-                    book.insert(id, e);
-                    true
-                }
+            let new = !book.contains_key(&id);
+            if new && !self.room(&mut book, false) {
+                return; // served all the same, but not listed
             }
+            let e = book.entry(id).or_insert_with(|| Entry::new(conn.observed_addr().into_iter().collect()));
+            e.last_seen = now_secs();
+            let now_connected = !e.connected();
+            e.incoming = Some(conn.clone());
+            (new, now_connected)
         };
         if new {
             let _ = self.events.send(P2pEvent::PeerDiscovered(self.info(&id)));
         }
+        if now_connected {
+            let _ = self.events.send(P2pEvent::PeerConnected(id.to_string()));
+            self.update_gauge();
+        }
+        let me = Arc::downgrade(self);
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let reason = conn.quinn().closed().await;
+            if let Some(me) = me.upgrade() {
+                me.lost(&id, &conn, &reason.to_string());
+            }
+        });
     }
 
     /// The open connection to `id`, if any.
@@ -277,41 +523,49 @@ impl Peers {
             return Some(c);
         }
         let target = self.book.lock().unwrap().get(id).map(|e| e.node_addr(*id))?;
-        let conn = tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect_node(&target)).await.ok()?.ok()?;
-        self.register(conn.clone(), false);
-        Some(conn)
+        self.dial_known(*id, target, DIAL_TIMEOUT).await
     }
 
-    /// Open connections to every peer we can reach now, dialing known but
-    /// unconnected peers once.
+    /// Open connections to every peer we can reach now, dialing once, unless
+    /// a recent dial failed: the peers worth dialing (configured,
+    /// allowlisted, or that served us), and peers connected to us right now
+    /// (alive, so given only [`QUICK_DIAL`]: a stranger cannot make us wait).
     pub(crate) async fn connections(self: &Arc<Self>) -> Vec<Connection> {
-        let (mut open, idle): (Vec<Connection>, Vec<NodeAddr>) = {
+        let now = tokio::time::Instant::now();
+        let (mut open, idle): (Vec<Connection>, Vec<(NodeId, NodeAddr, Duration)>) = {
             let book = self.book.lock().unwrap();
             let open = book.values().filter_map(|e| e.conn.clone()).collect();
             let idle = book
                 .iter()
-                .filter(|(id, e)| e.conn.is_none() && self.allowed(id))
-                .map(|(id, e)| e.node_addr(*id))
+                .filter(|(id, e)| e.conn.is_none() && e.next_dial.is_none_or(|t| t <= now) && self.allowed(id))
+                .filter_map(|(id, e)| match (self.dials(id, e), e.incoming.is_some()) {
+                    (true, _) => Some((*id, e.node_addr(*id), DIAL_TIMEOUT)),
+                    (false, true) => Some((*id, e.node_addr(*id), QUICK_DIAL)),
+                    (false, false) => None,
+                })
                 .collect();
             (open, idle)
         };
-        let dials = idle.into_iter().map(|target| {
+        let dials = idle.into_iter().map(|(id, target, within)| {
             let me = self.clone();
-            async move {
-                let conn = tokio::time::timeout(DIAL_TIMEOUT, me.endpoint.connect_node(&target)).await.ok()?.ok()?;
-                Some((me.register(conn.clone(), false), conn))
-            }
+            async move { me.dial_known(id, target, within).await }
         });
-        for (_, conn) in crate::join::join_all(dials).await.into_iter().flatten() {
-            open.push(conn);
-        }
+        open.extend(crate::join::join_all(dials).await.into_iter().flatten());
         open
     }
 
-    /// Pings every connected peer; one that fails is disconnected.
+    /// Pings every connected peer; one that fails is disconnected. Forgets
+    /// peers unseen for longer than the configured age.
     pub(crate) async fn health_round(self: &Arc<Self>) {
         let conns: Vec<(NodeId, Connection)> = {
-            let book = self.book.lock().unwrap();
+            let mut book = self.book.lock().unwrap();
+            let old: Vec<NodeId> =
+                book.iter().filter(|(id, e)| !e.connected() && self.expired(id, e)).map(|(id, _)| *id).collect();
+            for id in old {
+                debug!(peer = %id, "forgetting a peer unseen for {:?}", self.max_age);
+                book.remove(&id);
+                self.forget_saved(&id);
+            }
             book.iter().filter_map(|(id, e)| e.conn.clone().map(|c| (*id, c))).collect()
         };
         for (id, conn) in conns {
@@ -319,6 +573,7 @@ impl Peers {
                 Ok(Ok(pong)) => {
                     if let Some(e) = self.book.lock().unwrap().get_mut(&id) {
                         e.rtt = Some(pong.rtt);
+                        e.last_seen = now_secs();
                     }
                     self.metrics.peer_rtt.observe(pong.rtt.as_secs_f64());
                 }
@@ -336,16 +591,20 @@ impl Peers {
         }
     }
 
-    /// Asks every connected peer for the peers it knows and dials new ones.
+    /// Asks every connected peer for the peers it knows and dials new ones
+    /// ([`MAX_EXCHANGE_DIALS`] per round at most).
     pub(crate) async fn discovery_round(self: &Arc<Self>) {
         let me = self.endpoint.node_id();
+        let mut dialed = 0;
         for conn in self.connections().await {
             let Ok(Ok(list)) = tokio::time::timeout(self.ping_timeout, client::peers(&conn)).await else { continue };
             for p in list {
-                let known = self.book.lock().unwrap().get(&p.id).is_some_and(|e| e.conn.is_some());
-                if p.id == me || known || !self.allowed(&p.id) {
+                let known =
+                    self.book.lock().unwrap().get(&p.id).is_some_and(|e| e.conn.is_some() || e.next_dial.is_some());
+                if p.id == me || known || !self.allowed(&p.id) || dialed >= MAX_EXCHANGE_DIALS {
                     continue;
                 }
+                dialed += 1;
                 let target = NodeAddr::from(&p);
                 if let Ok(Ok(c)) = tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect_node(&target)).await {
                     debug!(peer = %target, "found by peer exchange");
@@ -356,11 +615,11 @@ impl Peers {
     }
 
     /// What this node tells others in a peers response: the peers it is
-    /// connected to.
+    /// connected to (either way) at a known address.
     pub(crate) fn exchange_list(&self) -> Vec<wire::PeerEntry> {
         let book = self.book.lock().unwrap();
         book.iter()
-            .filter(|(_, e)| e.conn.is_some())
+            .filter(|(_, e)| e.connected() && !e.direct_addrs.is_empty())
             .map(|(id, e)| wire::PeerEntry { id: *id, addrs: e.direct_addrs.iter().map(|a| (*a).into()).collect() })
             .collect()
     }
@@ -373,7 +632,7 @@ impl Peers {
             addr: e
                 .and_then(|e| e.direct_addrs.first().copied())
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
-            connected: e.is_some_and(|e| e.conn.is_some()),
+            connected: e.is_some_and(Entry::connected),
             rtt_ms: e.and_then(|e| e.rtt).map(|d| d.as_secs_f64() * 1000.0),
         }
     }
@@ -386,9 +645,9 @@ impl Peers {
         out
     }
 
-    /// Connected peers.
+    /// Connected peers (either direction).
     pub(crate) fn connected_count(&self) -> usize {
-        self.book.lock().unwrap().values().filter(|e| e.conn.is_some()).count()
+        self.book.lock().unwrap().values().filter(|e| e.connected()).count()
     }
 
     fn update_gauge(&self) {
@@ -399,7 +658,7 @@ impl Peers {
     pub(crate) fn close_all(&self) {
         let mut book = self.book.lock().unwrap();
         for e in book.values_mut() {
-            if let Some(c) = e.conn.take() {
+            for c in [e.conn.take(), e.incoming.take()].into_iter().flatten() {
                 c.close(blixard_protocol::ErrorCode::Ok, "shutting down");
             }
         }
@@ -431,5 +690,44 @@ mod tests {
         assert_eq!(book.len(), 1, "the damaged entry is dropped");
         drop(book);
         assert_eq!(open_book(&db).unwrap().len(), 1, "opening again changes nothing");
+    }
+
+    /// Unprotected peers unseen for longer than the age are forgotten when
+    /// the book opens; configured ones stay; the cap holds.
+    #[tokio::test]
+    async fn the_book_forgets_old_peers_and_keeps_its_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("node.db")).unwrap();
+        let book = open_book(&db).unwrap();
+        let seen = db.open_tree(SEEN_TREE).unwrap();
+        let day = 24 * 3600;
+        let mut ids = Vec::new();
+        for (i, (trusted, age)) in
+            [(true, 30 * day), (false, 30 * day), (false, 0), (false, 1), (false, 2)].into_iter().enumerate()
+        {
+            let id = blixard_protocol::SecretKey::from_seed(&[i as u8 + 1; 32]).node_id();
+            let r = PeerRecord {
+                direct_addrs: vec![format!("127.0.0.1:{}", 7000 + i).parse().unwrap()],
+                relay: None,
+                trusted,
+            };
+            book.insert(id.as_bytes(), codec::encode("peer", &r).unwrap()).unwrap();
+            let s = SeenRecord { last_seen: now_secs() - age, served: true, asked: false };
+            seen.insert(id.as_bytes(), codec::encode("peer", &s).unwrap()).unwrap();
+            ids.push(id);
+        }
+        let config =
+            crate::P2pConfig { max_peers: 3, peer_max_age: Duration::from_secs(7 * day), ..Default::default() };
+        let endpoint =
+            Endpoint::bind(blixard_protocol::SecretKey::generate(), "127.0.0.1:0".parse().unwrap(), Default::default())
+                .unwrap();
+        let (events, _) = broadcast::channel(16);
+        let peers = Peers::open(endpoint, &db, events, Arc::new(Metrics::new()), &config).unwrap();
+        let listed: Vec<String> = peers.list().into_iter().map(|p| p.id).collect();
+        assert!(listed.contains(&ids[0].to_string()), "a configured peer is never aged out");
+        assert!(!listed.contains(&ids[1].to_string()), "an old unconfigured peer is forgotten");
+        assert_eq!(listed.len(), 3, "the cap holds: {listed:?}");
+        assert!(!listed.contains(&ids[4].to_string()), "the least recently seen goes first");
+        assert_eq!(book.len(), 3, "what is forgotten is gone from disk too");
     }
 }

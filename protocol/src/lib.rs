@@ -43,6 +43,7 @@
 //! ```
 
 pub mod addr;
+pub mod admission;
 pub mod claim;
 pub mod client;
 pub mod codes;

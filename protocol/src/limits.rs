@@ -36,6 +36,10 @@ pub const OBSERVE_INTERVAL: Duration = Duration::from_millis(200);
 /// by `max_connections` x (the server send window + 1 MiB receive window)
 /// plus `max_concurrent_responses` x about 1 MiB of encoded batches queued for
 /// sending (`blixard_store::Store::encode_response`; owned data is mapped, not copied).
+///
+/// Anonymous peers share what the reserved room leaves (see
+/// [`crate::admission`]): a flood of connections, identities or slow
+/// readers never locks out a configured peer.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
     /// Time a client has to send its whole request after opening a stream.
@@ -43,13 +47,31 @@ pub struct ServerLimits {
     /// Blob responses being encoded at once, over all connections (each takes
     /// a blocking thread and up to 1 MiB of buffers); further ones wait.
     pub max_concurrent_responses: usize,
+    /// Response slots only privileged peers may take.
+    pub reserved_responses: usize,
+    /// Response slots one anonymous node id may hold at once.
+    pub max_responses_per_peer: usize,
+    /// Response slots one connection may hold at once.
+    pub max_responses_per_connection: usize,
     /// Connections served at once; further ones are refused.
     pub max_connections: usize,
+    /// Connections only privileged peers may take.
+    pub reserved_connections: usize,
+    /// Connections from one IP address by anonymous peers.
+    pub max_connections_per_ip: usize,
+    /// An anonymous connection with no request stream open for this long is
+    /// closed.
+    pub idle_connection: Duration,
     /// Time a watched observe stream may stay open.
     pub max_observe: Duration,
-    /// A response that cannot write a byte for this long (the client stopped
-    /// reading) is reset, freeing its permit.
+    /// The window over which a response's pace is judged: a peer that
+    /// accepts less than `min_response_rate` bytes/s over it (time spent in
+    /// our own upload limiter does not count) has its response reset,
+    /// freeing the slot.
     pub response_stall: Duration,
+    /// Bytes per second a response must move, averaged over
+    /// `response_stall`; 0 only resets responses that move nothing.
+    pub min_response_rate: u64,
 }
 
 impl Default for ServerLimits {
@@ -57,9 +79,16 @@ impl Default for ServerLimits {
         ServerLimits {
             request_timeout: Duration::from_secs(10),
             max_concurrent_responses: 32,
+            reserved_responses: 8,
+            max_responses_per_peer: 8,
+            max_responses_per_connection: 8,
             max_connections: 256,
+            reserved_connections: 32,
+            max_connections_per_ip: 32,
+            idle_connection: Duration::from_secs(20),
             max_observe: Duration::from_secs(30 * 60),
-            response_stall: Duration::from_secs(30),
+            response_stall: Duration::from_secs(10),
+            min_response_rate: 32 * 1024,
         }
     }
 }

@@ -14,13 +14,14 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::{
+    admission::{Admission, PrivilegeSource},
     frame,
     limits::*,
     plan,
     rate::RateLimiter,
     watched,
     wire::{self, *},
-    Connection, Endpoint, Error, Result, SecretKey,
+    Connection, Endpoint, Error, NodeId, Result, SecretKey,
 };
 
 /// The peers this node knows, for peers requests.
@@ -31,49 +32,101 @@ pub type PeerSource = Arc<dyn Fn() -> Vec<PeerEntry> + Send + Sync>;
 /// claimed by this node itself.
 pub type ClaimSource = Arc<dyn Fn(&blixard_store::Resource) -> Option<ResourceInfo> + Send + Sync>;
 
-/// What a server answers from, and its limits.
+/// Called with a peer's id on its connection's first request.
+pub type RequestHook = Arc<dyn Fn(&NodeId) + Send + Sync>;
+
+/// What a server answers from, and its limits. Built with
+/// [`ServerContext::builder`].
 pub struct ServerContext {
-    /// The blobs and resources served.
-    pub store: Store,
-    /// Limits on this server's resources.
-    pub limits: ServerLimits,
-    /// Known peers, for peers requests (none if `None`).
-    pub peers: Option<PeerSource>,
-    /// Paces every byte of blob data served, if set.
-    pub upload_limiter: Option<Arc<dyn RateLimiter>>,
-    /// Claims kept from other publishers, if any.
-    pub claims: Option<ClaimSource>,
+    store: Store,
+    limits: ServerLimits,
+    peers: Option<PeerSource>,
+    upload_limiter: Option<Arc<dyn RateLimiter>>,
+    claims: Option<ClaimSource>,
+    privileged: Option<PrivilegeSource>,
+    on_request: Option<RequestHook>,
     /// The key that signs this node's own claims: the endpoint's, set by
     /// [`accept_loop`].
     signer: std::sync::OnceLock<Arc<SecretKey>>,
-    responses: Semaphore,
-    connections: Semaphore,
+    admission: Arc<Admission>,
+}
+
+/// Builds a [`ServerContext`].
+///
+/// ```
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use blixard_protocol::{limits::ServerLimits, server::ServerContext};
+/// let dir = tempfile::tempdir()?;
+/// let store = blixard_store::Store::open(dir.path())?;
+/// let ctx = ServerContext::builder(store, ServerLimits::default())
+///     .privileged(std::sync::Arc::new(|_id| false))
+///     .build();
+/// # drop(ctx); Ok(()) }
+/// ```
+pub struct ServerBuilder {
+    ctx: ServerContext,
+}
+
+impl ServerBuilder {
+    /// Answers peers requests from `peers`.
+    pub fn peers(mut self, peers: PeerSource) -> Self {
+        self.ctx.peers = Some(peers);
+        self
+    }
+
+    /// Paces every byte of blob data served.
+    pub fn upload_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
+        self.ctx.upload_limiter = Some(limiter);
+        self
+    }
+
+    /// Serves claims kept from other publishers.
+    pub fn claims(mut self, claims: ClaimSource) -> Self {
+        self.ctx.claims = Some(claims);
+        self
+    }
+
+    /// Tells configured, allowlisted and trusted peers (who get the reserved
+    /// room) from anonymous ones. Without it every peer is anonymous.
+    pub fn privileged(mut self, privileged: PrivilegeSource) -> Self {
+        self.ctx.privileged = Some(privileged);
+        self
+    }
+
+    /// Calls `hook` with a peer's id when a connection of its opens its
+    /// first request stream (a node keeps peers that asked it something).
+    pub fn on_first_request(mut self, hook: RequestHook) -> Self {
+        self.ctx.on_request = Some(hook);
+        self
+    }
+
+    /// The context, ready for [`accept_loop`].
+    pub fn build(self) -> Arc<ServerContext> {
+        Arc::new(self.ctx)
+    }
 }
 
 impl ServerContext {
-    /// A context serving `store` with `limits`.
+    /// A context serving `store` with `limits`, nothing else.
     pub fn new(store: Store, limits: ServerLimits) -> Arc<Self> {
-        Self::builder(store, limits, None, None, None)
+        Self::builder(store, limits).build()
     }
 
-    /// A context with a peer source, an upload limiter and kept claims.
-    pub fn builder(
-        store: Store,
-        limits: ServerLimits,
-        peers: Option<PeerSource>,
-        upload_limiter: Option<Arc<dyn RateLimiter>>,
-        claims: Option<ClaimSource>,
-    ) -> Arc<Self> {
-        Arc::new(ServerContext {
-            responses: Semaphore::new(limits.max_concurrent_responses),
-            connections: Semaphore::new(limits.max_connections),
-            store,
-            limits,
-            peers,
-            upload_limiter,
-            claims,
-            signer: std::sync::OnceLock::new(),
-        })
+    /// A builder for a context serving `store` with `limits`.
+    pub fn builder(store: Store, limits: ServerLimits) -> ServerBuilder {
+        ServerBuilder {
+            ctx: ServerContext {
+                admission: Admission::new(limits.clone()),
+                store,
+                limits,
+                peers: None,
+                upload_limiter: None,
+                claims: None,
+                privileged: None,
+                on_request: None,
+                signer: std::sync::OnceLock::new(),
+            },
+        }
     }
 
     /// The claim this server makes for `r`: one kept from its publisher,
@@ -82,28 +135,43 @@ impl ServerContext {
         let kept = self.claims.as_ref().and_then(|c| c(r)).filter(|c| c.hash == r.hash.0 && c.verify().is_ok());
         kept.or_else(|| self.signer.get().map(|key| ResourceInfo::sign(r, key)))
     }
+
+    fn is_privileged(&self, id: &NodeId) -> bool {
+        self.privileged.as_ref().is_some_and(|p| p(id))
+    }
 }
 
 /// Accepts connections on `endpoint` and serves each until the endpoint
-/// closes. Connections over [`ServerLimits::max_connections`] are closed
-/// with [`ErrorCode::Unavailable`].
+/// closes. Connections over the limits ([`ServerLimits::max_connections`],
+/// the reserved room, the per-IP cap) are closed with [`ErrorCode::Refused`]
+/// and a reason.
 pub async fn accept_loop(endpoint: Endpoint, ctx: Arc<ServerContext>) {
     accept_loop_with(endpoint, ctx, |_| {}).await
 }
 
-/// [`accept_loop`], calling `on_connect` with each connection before it is
-/// served (a node notes who connected to it).
+/// [`accept_loop`], calling `on_connect` with each admitted connection
+/// before it is served (a node notes who connected to it).
 pub async fn accept_loop_with(endpoint: Endpoint, ctx: Arc<ServerContext>, on_connect: impl Fn(&Connection)) {
     let _ = ctx.signer.set(endpoint.key());
     while let Some(conn) = endpoint.accept().await {
         match conn {
             Ok(conn) => {
+                let privileged = ctx.is_privileged(&conn.remote_id());
+                let ticket = match ctx.admission.connect(conn.remote_address().ip(), privileged) {
+                    Ok(t) => t,
+                    Err(refusal) => {
+                        debug!(peer = %conn.remote_id(), addr = %conn.remote_address(), "{}", refusal.reason());
+                        conn.close(ErrorCode::Refused, refusal.reason());
+                        continue;
+                    }
+                };
                 on_connect(&conn);
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = serve(conn, ctx).await {
+                    if let Err(e) = serve_admitted(conn, ctx, privileged).await {
                         debug!("connection ended: {e}");
                     }
+                    drop(ticket);
                 });
             }
             Err(e) => debug!("incoming connection failed: {e}"),
@@ -111,15 +179,53 @@ pub async fn accept_loop_with(endpoint: Endpoint, ctx: Arc<ServerContext>, on_co
     }
 }
 
-/// Serves every request stream `conn` opens until it closes.
+/// Serves every request stream `conn` opens until it closes, if the
+/// admission limits let it in.
 pub async fn serve(conn: Connection, ctx: Arc<ServerContext>) -> Result<()> {
-    let Ok(_permit) = ctx.connections.try_acquire() else {
-        conn.close(ErrorCode::Unavailable, "too many connections");
-        return Ok(());
-    };
-    debug!(peer = %conn.remote_id(), addr = %conn.remote_address(), "serving");
+    let privileged = ctx.is_privileged(&conn.remote_id());
+    match ctx.admission.connect(conn.remote_address().ip(), privileged) {
+        Ok(_ticket) => serve_admitted(conn, ctx, privileged).await,
+        Err(refusal) => {
+            conn.close(ErrorCode::Refused, refusal.reason());
+            Ok(())
+        }
+    }
+}
+
+/// What one admitted connection's streams share.
+struct Peer {
+    id: NodeId,
+    privileged: bool,
+    remote: Option<SocketAddr>,
+    /// This connection's response slots.
+    responses: Semaphore,
+}
+
+async fn serve_admitted(conn: Connection, ctx: Arc<ServerContext>, privileged: bool) -> Result<()> {
+    debug!(peer = %conn.remote_id(), addr = %conn.remote_address(), privileged, "serving");
+    let peer = Arc::new(Peer {
+        id: conn.remote_id(),
+        privileged,
+        remote: conn.observed_addr(),
+        responses: Semaphore::new(ctx.limits.max_responses_per_connection.max(1)),
+    });
+    // Streams open now; an anonymous connection with none for
+    // `idle_connection` is closed.
+    let open = Arc::new(());
+    let mut first = true;
     loop {
-        let (send, recv) = match conn.quinn().accept_bi().await {
+        let accepted = tokio::select! {
+            a = conn.quinn().accept_bi() => a,
+            _ = tokio::time::sleep(ctx.limits.idle_connection), if !privileged => {
+                if Arc::strong_count(&open) == 1 {
+                    debug!(peer = %peer.id, "closing an idle connection");
+                    conn.close(ErrorCode::Ok, "idle");
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        let (send, recv) = match accepted {
             Ok(s) => s,
             Err(
                 quinn::ConnectionError::ApplicationClosed(_)
@@ -128,18 +234,23 @@ pub async fn serve(conn: Connection, ctx: Arc<ServerContext>) -> Result<()> {
             ) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
+        if first {
+            first = false;
+            if let Some(hook) = &ctx.on_request {
+                hook(&peer.id);
+            }
+        }
         let ctx = ctx.clone();
-        let remote = conn.observed_addr();
-        tokio::spawn(async move { handle_stream(ctx, send, recv, remote).await });
+        let (peer, open) = (peer.clone(), open.clone());
+        tokio::spawn(async move {
+            handle_stream(ctx, send, recv, &peer).await;
+            drop(open);
+        });
     }
 }
 
-async fn handle_stream(
-    ctx: Arc<ServerContext>,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    remote: Option<SocketAddr>,
-) {
+async fn handle_stream(ctx: Arc<ServerContext>, mut send: quinn::SendStream, mut recv: quinn::RecvStream, peer: &Peer) {
+    let remote = peer.remote;
     let request = match tokio::time::timeout(ctx.limits.request_timeout, read_request(&mut recv)).await {
         Err(_) => Err(Rejection { code: ErrorCode::RequestTimeout, reason: "request not sent in time".into() }),
         Ok(r) => r,
@@ -155,7 +266,7 @@ async fn handle_stream(
     // The request is complete: nothing more is read from this stream.
     let _ = recv.stop(ErrorCode::Ok.varint());
     let (mut send, result) = match request {
-        Request::Get(_) | Request::GetMany(_) | Request::GetSeq(_) => answer_blobs(&ctx, request, send).await,
+        Request::Get(_) | Request::GetMany(_) | Request::GetSeq(_) => answer_blobs(&ctx, request, send, peer).await,
         other => {
             let r = answer(&ctx, other, &mut send, remote).await;
             (send, r)
@@ -251,13 +362,14 @@ async fn answer_blobs(
     ctx: &ServerContext,
     request: Request,
     mut send: quinn::SendStream,
+    peer: &Peer,
 ) -> (quinn::SendStream, std::result::Result<(), ErrorCode>) {
     let checked = match plan::blob_items(&ctx.store, &request) {
         Ok(items) => items,
         Err(code) => return (send, Err(code)),
     };
     for (hash, effective) in checked {
-        let (s, result) = send_blob(ctx, send, hash, effective).await;
+        let (s, result) = send_blob(ctx, send, hash, effective, peer).await;
         send = s;
         if result.is_err() {
             return (send, result);
@@ -323,13 +435,17 @@ async fn send_blob(
     mut send: quinn::SendStream,
     hash: Hash,
     effective: ChunkRanges,
+    peer: &Peer,
 ) -> (quinn::SendStream, std::result::Result<(), ErrorCode>) {
-    let Ok(_permit) = ctx.responses.acquire().await else { return (send, Err(ErrorCode::Unavailable)) };
+    // This connection's cap first, then a fair share of the server's.
+    let Ok(_mine) = peer.responses.acquire().await else { return (send, Err(ErrorCode::Unavailable)) };
+    let _slot = ctx.admission.response(peer.id, peer.privileged).await;
+    let mut pace = watched::Pace::new(ctx.limits.response_stall, ctx.limits.min_response_rate);
     let mut response = ctx.store.encode_response(hash, effective.clone());
     let limiter = ctx.upload_limiter.as_deref();
     let mut sent = Ok(());
     while let Some(mut batch) = response.next_batch().await {
-        sent = watched::send_chunks(&mut send, &mut batch, limiter, ctx.limits.response_stall).await;
+        sent = watched::send_chunks(&mut send, &mut batch, limiter, &mut pace).await;
         if sent.is_err() {
             break;
         }
@@ -340,6 +456,10 @@ async fn send_blob(
         (Ok(out), Ok(())) => {
             warn!(%hash, "served {:?} of {:?}: the blob shrank (removed?)", out.served, effective);
             Err(ErrorCode::Internal)
+        }
+        (_, Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+            debug!(%hash, peer = %peer.id, "response reset, its slot freed: {e}");
+            Err(ErrorCode::Unavailable)
         }
         (_, Err(e)) => {
             debug!(%hash, "sending stopped: {e}");

@@ -192,14 +192,61 @@ impl WatchedRead<quinn::RecvStream> {
     }
 }
 
+/// The pace a response must keep: over each window of time spent waiting
+/// on the peer (flow control), at least `min_rate` bytes/s must go out. A
+/// slow reader that accepts just enough to look alive (slowloris) fails
+/// this and loses its slot; time in our own rate limiter does not count.
+#[derive(Debug, Clone)]
+pub struct Pace {
+    window: Duration,
+    min_rate: u64,
+    waited: Duration,
+    bytes: u64,
+}
+
+impl Pace {
+    /// A floor of `min_rate` bytes/s judged over `window` (at least 1 ms).
+    pub fn new(window: Duration, min_rate: u64) -> Self {
+        Pace { window: window.max(Duration::from_millis(1)), min_rate, waited: Duration::ZERO, bytes: 0 }
+    }
+
+    /// Time left in the current window.
+    fn left(&self) -> Duration {
+        self.window.saturating_sub(self.waited)
+    }
+
+    /// Counts `bytes` accepted after waiting `waited`; an error once a whole
+    /// window was below the floor.
+    fn account(&mut self, bytes: u64, waited: Duration) -> io::Result<()> {
+        self.bytes += bytes;
+        self.waited += waited;
+        if self.waited < self.window {
+            return Ok(());
+        }
+        let floor = (self.min_rate as f64 * self.waited.as_secs_f64()) as u64;
+        if self.bytes < floor.max(1) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the peer accepted {} bytes in {:?}, below the floor of {} bytes/s",
+                    self.bytes, self.waited, self.min_rate
+                ),
+            ));
+        }
+        (self.bytes, self.waited) = (0, Duration::ZERO);
+        Ok(())
+    }
+}
+
 /// Sends a batch of zero-copy chunks on `send`: first waits as `limiter`
-/// says for the whole batch, then hands the chunks to QUIC. Fails with
-/// `TimedOut` when the peer accepts no byte for `stall` (it stopped reading).
+/// says for the whole batch, then hands the chunks to QUIC, keeping `pace`
+/// (a peer that stops reading, or reads too slowly, fails it with
+/// `TimedOut`).
 pub async fn send_chunks(
     send: &mut quinn::SendStream,
     batch: &mut [Bytes],
     limiter: Option<&dyn RateLimiter>,
-    stall: Duration,
+    pace: &mut Pace,
 ) -> io::Result<()> {
     if let Some(limiter) = limiter {
         let delay = limiter.reserve(batch.iter().map(|b| b.len() as u64).sum());
@@ -211,11 +258,37 @@ pub async fn send_chunks(
     while done < batch.len() {
         // Chunks written whole are counted; a partly written one was
         // advanced in place and is retried.
-        match tokio::time::timeout(stall, send.write_chunks(&mut batch[done..])).await {
-            Ok(Ok(written)) => done += written.chunks,
+        let before: u64 = batch[done..].iter().map(|b| b.len() as u64).sum();
+        let started = Instant::now();
+        match tokio::time::timeout(pace.left(), send.write_chunks(&mut batch[done..])).await {
+            Ok(Ok(written)) => {
+                done += written.chunks;
+                let after: u64 = batch[done..].iter().map(|b| b.len() as u64).sum();
+                pace.account(before - after, started.elapsed())?;
+            }
             Ok(Err(e)) => return Err(e.into()),
-            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "the peer stopped reading")),
+            Err(_) => pace.account(0, started.elapsed())?,
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pace_below_the_floor_fails_after_a_window() {
+        let mut p = Pace::new(Duration::from_secs(10), 1000);
+        p.account(5000, Duration::from_secs(5)).unwrap();
+        // 9,000 bytes in 10 s is under 1,000 bytes/s.
+        assert!(p.account(4000, Duration::from_secs(5)).is_err());
+        let mut p = Pace::new(Duration::from_secs(10), 1000);
+        p.account(20_000, Duration::from_secs(10)).unwrap();
+        assert_eq!(p.left(), Duration::from_secs(10), "a new window starts");
+        // With no floor, only a window with nothing accepted fails.
+        let mut p = Pace::new(Duration::from_secs(1), 0);
+        p.account(1, Duration::from_secs(1)).unwrap();
+        assert!(p.account(0, Duration::from_secs(1)).is_err());
+    }
 }
