@@ -133,6 +133,15 @@ pub(crate) async fn resolve(
 /// is not a failure.
 pub(crate) async fn fetch(ctx: &Context, hash: Hash, size: u64, peers: Vec<NodeId>, live: &Live) -> Result<()> {
     let Some(missing) = ctx.store.missing(&hash)? else { return Ok(()) };
+    // The empty blob has one hash and no chunks to fetch: it is made here.
+    if hash == Hash::of(b"") {
+        let outcome = ctx.store.import_bytes(Vec::new()).await?;
+        debug_assert_eq!(outcome.hash, hash);
+        return Ok(());
+    }
+    if size == 0 {
+        return Err(Error::Incomplete(format!("{hash} was claimed to be 0 bytes, which is the empty blob's hash only")));
+    }
     let missing = if missing == ChunkRanges::all() { ranges::all(size) } else { missing };
     live.total.store(size, Ordering::Relaxed);
     live.held.store(size - ranges::byte_count(&missing, size), Ordering::Relaxed);

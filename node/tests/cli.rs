@@ -88,3 +88,13 @@ fn conformance_refuses_a_peer_without_an_identity() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NODE_ID@"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The demo runs end to end with an empty image too.
+#[test]
+fn the_demo_moves_an_empty_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN).args(["demo", "--size", "0"]).current_dir(dir.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("verified"), "{text}");
+}

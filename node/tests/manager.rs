@@ -594,3 +594,20 @@ async fn the_allowlist_guards_outgoing_dials_too() {
     let done = guarded.wait(vm(&guarded, "img", TransferPriority::Normal)).await.unwrap();
     assert_eq!(done.state, TransferState::Failed, "nothing is downloaded from the outsider");
 }
+
+/// A 0-byte image uploads, downloads, exports (an empty file) and lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_image_works_end_to_end() {
+    let dir = TempDir::new().unwrap();
+    let a = node(dir.path(), 1, P2pConfig::default()).await;
+    let up = a.upload_resource(ResourceKind::VmImage, "empty", "1", &image(dir.path(), "e.img", 0, 1)).await.unwrap();
+    assert_eq!(up.size, 0);
+    let b = node(dir.path(), 2, P2pConfig::default()).await;
+    link(&b, &a).await;
+    let done = b.wait(vm(&b, "empty", TransferPriority::Normal)).await.unwrap();
+    assert_eq!(done.state, TransferState::Completed, "{:?}", done.error);
+    let out = dir.path().join("out.img");
+    b.export_resource(&ResourceKind::VmImage, "empty", "1", &out, Default::default()).await.unwrap();
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 0);
+    assert_eq!(b.local_resources().unwrap()[0].hash, up.hash);
+}
