@@ -53,7 +53,7 @@ impl Metrics {
             h
         };
         let finished = IntCounterVec::new(
-            Opts::new("blixard_p2p_transfers_finished", "Transfers that ended, by outcome"),
+            Opts::new("blixard_p2p_transfers_finished_total", "Transfers that ended, by outcome"),
             &["outcome"],
         )
         .expect("valid metric");
