@@ -77,15 +77,24 @@ impl Default for P2pConfig {
 }
 
 impl P2pConfig {
-    /// Reads a TOML file; missing fields take their defaults, unknown ones
-    /// are an error (a typo must not be silently ignored).
+    /// Reads and validates a TOML file; missing fields take their
+    /// defaults, unknown ones are an error (a typo must not be silently
+    /// ignored).
     pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        Self::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        let c = Self::read_toml_file(path)?;
+        c.validate().map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        Ok(c)
     }
 
-    /// Parses TOML text.
+    /// Reads a TOML file without validating it: for merging with other
+    /// sources (flags, environment) before one [`P2pConfig::validate`].
+    pub fn read_toml_file(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Self> {
         let c: P2pConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         c.validate()?;

@@ -132,7 +132,17 @@ impl From<Error> for Failure {
         let code = match &e {
             Error::Store(StoreError::Exists(_)) => StatusCode::CONFLICT,
             Error::Store(StoreError::InvalidArgument(_)) => StatusCode::BAD_REQUEST,
-            Error::Store(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            // The caller's path: missing, a directory, not writable.
+            Error::Store(StoreError::Io { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound
+                        | std::io::ErrorKind::IsADirectory
+                        | std::io::ErrorKind::NotADirectory
+                        | std::io::ErrorKind::PermissionDenied
+                        | std::io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
                 StatusCode::BAD_REQUEST
             }
             Error::NotFound { .. } | Error::UnknownTransfer(_) => StatusCode::NOT_FOUND,

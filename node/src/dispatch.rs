@@ -99,6 +99,7 @@ async fn run_transfer(inner: &Arc<Inner>, id: TransferId) {
     match result {
         Ok(res) => {
             info.state = TransferState::Completed;
+            info.hash = Some(res.hash);
             let size = res.size;
             info.progress =
                 Some(TransferProgress { bytes: size, total: size, speed_bps: 0.0, eta_secs: Some(0.0), providers: 0 });

@@ -140,7 +140,9 @@ pub(crate) async fn fetch(ctx: &Context, hash: Hash, size: u64, peers: Vec<NodeI
         return Ok(());
     }
     if size == 0 {
-        return Err(Error::Incomplete(format!("{hash} was claimed to be 0 bytes, which is the empty blob's hash only")));
+        return Err(Error::Incomplete(format!(
+            "{hash} was claimed to be 0 bytes, which is the empty blob's hash only"
+        )));
     }
     let missing = if missing == ChunkRanges::all() { ranges::all(size) } else { missing };
     live.total.store(size, Ordering::Relaxed);

@@ -26,9 +26,14 @@ impl Drop for Node {
 }
 
 fn start_node(data: &Path) -> Node {
+    start_node_with(data, &[])
+}
+
+fn start_node_with(data: &Path, extra: &[&str]) -> Node {
     let mut child = Command::new(BIN)
         .args(["node", "--id", "1", "--bind", "127.0.0.1:0", "--enable-p2p", "--data-dir"])
         .arg(data)
+        .args(extra)
         .env_remove("BLIXARD_P2P_PORT")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -97,4 +102,89 @@ fn the_demo_moves_an_empty_image() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("verified"), "{text}");
+}
+
+fn blixard(args: &[&str], data: &Path) -> Output {
+    Command::new(BIN).args(args).arg("--data-dir").arg(data).env_remove("BLIXARD_NODE").output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Numbers are parsed (negative ones too) and rejected naming where they
+/// came from; near-zero intervals are refused; a file value a flag
+/// replaces is not judged on its own.
+#[test]
+fn settings_are_checked_after_merging_and_errors_name_their_source() {
+    let run = |args: &[&str], env: Option<(&str, &str)>| {
+        let mut c = Command::new(BIN);
+        c.args(["node", "--id", "1", "--bind", "127.0.0.1:0"]).args(args);
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let e = stderr(&run(&["--bandwidth-limit-mbps", "-1"], None));
+    assert!(e.contains("--bandwidth-limit-mbps") && e.contains("positive"), "{e}");
+    let e = stderr(&run(&[], Some(("BLIXARD_P2P_BANDWIDTH_LIMIT_MBPS", "-1"))));
+    assert!(e.contains("BLIXARD_P2P_BANDWIDTH_LIMIT_MBPS") && e.contains("positive"), "{e}");
+    let e = stderr(&run(&["--max-retry-attempts", "-2"], None));
+    assert!(e.contains("--max-retry-attempts") && e.contains("0 or more"), "{e}");
+    let e = stderr(&run(&["--health-check-interval", "0.001"], None));
+    assert!(e.contains("--health-check-interval") && e.contains("between"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    std::fs::write(&file, "health_check_interval = 0.0\n").unwrap();
+    let e =
+        stderr(&run(&["--config", file.to_str().unwrap(), "--data-dir", dir.path().join("a").to_str().unwrap()], None));
+    assert!(e.contains("health_check_interval"), "{e}");
+    // The flag replaces the file's bad value: the node starts.
+    let data = dir.path().join("b");
+    let node = start_node_with(&data, &["--config", file.to_str().unwrap(), "--health-check-interval", "5"]);
+    assert!(!node.id.is_empty());
+}
+
+/// `transfers` lists, `cancel` stops, `vm download --detach` returns at
+/// once, and Ctrl-C of `vm download` cancels its transfer.
+#[test]
+fn transfers_can_be_listed_cancelled_and_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = start_node(&dir.path().join("empty"));
+    let data = dir.path().join("node");
+    // Its only peer has nothing: a download retries for a while.
+    let peer = format!("{}@{}", empty.id, empty.addr);
+    let _node = start_node_with(&data, &["--p2p-peer", &peer, "--max-retry-attempts", "10"]);
+    let out = blixard(&["transfers"], &data);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no transfers"));
+
+    let out = blixard(&["vm", "download", "--name", "nope", "--version", "1", "--detach"], &data);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    let id = text.split_whitespace().next().unwrap().to_string();
+    let listed = String::from_utf8_lossy(&blixard(&["transfers"], &data).stdout).to_string();
+    assert!(listed.contains(&id) && listed.contains("nope"), "{listed}");
+    let out = blixard(&["cancel", &id], &data);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = String::from_utf8_lossy(&blixard(&["transfers"], &data).stdout).to_string();
+    assert!(listed.lines().any(|l| l.contains(&id) && l.contains("cancelled")), "{listed}");
+    let out = blixard(&["cancel", "no-such-transfer"], &data);
+    assert!(!out.status.success());
+
+    // Ctrl-C (SIGINT) of an attached download cancels its transfer.
+    let child = Command::new(BIN)
+        .args(["vm", "download", "--name", "other", "--version", "1", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("interrupted") && stderr(&out).contains("cancelled"), "{}", stderr(&out));
+    let listed = String::from_utf8_lossy(&blixard(&["transfers"], &data).stdout).to_string();
+    assert!(listed.lines().any(|l| l.contains("other") && l.contains("cancelled")), "{listed}");
 }

@@ -63,7 +63,14 @@ impl Control {
     fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
         self.call("POST", path, Some(body))
     }
+
+    fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call("DELETE", path, None::<&()>)
+    }
 }
+
+/// Set when the user presses Ctrl-C (the binary installs the handler).
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
@@ -94,7 +101,9 @@ pub fn upload(node: &Control, name: &str, version: &str, file: &Path) -> Result<
     Ok(())
 }
 
-/// `blixard vm download`.
+/// `blixard vm download`: queues the download and follows it with a
+/// progress bar; Ctrl-C cancels it unless `detach` (which returns at once).
+#[allow(clippy::too_many_arguments)]
 pub fn download(
     node: &Control,
     name: &str,
@@ -103,22 +112,41 @@ pub fn download(
     output: Option<&Path>,
     force: bool,
     hash: Option<blixard_store::Hash>,
+    detach: bool,
 ) -> Result<()> {
+    // Resolve the output first: a bad path fails before any transfer.
+    let output = output.map(absolute).transpose()?;
     let req = DownloadRequest { kind: "vm-image".into(), name: name.into(), version: version.into(), priority, hash };
     let id: blixard_node::TransferId = node.post("/v1/download", &req)?;
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    if detach {
+        println!("{id} queued; follow it with `blixard transfers`, stop it with `blixard cancel {id}`");
+        return Ok(());
+    }
+    let bar = ProgressBar::new_spinner();
     bar.set_message(format!("{id} queued"));
     bar.enable_steady_tick(Duration::from_millis(100));
     let queued_since = Instant::now();
-    let mut hinted = false;
+    let (mut hinted, mut sized) = (false, false);
     let done = loop {
+        if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+            bar.finish_and_clear();
+            let cancelled: Result<()> = node.delete(&format!("/v1/transfers/{id}"));
+            match cancelled {
+                Ok(()) => bail!("interrupted: download {id} cancelled (what was verified is kept for next time)"),
+                Err(e) => bail!("interrupted, but cancelling download {id} failed: {e}"),
+            }
+        }
         let t: TransferInfo = node.get(&format!("/v1/transfers/{id}"))?;
-        if let Some(p) = &t.progress {
-            bar.set_length(p.total);
+        if let Some(p) = t.progress.as_ref().filter(|p| p.total > 0) {
+            if !sized {
+                // Known only now (or re-attached mid-way): start the rate
+                // and ETA from here, not from a jump out of zero.
+                bar.set_style(progress_style());
+                bar.set_length(p.total);
+                bar.set_position(p.bytes);
+                bar.reset_eta();
+                sized = true;
+            }
             bar.set_position(p.bytes);
             bar.set_message(format!("{id} from {} peer(s)", p.providers));
         }
@@ -142,7 +170,7 @@ pub fn download(
             println!(
                 "downloaded vm-image {name} {version}: {} in {secs:.1} s, verified, hash {}",
                 indicatif::HumanBytes(size),
-                done.hash.map(|h| h.to_string()).unwrap_or_else(|| "?".into())
+                done.hash.map(|h| h.to_string()).unwrap_or_else(|| "unknown".into())
             );
         }
         _ => bail!(
@@ -154,13 +182,44 @@ pub fn download(
             done.error.unwrap_or_default()
         ),
     }
-    if let Some(out) = output {
-        let path = absolute(out)?;
+    if let Some(path) = output {
         let (kind, name, version) = ("vm-image".into(), name.into(), version.into());
         let body = ResourceFile { kind, name, version, path: path.clone(), overwrite: force };
         let () = node.post("/v1/export", &body)?;
         println!("written to {}", path.display());
     }
+    Ok(())
+}
+
+fn progress_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+        .expect("valid template")
+        .progress_chars("=> ")
+}
+
+/// `blixard transfers`: every transfer the node knows, newest last.
+pub fn transfers(node: &Control) -> Result<()> {
+    let mut all: Vec<TransferInfo> = node.get("/v1/transfers")?;
+    all.sort_by_key(|t| t.id);
+    if all.is_empty() {
+        println!("no transfers");
+    }
+    for t in all {
+        let progress = t
+            .progress
+            .as_ref()
+            .map_or("-".into(), |p| format!("{}/{}", indicatif::HumanBytes(p.bytes), indicatif::HumanBytes(p.total)));
+        let state = format!("{:?}", t.state).to_lowercase();
+        let error = t.error.map(|e| format!("  {e}")).unwrap_or_default();
+        println!("{:<10} {state:<10} {} {} {}  {progress}{error}", t.id.to_string(), t.kind, t.name, t.version);
+    }
+    Ok(())
+}
+
+/// `blixard cancel ID`.
+pub fn cancel(node: &Control, id: blixard_node::TransferId) -> Result<()> {
+    let () = node.delete(&format!("/v1/transfers/{id}"))?;
+    println!("{id} cancelled");
     Ok(())
 }
 
@@ -200,7 +259,9 @@ pub fn list(node: &Control, remote: bool) -> Result<()> {
 pub fn peers(node: &Control) -> Result<()> {
     let peers: Vec<PeerInfo> = node.get("/v1/peers")?;
     if peers.is_empty() {
-        println!("no peers known: start the node with --p2p-peer ADDR, or check that peers are running");
+        println!(
+            "no peers known: give the node --p2p-peer ADDR; if you did, the peer was unreachable (see the node's log)"
+        );
     }
     for p in peers {
         let rtt = p.rtt_ms.map_or("-".into(), |r| format!("{r:.2} ms"));

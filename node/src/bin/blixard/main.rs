@@ -46,22 +46,22 @@ enum Command {
         #[arg(long, env = "BLIXARD_CONFIG")]
         config: Option<PathBuf>,
         /// Downloads running at once (default 3).
-        #[arg(long, env = "BLIXARD_P2P_MAX_CONCURRENT_TRANSFERS")]
+        #[arg(long, env = "BLIXARD_P2P_MAX_CONCURRENT_TRANSFERS", allow_negative_numbers = true, value_parser = at_least_one)]
         max_concurrent_transfers: Option<usize>,
         /// Seconds before a download attempt fails (default 300).
-        #[arg(long, env = "BLIXARD_P2P_TRANSFER_TIMEOUT")]
-        transfer_timeout: Option<f64>,
+        #[arg(long, env = "BLIXARD_P2P_TRANSFER_TIMEOUT", allow_negative_numbers = true, value_parser = seconds)]
+        transfer_timeout: Option<Duration>,
         /// Retries of a failed download or dial (default 3).
-        #[arg(long, env = "BLIXARD_P2P_MAX_RETRY_ATTEMPTS")]
+        #[arg(long, env = "BLIXARD_P2P_MAX_RETRY_ATTEMPTS", allow_negative_numbers = true, value_parser = count)]
         max_retry_attempts: Option<u32>,
         /// Seconds between peer exchanges (default 30).
-        #[arg(long, env = "BLIXARD_P2P_DISCOVERY_INTERVAL")]
-        peer_discovery_interval: Option<f64>,
+        #[arg(long, env = "BLIXARD_P2P_DISCOVERY_INTERVAL", allow_negative_numbers = true, value_parser = seconds)]
+        peer_discovery_interval: Option<Duration>,
         /// Seconds between health pings (default 60).
-        #[arg(long, env = "BLIXARD_P2P_HEALTH_INTERVAL")]
-        health_check_interval: Option<f64>,
+        #[arg(long, env = "BLIXARD_P2P_HEALTH_INTERVAL", allow_negative_numbers = true, value_parser = seconds)]
+        health_check_interval: Option<Duration>,
         /// Upload and download limit, megabits per second (default unlimited).
-        #[arg(long, env = "BLIXARD_P2P_BANDWIDTH_LIMIT_MBPS")]
+        #[arg(long, env = "BLIXARD_P2P_BANDWIDTH_LIMIT_MBPS", allow_negative_numbers = true, value_parser = mbps)]
         bandwidth_limit_mbps: Option<f64>,
         /// Only these node ids may connect (repeatable; default: anyone).
         #[arg(long = "allow")]
@@ -77,6 +77,18 @@ enum Command {
         target: Target,
         #[command(subcommand)]
         command: VmCommand,
+    },
+    /// The node's transfers: queued, running and finished.
+    Transfers {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Cancel a queued or running transfer (what it verified is kept).
+    Cancel {
+        #[command(flatten)]
+        target: Target,
+        /// The transfer, as `blixard transfers` shows it.
+        id: blixard_node::TransferId,
     },
     /// The peers a node knows.
     Peers {
@@ -172,6 +184,9 @@ enum VmCommand {
         /// picks one of several claims, or an untrusted publisher's.
         #[arg(long)]
         hash: Option<blixard_store::Hash>,
+        /// Queue the download and return; without it, Ctrl-C cancels it.
+        #[arg(long, conflicts_with = "output")]
+        detach: bool,
     },
     /// VM images on the node (and, with --remote, on its peers).
     List {
@@ -268,13 +283,97 @@ fn restore_sigpipe() {
     }
 }
 
+/// Logs go to stderr: by default `info` from our crates for `blixard node`
+/// (`warn` for other commands, whose output is their own) and `warn` from
+/// dependencies; `RUST_LOG` replaces that. Colour only on a terminal.
+fn init_logging(daemon: bool) {
+    use std::io::IsTerminal;
+    let ours = if daemon { "info" } else { "warn" };
+    let default = format!("warn,blixard={ours},blixard_node={ours},blixard_protocol={ours},blixard_store={ours}");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Flags that take their value from an environment variable too.
+const ENV_FLAGS: [(&str, &str); 7] = [
+    ("--max-concurrent-transfers", "BLIXARD_P2P_MAX_CONCURRENT_TRANSFERS"),
+    ("--transfer-timeout", "BLIXARD_P2P_TRANSFER_TIMEOUT"),
+    ("--max-retry-attempts", "BLIXARD_P2P_MAX_RETRY_ATTEMPTS"),
+    ("--peer-discovery-interval", "BLIXARD_P2P_DISCOVERY_INTERVAL"),
+    ("--health-check-interval", "BLIXARD_P2P_HEALTH_INTERVAL"),
+    ("--bandwidth-limit-mbps", "BLIXARD_P2P_BANDWIDTH_LIMIT_MBPS"),
+    ("--trust", "BLIXARD_P2P_TRUST"),
+];
+
+/// clap names the flag when a value from its environment variable is bad;
+/// the user set the variable, so name that instead.
+fn from_environment(e: &clap::Error) -> Option<String> {
+    if e.kind() != clap::error::ErrorKind::ValueValidation {
+        return None;
+    }
+    let text = e.to_string();
+    let first = text.lines().next()?.trim_start_matches("error: ");
+    let given = |flag: &str| std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    let (_, env) = ENV_FLAGS
+        .iter()
+        .find(|(flag, env)| first.contains(&format!("'{flag} ")) && std::env::var_os(env).is_some() && !given(flag))?;
+    let why = first.split_once("': ").map_or(first, |(_, why)| why);
+    let value = std::env::var(env).unwrap_or_default();
+    Some(format!("invalid value {value:?} in the environment variable {env}: {why}"))
+}
+
+/// A number of megabits per second: positive and finite.
+fn mbps(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("must be a positive number of megabits per second, not {v}")),
+        Err(_) => Err(format!("{text:?} is not a number")),
+    }
+}
+
+/// Seconds (fractions allowed), at least the node's minimum interval.
+fn seconds(text: &str) -> std::result::Result<Duration, String> {
+    let min = blixard_node::config::MIN_INTERVAL;
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= min.as_secs_f64() && v <= 1e9 => Ok(Duration::from_secs_f64(v)),
+        Ok(v) => Err(format!("must be between {} and 1e9 seconds, not {v}", min.as_secs_f64())),
+        Err(_) => Err(format!("{text:?} is not a number of seconds")),
+    }
+}
+
+/// A count of at least 1.
+fn at_least_one(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<i64>() {
+        Ok(v) if v >= 1 => Ok(v as usize),
+        Ok(v) => Err(format!("must be at least 1, not {v}")),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
+/// A count of 0 or more.
+fn count(text: &str) -> std::result::Result<u32, String> {
+    match text.parse::<i64>() {
+        Ok(v) if (0..=u32::MAX as i64).contains(&v) => Ok(v as u32),
+        Ok(v) => Err(format!("must be 0 or more, not {v}")),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        if let Some(msg) = from_environment(&e) {
+            eprintln!("error: {msg}");
+            std::process::exit(2);
+        }
+        e.exit()
+    });
+    init_logging(matches!(cli.command, Command::Node { .. }));
     if !matches!(cli.command, Command::Node { .. }) {
         restore_sigpipe();
     }
@@ -298,25 +397,27 @@ async fn main() -> Result<()> {
             if let Ok(port) = std::env::var("BLIXARD_P2P_PORT") {
                 bind.set_port(port.parse().with_context(|| format!("BLIXARD_P2P_PORT={port:?} is not a port"))?);
             }
+            // File, then environment and flags (clap merged those two), then
+            // one validation of the result: a file value a flag replaces
+            // is never judged on its own.
             let mut c = match &config {
-                Some(path) => blixard_node::P2pConfig::from_toml_file(path)?,
+                Some(path) => blixard_node::P2pConfig::read_toml_file(path)?,
                 None => blixard_node::P2pConfig::default(),
             };
-            let secs = |s: f64| Duration::try_from_secs_f64(s).context("a duration in seconds");
             if let Some(v) = max_concurrent_transfers {
                 c.max_concurrent_transfers = v;
             }
             if let Some(v) = transfer_timeout {
-                c.transfer_timeout = secs(v)?;
+                c.transfer_timeout = v;
             }
             if let Some(v) = max_retry_attempts {
                 c.max_retry_attempts = v;
             }
             if let Some(v) = peer_discovery_interval {
-                c.peer_discovery_interval = secs(v)?;
+                c.peer_discovery_interval = v;
             }
             if let Some(v) = health_check_interval {
-                c.health_check_interval = secs(v)?;
+                c.health_check_interval = v;
             }
             if bandwidth_limit_mbps.is_some() {
                 c.bandwidth_limit_mbps = bandwidth_limit_mbps;
@@ -327,22 +428,39 @@ async fn main() -> Result<()> {
             if !trust.is_empty() {
                 c.trust = trust;
             }
-            c.validate()?;
+            c.validate().with_context(|| match &config {
+                Some(path) => format!("settings from {}, the environment and flags", path.display()),
+                None => "settings from the environment and flags".into(),
+            })?;
             let data_dir = data_dir.unwrap_or_else(|| default_data_dir(id));
             daemon::run(daemon::NodeArgs { id, bind, data_dir, peers: p2p_peers, config: c }).await?;
         }
         Command::Vm { target, command } => {
+            // Ctrl-C during `vm download` cancels its transfer (see cli::download).
+            if matches!(command, VmCommand::Download { detach: false, .. }) {
+                let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+                tokio::spawn(async move {
+                    int.recv().await;
+                    cli::INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+                });
+            }
             tokio::task::spawn_blocking(move || -> Result<()> {
                 let node = target.control()?;
                 match command {
                     VmCommand::Upload { name, version, file } => cli::upload(&node, &name, &version, &file),
-                    VmCommand::Download { name, version, priority, output, force, hash } => {
-                        cli::download(&node, &name, &version, priority, output.as_deref(), force, hash)
+                    VmCommand::Download { name, version, priority, output, force, hash, detach } => {
+                        cli::download(&node, &name, &version, priority, output.as_deref(), force, hash, detach)
                     }
                     VmCommand::List { remote } => cli::list(&node, remote),
                 }
             })
             .await??;
+        }
+        Command::Transfers { target } => {
+            tokio::task::spawn_blocking(move || cli::transfers(&target.control()?)).await??
+        }
+        Command::Cancel { target, id } => {
+            tokio::task::spawn_blocking(move || cli::cancel(&target.control()?, id)).await??
         }
         Command::Peers { target } => tokio::task::spawn_blocking(move || cli::peers(&target.control()?)).await??,
         Command::Status { target } => tokio::task::spawn_blocking(move || cli::status(&target.control()?)).await??,
