@@ -50,8 +50,28 @@ impl Store {
             .suffix(".blixard-part")
             .tempfile_in(dir)
             .map_err(Error::io("create a temp file in", dir))?;
-        let damaged = verify::check(hash, &opened, &opened.held, |at, bytes| tmp.as_file().write_all_at(bytes, at))
-            .map_err(Error::io("export to", tmp.path()))?;
+        // Writing overlaps checking the next window: a writer thread takes
+        // verified windows through a short queue.
+        let file = tmp.as_file();
+        let damaged = std::thread::scope(|scope| {
+            let (send, recv) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(2);
+            let writer = scope.spawn(move || -> std::io::Result<()> {
+                for (at, bytes) in recv {
+                    file.write_all_at(&bytes, at)?;
+                }
+                Ok(())
+            });
+            let checked = verify::check(hash, &opened, &opened.held, |at, bytes| {
+                send.send((at, bytes.to_vec())).map_err(|_| std::io::Error::other("the export writer stopped"))
+            });
+            drop(send);
+            let written = writer.join().unwrap_or_else(|_| Err(std::io::Error::other("the export writer panicked")));
+            match (checked, written) {
+                (_, Err(e)) | (Err(e), _) => Err(e),
+                (Ok(damaged), Ok(())) => Ok(damaged),
+            }
+        })
+        .map_err(Error::io("export to", tmp.path()))?;
         if !damaged.is_empty() {
             let ranges = ranges::to_vec(&damaged, opened.size)
                 .iter()

@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use blixard_store::{ImportMode, Store};
+use blixard_store::{ExportOptions, ImportMode, Store};
 use rand::RngCore;
 use serde_json::json;
 
@@ -182,7 +182,7 @@ pub async fn import(args: ImportArgs) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
     for &mode in &args.modes {
         let (mut ours, mut base, mut base_hash_only, mut rss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut plain_copy = Vec::new();
+        let (mut plain_copy, mut exported, mut synced_copy) = (Vec::new(), Vec::new(), Vec::new());
         for run in 0..args.runs {
             let (expected, hashed, unmapped) = baseline_hash(&path)?;
             // The plain copy goes first in every other run: whichever runs
@@ -212,6 +212,21 @@ pub async fn import(args: ImportArgs) -> Result<Vec<Figure>> {
             if mode == ImportMode::Copy && !copy_first {
                 time_plain_copy()?;
             }
+            if mode == ImportMode::Copy {
+                // Export verifies every group as it copies: its cost against
+                // the plain copy of the same bytes in this run.
+                // Both are durable when timed: export syncs before its rename.
+                let target = work.path().join("exported");
+                let start = Instant::now();
+                store.export(out.hash, &target, ExportOptions { overwrite: true }).await?;
+                exported.push(size as f64 / start.elapsed().as_secs_f64() / 1e6);
+                std::fs::remove_file(&target)?;
+                let start = Instant::now();
+                std::fs::copy(&path, &target)?;
+                File::open(&target)?.sync_all()?;
+                synced_copy.push(size as f64 / start.elapsed().as_secs_f64() / 1e6);
+                std::fs::remove_file(&target)?;
+            }
             // let background syncs finish outside the timed region
             drop(out);
             store.sync_all()?;
@@ -228,6 +243,16 @@ pub async fn import(args: ImportArgs) -> Result<Vec<Figure>> {
         // The same baseline with its timer stopped before the unmap, for comparison.
         with_hash_only["baseline_before_unmap"] = json!(round(hash_only));
         with_hash_only["ratio_before_unmap"] = json!(round(value / hash_only));
+        if !exported.is_empty() {
+            figures.push(Figure {
+                scenario: "export",
+                metric: "throughput_verified".into(),
+                value: median(exported),
+                unit: "MB/s",
+                baseline: Some(("plain_copy_synced_unverified".into(), median(synced_copy))),
+                extra: json!({"size": size, "runs": args.runs}),
+            });
+        }
         if !plain_copy.is_empty() {
             // What copying the file alone costs (its floor), in the same runs.
             let copy = median(plain_copy);
