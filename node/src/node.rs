@@ -77,6 +77,40 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// Opens the node's own database (peer book, transfer records). A damaged
+/// one is moved aside with a loud warning and a new one started: what it
+/// held (known peers, queued transfers) is rebuilt from configuration and
+/// use, and losing it must not keep the node down.
+fn open_node_db(path: &std::path::Path) -> Result<sled::Db> {
+    let open = |p: &std::path::Path| {
+        let p = p.to_path_buf();
+        match std::panic::catch_unwind(move || sled::open(&p)) {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("the database is damaged".into()),
+        }
+    };
+    match open(path) {
+        Ok(db) => Ok(db),
+        Err(reason) if reason.contains("lock") => Err(Error::start(
+            format!("node database in {} (is another node using this data dir?)", path.display()),
+            std::io::Error::other(reason),
+        )),
+        Err(reason) => {
+            let stamp =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let aside = path.with_file_name(format!("node.db.damaged-{stamp}"));
+            std::fs::rename(path, &aside)
+                .map_err(|e| Error::start(format!("moving the damaged node database {} aside", path.display()), e))?;
+            tracing::error!(
+                path = %aside.display(),
+                "the node database was damaged ({reason}): moved aside; saved peers and queued transfers are lost"
+            );
+            open(path)
+                .map_err(|e| Error::start(format!("node database in {}", path.display()), std::io::Error::other(e)))
+        }
+    }
+}
+
 impl Node {
     /// Opens the data dir, binds the endpoint and starts serving, health
     /// checks, discovery and the transfer queue. Errors name what failed
@@ -91,7 +125,7 @@ impl Node {
         let store =
             Store::open(&store_dir).map_err(|e| Error::start(format!("store in {}", store_dir.display()), e))?;
         let db_dir = dir.join("node.db");
-        let db = sled::open(&db_dir).map_err(|e| Error::start(format!("node database in {}", db_dir.display()), e))?;
+        let db = open_node_db(&db_dir)?;
         let pending_records = transfers::load_pending(&db)?;
         let metrics = Arc::new(Metrics::new());
         let (events, _) = broadcast::channel(1024);

@@ -166,7 +166,7 @@ impl Store {
     }
 
     /// Imports a temp file the store already owns (moved, not copied).
-    fn import_owned_tmp(&self, tmp: &Path, f: File) -> Result<ImportOutcome> {
+    pub(crate) fn import_owned_tmp(&self, tmp: &Path, f: File) -> Result<ImportOutcome> {
         let res = (|| {
             let size = f.metadata().map_err(Error::io("stat", tmp))?.len();
             if size <= INLINE_MAX {

@@ -72,6 +72,7 @@ mod reader;
 mod receive;
 mod resources;
 mod roots;
+mod salvage;
 mod source_map;
 mod store;
 pub mod tree;
@@ -89,6 +90,7 @@ pub use reader::BlobReader;
 pub use receive::{ReceiveOutcome, BATCH_BYTES};
 pub use resources::{Resource, ResourceKind, MAX_NAME_LEN};
 pub use roots::{GcStats, Lease, MAX_TAG_LEN};
+pub use salvage::Recovery;
 pub use store::{BlobStatus, Store, StoreConfig, FORMAT_VERSION};
 pub use verify::VerifyReport;
 

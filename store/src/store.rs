@@ -89,6 +89,8 @@ pub(crate) struct Inner {
     /// Partial blobs from disk whose held ranges were re-verified by this
     /// process (see `Store::check_resumed`).
     pub(crate) checked_partials: Mutex<std::collections::HashSet<Hash>>,
+    /// What opening found wrong with the metadata.
+    pub(crate) recovery: std::sync::OnceLock<crate::salvage::Recovery>,
 }
 
 impl std::fmt::Debug for Store {
@@ -114,8 +116,18 @@ impl Store {
             fs::create_dir_all(&p).map_err(Error::io("create directory", &p))?;
         }
         let meta = dir.join("meta");
-        let db = open_sled(&meta)?;
-        check_version(&db, &meta)?;
+        let mut recovery = crate::salvage::Recovery::default();
+        let db = match open_sled(&meta) {
+            Err(Error::OpenMetadata { reason, .. }) if !reason.contains("another process") => {
+                warn!(path = %meta.display(), "cannot open the metadata database: {reason}");
+                recovery.moved_aside = Some(crate::salvage::move_aside(&meta)?);
+                open_sled(&meta)?
+            }
+            other => other?,
+        };
+        let fresh = check_version(&db, &meta)?;
+        let has_blob_files = fs::read_dir(dir.join("blobs")).map(|mut d| d.next().is_some()).unwrap_or(false);
+        recovery.metadata_lost = fresh && has_blob_files && recovery.moved_aside.is_none();
         let inner = Inner {
             blobs: db.open_tree("blobs")?,
             resources: db.open_tree("resources")?,
@@ -127,11 +139,24 @@ impl Store {
             checked_partials: Mutex::new(Default::default()),
             leases: Mutex::new(HashMap::new()),
             roots: Mutex::new(()),
+            recovery: std::sync::OnceLock::new(),
         };
         let store = Store { inner: Arc::new(inner) };
         store.clear_tmp()?;
         store.recover()?;
+        store.adopt_orphans(&mut recovery)?;
+        if !recovery.is_clean() {
+            tracing::error!("store {}: {}", store.inner.dir.display(), recovery.describe());
+        }
+        let _ = store.inner.recovery.set(recovery);
         Ok(store)
+    }
+
+    /// What opening this store found wrong with its metadata database and
+    /// recovered ([`Recovery::is_clean`](crate::Recovery::is_clean) if
+    /// nothing).
+    pub fn recovery(&self) -> &crate::salvage::Recovery {
+        self.inner.recovery.get_or_init(Default::default)
     }
 
     /// The data directory.
@@ -236,8 +261,10 @@ impl Store {
         for (hash, entry) in entries {
             match entry {
                 Err(e) => {
-                    warn!(%hash, "dropping undecodable entry: {e}");
-                    self.remove_blob(&hash)?;
+                    // Only the record: an owned data file is re-verified
+                    // and taken back by `adopt_orphans`.
+                    warn!(%hash, "dropping an undecodable record: {e}");
+                    self.inner.blobs.remove(hash.as_bytes())?;
                 }
                 Ok(EntryRecord::Complete { durable: false, size, data, outboard }) => {
                     if self.reverify_complete(&hash, size, &data, &outboard) {
@@ -339,7 +366,8 @@ fn open_sled(path: &Path) -> Result<sled::Db> {
     }
 }
 
-fn check_version(db: &sled::Db, path: &Path) -> Result<()> {
+/// Checks the format record; true if there was none (a new database).
+fn check_version(db: &sled::Db, path: &Path) -> Result<bool> {
     const KEY: &[u8] = b"format_version";
     match db.get(KEY)? {
         Some(v) => {
@@ -347,13 +375,14 @@ fn check_version(db: &sled::Db, path: &Path) -> Result<()> {
             if found != FORMAT_VERSION {
                 return Err(Error::FormatVersion { path: path.to_path_buf(), found, expected: FORMAT_VERSION });
             }
+            Ok(false)
         }
         None => {
             db.insert(KEY, &FORMAT_VERSION.to_le_bytes())?;
             db.flush()?;
+            Ok(true)
         }
     }
-    Ok(())
 }
 
 pub(crate) fn rand_u64() -> u64 {
