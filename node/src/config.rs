@@ -50,6 +50,14 @@ pub struct P2pConfig {
     /// allowlisted). Default 7 days.
     #[serde(with = "secs")]
     pub peer_max_age: Duration,
+    /// Most bytes of downloaded blobs to keep (the cache); past it the
+    /// least recently used downloaded resources are evicted. Uploaded,
+    /// tagged and leased blobs never count or go. `None`: no limit (default).
+    pub max_cache_size: Option<u64>,
+    /// How often unreachable blobs are collected (and the cache limit
+    /// enforced). Default 1 hour.
+    #[serde(with = "secs")]
+    pub gc_interval: Duration,
 }
 
 /// The default of [`P2pConfig::max_peers`].
@@ -72,6 +80,8 @@ impl Default for P2pConfig {
             trust: Vec::new(),
             max_peers: DEFAULT_MAX_PEERS,
             peer_max_age: Duration::from_secs(7 * 24 * 3600),
+            max_cache_size: None,
+            gc_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -116,6 +126,7 @@ impl P2pConfig {
             ("peer_discovery_interval", self.peer_discovery_interval),
             ("health_check_interval", self.health_check_interval),
             ("peer_max_age", self.peer_max_age),
+            ("gc_interval", self.gc_interval),
         ] {
             if d < MIN_INTERVAL {
                 return Err(Error::Config(format!("{name} must be at least {MIN_INTERVAL:?}, not {d:?}")));

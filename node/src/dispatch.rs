@@ -109,6 +109,15 @@ async fn run_transfer(inner: &Arc<Inner>, id: TransferId) {
             info!(%id, hash = %res.hash, size, secs = took.as_secs_f64(), "download complete");
             let _ = inner.events.send(P2pEvent::ResourceAvailable(res));
             let _ = inner.events.send(P2pEvent::TransferCompleted(id));
+            if inner.options.config.max_cache_size.is_some() {
+                // Keep the cache under its limit now, not at the next round.
+                let inner = inner.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = inner.cache.collect() {
+                        warn!("cache eviction failed: {e}");
+                    }
+                });
+            }
         }
         Err(e) => {
             info.state = TransferState::Failed;
@@ -148,6 +157,7 @@ async fn attempt_once(inner: &Inner, id: TransferId, info: &TransferInfo, live: 
     let providers = conns.iter().map(|c| c.remote_id()).collect();
     download::fetch(&ctx, hash, found.size, providers, live).await?;
     let r = inner.store.put_resource_and_release(kind, &info.name, &info.version, lease)?;
+    inner.cache.downloaded(&r);
     Ok(r)
 }
 

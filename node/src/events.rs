@@ -76,4 +76,7 @@ pub enum P2pEvent {
     /// A provider sent data that failed verification and was cut off
     /// (node id, reason).
     PeerMisbehaved(String, String),
+    /// A downloaded resource was evicted from the cache (least recently
+    /// used, over `max_cache_size`).
+    ResourceEvicted(ResourceInfo),
 }

@@ -36,6 +36,7 @@
 //! ```
 
 mod bandwidth;
+pub mod cache;
 mod codec;
 pub mod config;
 pub mod control;

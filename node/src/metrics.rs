@@ -25,6 +25,10 @@ pub struct Metrics {
     pub transfers_finished: IntCounterVec,
     /// Ping round-trip times, seconds.
     pub peer_rtt: Histogram,
+    /// Downloaded resources evicted from the cache.
+    pub cache_evictions: IntCounter,
+    /// Bytes of blobs held only for downloaded resources (the cache).
+    pub cache_bytes: IntGauge,
 }
 
 impl Default for Metrics {
@@ -75,6 +79,11 @@ impl Metrics {
                 "Ping round-trip times to peers",
                 vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0],
             ),
+            cache_evictions: counter(
+                "blixard_p2p_cache_evictions_total",
+                "Downloaded resources evicted to keep the cache under max_cache_size",
+            ),
+            cache_bytes: gauge("blixard_p2p_cache_bytes", "Bytes of blobs held only for downloaded resources"),
             registry,
         }
     }

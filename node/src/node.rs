@@ -161,12 +161,20 @@ impl Node {
                 Arc::new(move |id| peers.asked(id))
             })
             .build();
+        let cache = crate::cache::Cache::open(
+            &db,
+            options.config.max_cache_size,
+            store.clone(),
+            events.clone(),
+            metrics.clone(),
+        )?;
         let inner = Arc::new(Inner {
             permits: Arc::new(Semaphore::new(options.config.max_concurrent_transfers)),
             options,
             store,
             endpoint: endpoint.clone(),
             transfers: TransferTable::new(&db, metrics.clone(), events.clone())?,
+            cache,
             _db: db,
             peers: peers.clone(),
             events,
@@ -203,6 +211,21 @@ impl Node {
             p.discovery_round().await
         }));
         tasks.push(dispatch::dispatcher(&self.inner));
+        // Garbage collection and the cache limit.
+        let inner = Arc::downgrade(&self.inner);
+        let every = config.gc_interval;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(inner) = inner.upgrade() else { return };
+                let collected = tokio::task::spawn_blocking(move || inner.cache.collect()).await;
+                match collected {
+                    Ok(Ok(r)) => tracing::debug!(evicted = r.evicted.len(), blobs = r.blobs_removed, "periodic gc"),
+                    Ok(Err(e)) => warn!("periodic gc failed: {e}"),
+                    Err(e) => warn!("periodic gc failed: {e}"),
+                }
+            }
+        }));
     }
 
     /// This node's id.
@@ -278,6 +301,7 @@ impl Node {
         }
         let out = self.inner.store.import_path(path, ImportMode::Copy).await?;
         let r = self.inner.store.put_resource_and_release(&kind, name, version, out.lease)?;
+        self.inner.cache.uploaded(&kind, name, version);
         let info = r.clone();
         info!(kind = %kind, name, version, hash = %r.hash, size = r.size, "uploaded");
         let _ = self.inner.events.send(P2pEvent::ResourceAvailable(info.clone()));
@@ -374,8 +398,20 @@ impl Node {
             version: version.into(),
             peers: 0,
         })?;
+        let _in_use = self.inner.store.lease(r.hash);
         self.inner.store.export(r.hash, path, options).await?;
+        self.inner.cache.used(kind, name, version);
         Ok(())
+    }
+
+    /// Collects unreachable blobs now, after evicting least recently used
+    /// downloads if the cache is over `max_cache_size` (the node also does
+    /// this every `gc_interval`, and after each download).
+    pub async fn gc(&self) -> Result<crate::cache::GcReport> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.cache.collect())
+            .await
+            .map_err(|e| Error::InvalidArgument(format!("gc stopped: {e}")))?
     }
 
     /// Checks every blob at rest against its tree; with `repair`, damaged

@@ -23,6 +23,7 @@ pub(crate) struct Inner {
     pub(crate) events: broadcast::Sender<P2pEvent>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) transfers: TransferTable,
+    pub(crate) cache: crate::cache::Cache,
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) download_limiter: Option<Arc<dyn RateLimiter>>,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,

@@ -684,3 +684,58 @@ async fn a_node_with_damaged_databases_starts_and_recovers_its_blobs() {
         .flatten()
         .any(|e| e.file_name().to_string_lossy().starts_with("node.db.damaged-")));
 }
+
+/// Over `max_cache_size`, the least recently used download goes first
+/// (an export counts as a use); uploaded, tagged and leased blobs never go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_limit_evicts_in_lru_order_and_spares_uploads_tags_and_leases() {
+    let dir = TempDir::new().unwrap();
+    let size = 300_000;
+    let seeder = node(dir.path(), 1, P2pConfig::default()).await;
+    for (i, name) in ["one", "two", "three", "four"].into_iter().enumerate() {
+        let p = image(dir.path(), &format!("{name}.img"), size, 10 + i as u32);
+        seeder.upload_resource(ResourceKind::VmImage, name, "1", &p).await.unwrap();
+    }
+    let b =
+        node(dir.path(), 2, P2pConfig { max_cache_size: Some(2 * size as u64 + 100_000), ..Default::default() }).await;
+    let mine =
+        b.upload_resource(ResourceKind::VmImage, "mine", "1", &image(dir.path(), "mine.img", size, 99)).await.unwrap();
+    link(&b, &seeder).await;
+    let mut events = b.events();
+    let get = |name: &'static str| {
+        let b = b.clone();
+        async move {
+            assert_eq!(b.wait(vm(&b, name, TransferPriority::Normal)).await.unwrap().state, TransferState::Completed)
+        }
+    };
+    get("one").await;
+    get("two").await;
+    let out = dir.path().join("one.out");
+    b.export_resource(&ResourceKind::VmImage, "one", "1", &out, Default::default()).await.unwrap(); // "one" used last
+    get("three").await;
+    // Eviction runs after each download; gc runs it again (idempotent).
+    b.gc().await.unwrap();
+    let names = |b: &Node| b.local_resources().unwrap().into_iter().map(|r| r.name).collect::<Vec<_>>();
+    assert!(names(&b).contains(&"mine".to_string()) && !names(&b).contains(&"two".to_string()));
+    assert_eq!(b.metrics().cache_evictions.get(), 1);
+    let mut evicted = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let P2pEvent::ResourceEvicted(r) = e {
+            evicted.push(r.name);
+        }
+    }
+    assert_eq!(evicted, ["two"], "least recently used first, one event");
+    assert!(matches!(b.store().status(&mine.hash).unwrap(), blixard_store::BlobStatus::Complete { .. }));
+
+    // Leased ("one", as a running VM would hold it) and tagged ("three"):
+    // neither goes, even over the limit.
+    let one = b.local_resources().unwrap().into_iter().find(|r| r.name == "one").unwrap().hash;
+    let three = b.local_resources().unwrap().into_iter().find(|r| r.name == "three").unwrap().hash;
+    let _running = b.store().lease(one);
+    b.store().set_tag("pinned", three).unwrap();
+    get("four").await;
+    let report = b.gc().await.unwrap();
+    assert!(report.evicted.is_empty(), "{:?}", report.evicted);
+    assert_eq!(b.metrics().cache_evictions.get(), 1);
+    assert!(["one", "three", "four", "mine"].iter().all(|n| names(&b).contains(&n.to_string())), "{:?}", names(&b));
+}

@@ -72,6 +72,12 @@ impl Store {
         Ok(())
     }
 
+    /// True while a lease holds `hash` (a running import, transfer or
+    /// export, or any user of [`Store::lease`]).
+    pub fn is_leased(&self, hash: &Hash) -> bool {
+        self.inner.leases.lock().unwrap().contains_key(hash)
+    }
+
     /// Points tag `name` at `hash`.
     pub fn set_tag(&self, name: &str, hash: Hash) -> Result<()> {
         Self::check_tag(name)?;

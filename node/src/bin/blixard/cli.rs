@@ -286,6 +286,21 @@ pub fn status(node: &Control) -> Result<()> {
     Ok(())
 }
 
+/// `blixard gc`.
+pub fn gc(node: &Control) -> Result<()> {
+    let r: blixard_node::cache::GcReport = node.post("/v1/gc", &())?;
+    for e in &r.evicted {
+        println!("evicted  {} {} {} ({})", e.kind, e.name, e.version, indicatif::HumanBytes(e.size));
+    }
+    println!(
+        "{} blob(s) and {} stray file(s) removed; the cache holds {}",
+        r.blobs_removed,
+        r.files_removed,
+        indicatif::HumanBytes(r.cache_bytes)
+    );
+    Ok(())
+}
+
 /// `blixard verify`: one line per blob, a summary; fails if any is damaged.
 pub fn verify(node: &Control, repair: bool) -> Result<()> {
     let reports: Vec<blixard_node::control::VerifyInfo> =

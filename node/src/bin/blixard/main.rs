@@ -63,6 +63,10 @@ enum Command {
         /// Upload and download limit, megabits per second (default unlimited).
         #[arg(long, env = "BLIXARD_P2P_BANDWIDTH_LIMIT_MBPS", allow_negative_numbers = true, value_parser = mbps)]
         bandwidth_limit_mbps: Option<f64>,
+        /// Most bytes of downloaded images to keep, e.g. 50GiB; the least
+        /// recently used downloads go first. Uploads never count (default: no limit).
+        #[arg(long, env = "BLIXARD_P2P_MAX_CACHE_SIZE", value_parser = cache_size)]
+        max_cache_size: Option<u64>,
         /// Only these node ids may connect (repeatable; default: anyone).
         #[arg(long = "allow")]
         allow: Vec<blixard_protocol::NodeId>,
@@ -109,6 +113,13 @@ enum Command {
         /// fetches them from peers.
         #[arg(long)]
         repair: bool,
+    },
+    /// Collect blobs nothing names any more (and evict the least recently
+    /// used downloads if over --max-cache-size). The node also does this
+    /// every gc_interval.
+    Gc {
+        #[command(flatten)]
+        target: Target,
     },
     /// See it work: three nodes in this process, an image uploaded on two
     /// and downloaded, verified, on the third from both. Cleans up after.
@@ -300,7 +311,8 @@ fn init_logging(daemon: bool) {
 }
 
 /// Flags that take their value from an environment variable too.
-const ENV_FLAGS: [(&str, &str); 7] = [
+const ENV_FLAGS: [(&str, &str); 8] = [
+    ("--max-cache-size", "BLIXARD_P2P_MAX_CACHE_SIZE"),
     ("--max-concurrent-transfers", "BLIXARD_P2P_MAX_CONCURRENT_TRANSFERS"),
     ("--transfer-timeout", "BLIXARD_P2P_TRANSFER_TIMEOUT"),
     ("--max-retry-attempts", "BLIXARD_P2P_MAX_RETRY_ATTEMPTS"),
@@ -344,6 +356,11 @@ fn seconds(text: &str) -> std::result::Result<Duration, String> {
         Ok(v) => Err(format!("must be between {} and 1e9 seconds, not {v}", min.as_secs_f64())),
         Err(_) => Err(format!("{text:?} is not a number of seconds")),
     }
+}
+
+/// A size like 50GiB, 500MB or 1048576.
+fn cache_size(text: &str) -> std::result::Result<u64, String> {
+    bench::parse_size(text).map_err(|e| format!("{e} (a size such as 50GiB)"))
 }
 
 /// A count of at least 1.
@@ -391,6 +408,7 @@ async fn main() -> Result<()> {
             peer_discovery_interval,
             health_check_interval,
             bandwidth_limit_mbps,
+            max_cache_size,
             allow,
             trust,
         } => {
@@ -421,6 +439,9 @@ async fn main() -> Result<()> {
             }
             if bandwidth_limit_mbps.is_some() {
                 c.bandwidth_limit_mbps = bandwidth_limit_mbps;
+            }
+            if max_cache_size.is_some() {
+                c.max_cache_size = max_cache_size;
             }
             if !allow.is_empty() {
                 c.allowlist = Some(allow);
@@ -464,6 +485,7 @@ async fn main() -> Result<()> {
         }
         Command::Peers { target } => tokio::task::spawn_blocking(move || cli::peers(&target.control()?)).await??,
         Command::Status { target } => tokio::task::spawn_blocking(move || cli::status(&target.control()?)).await??,
+        Command::Gc { target } => tokio::task::spawn_blocking(move || cli::gc(&target.control()?)).await??,
         Command::Verify { target, repair } => {
             tokio::task::spawn_blocking(move || cli::verify(&target.control()?, repair)).await??
         }
