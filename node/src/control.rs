@@ -148,9 +148,11 @@ impl From<Error> for Failure {
             }
             Error::NotFound { .. } | Error::UnknownTransfer(_) => StatusCode::NOT_FOUND,
             Error::Config(_) | Error::InvalidArgument(_) | Error::Io { .. } => StatusCode::BAD_REQUEST,
-            Error::Protocol(_) | Error::NoPeers | Error::Untrusted { .. } | Error::Conflict { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Error::Protocol(_)
+            | Error::NoPeers
+            | Error::Untrusted { .. }
+            | Error::Conflict { .. }
+            | Error::Refused { .. } => StatusCode::BAD_GATEWAY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Failure(code, e.to_string())

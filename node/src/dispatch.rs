@@ -143,7 +143,17 @@ async fn attempt_once(inner: &Inner, id: TransferId, info: &TransferInfo, live: 
     }
     let conns = inner.peers.connections().await;
     let pinned = info.hash.filter(|_| info.pinned);
-    let found = download::resolve(&conns, kind, &info.name, &info.version, pinned, |id| inner.is_trusted(id)).await?;
+    let resolved = download::resolve(&conns, kind, &info.name, &info.version, pinned, |id| inner.is_trusted(id)).await;
+    let found = match resolved {
+        // Say so when peers refused us: "no peer has it" would mislead.
+        Err(Error::NotFound { .. } | Error::NoPeers) if !inner.peers.recent_refusals().is_empty() => {
+            return Err(Error::Refused {
+                what: format!("{kind} {} {}", info.name, info.version),
+                refusals: inner.peers.recent_refusals().join("; "),
+            });
+        }
+        other => other?,
+    };
     let hash = Hash(found.hash);
     inner.transfers.update(id, |i| i.hash = Some(hash));
     let lease = inner.store.lease(hash);

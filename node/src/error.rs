@@ -38,6 +38,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Peers refused this node's connections (connection caps, allowlists),
+    /// and no other peer had the resource.
+    #[error("no peer had {what}, and peers refused this node: {refusals}")]
+    Refused {
+        /// The resource.
+        what: String,
+        /// Each refusing peer and its reason.
+        refusals: String,
+    },
     /// No connected peer has the resource.
     #[error("no peer has {kind} {name} {version} (connected peers: {peers})")]
     NotFound {

@@ -165,6 +165,8 @@ pub(crate) struct Peers {
     allowlist: Option<std::collections::HashSet<NodeId>>,
     max_peers: usize,
     max_age: Duration,
+    /// Peers that refused our connection lately, with their reason.
+    refusals: Mutex<HashMap<NodeId, (String, tokio::time::Instant)>>,
 }
 
 impl Peers {
@@ -191,6 +193,7 @@ impl Peers {
             allowlist,
             max_peers: config.max_peers,
             max_age: config.peer_max_age,
+            refusals: Mutex::new(HashMap::new()),
         };
         peers.load();
         Ok(peers)
@@ -453,6 +456,10 @@ impl Peers {
     /// A connection (ours or theirs) ended: forget it. An entry the book
     /// does not keep goes once no connection is left.
     fn lost(&self, id: &NodeId, conn: &Connection, reason: &str) {
+        if let Some(why) = conn.refusal() {
+            warn!(peer = %id, "the peer refused our connection: {why}");
+            self.refusals.lock().unwrap().insert(*id, (why, tokio::time::Instant::now()));
+        }
         let same =
             |c: &Option<Connection>| c.as_ref().is_some_and(|c| c.quinn().stable_id() == conn.quinn().stable_id());
         let gone = {
@@ -510,6 +517,13 @@ impl Peers {
                 me.lost(&id, &conn, &reason.to_string());
             }
         });
+    }
+
+    /// Peers that refused us in the last minute, as "id: reason".
+    pub(crate) fn recent_refusals(&self) -> Vec<String> {
+        let mut r = self.refusals.lock().unwrap();
+        r.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
+        r.iter().map(|(id, (why, _))| format!("{id}: {why}")).collect()
     }
 
     /// The open connection to `id`, if any.

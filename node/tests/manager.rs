@@ -244,10 +244,19 @@ async fn the_allowlist_refuses_other_peers() {
     let target = format!("{}@{}", guarded.node_id(), guarded.addr());
     // The handshake may finish on the client before the server refuses it;
     // either way no request is served.
-    if stranger.connect_peer(&target).await.is_ok() {
-        let id = vm(&stranger, "img", TransferPriority::Normal);
-        let done = stranger.wait(id).await.unwrap();
-        assert_eq!(done.state, TransferState::Failed, "a refused peer was served");
+    match stranger.connect_peer(&target).await {
+        Ok(_) => {
+            let id = vm(&stranger, "img", TransferPriority::Normal);
+            let done = stranger.wait(id).await.unwrap();
+            assert_eq!(done.state, TransferState::Failed, "a refused peer was served");
+            let e = done.error.unwrap_or_default();
+            eprintln!("refused download: {e}");
+            assert!(e.contains("refused") && e.contains(&guarded.node_id().to_string()), "{e}");
+        }
+        Err(e) => {
+            eprintln!("refused dial: {e}");
+            assert!(e.to_string().contains("refused") || e.to_string().contains("allowlist"), "{e}");
+        }
     }
     let id = vm(&friend, "img", TransferPriority::Normal);
     assert_eq!(friend.wait(id).await.unwrap().state, TransferState::Completed);

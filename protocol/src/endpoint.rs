@@ -145,6 +145,22 @@ impl Connection {
         self.inner.remote_address()
     }
 
+    /// The peer's reason, if it closed this connection refusing us
+    /// ([`ErrorCode::Refused`]: an allowlist, a connection cap).
+    pub fn refusal(&self) -> Option<String> {
+        match self.inner.close_reason()? {
+            quinn::ConnectionError::ApplicationClosed(c) if c.error_code == ErrorCode::Refused.varint() => {
+                Some(String::from_utf8_lossy(&c.reason).into_owned())
+            }
+            // A server that refuses our certificate (an allowlist) does so
+            // after our side of the handshake finished: a TLS alert.
+            quinn::ConnectionError::ConnectionClosed(c) if (0x100..0x200).contains(&u64::from(c.error_code)) => {
+                Some(format!("handshake refused ({}): {}", c.error_code, String::from_utf8_lossy(&c.reason)))
+            }
+            _ => None,
+        }
+    }
+
     /// The peer's real UDP address as this endpoint sees it, if the path is
     /// direct (`None` through a relay).
     pub fn observed_addr(&self) -> Option<SocketAddr> {
