@@ -78,9 +78,16 @@ fn conformance_passes_against_a_node_serving_a_resource() {
 fn conformance_fails_and_names_the_check_against_a_node_with_nothing_to_serve() {
     let data = tempfile::tempdir().unwrap();
     let node = start_node(data.path());
-    let out = conformance(&node);
+    // A failed run leaves no scratch dir behind.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["conformance", &format!("{}@{}", node.id, node.addr)])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{table}");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "conformance left its scratch dir");
     let failed: Vec<&str> = table.lines().filter(|l| l.contains(" FAIL ")).collect();
     assert!(failed.iter().any(|l| l.starts_with("get full")), "expected `get full` to fail:\n{table}");
     // The checks that need no blob still pass.

@@ -497,6 +497,8 @@ async fn main() -> Result<()> {
             let scratch = tempfile::Builder::new().prefix("blixard-conformance-").tempdir()?;
             let report = blixard_protocol::conformance::run(id, addr, hash, scratch.path()).await;
             print!("{}", report.table());
+            // exit() skips destructors: remove the scratch dir first.
+            drop(scratch);
             if !report.passed() {
                 std::process::exit(1);
             }
