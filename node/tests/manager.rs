@@ -748,3 +748,30 @@ async fn the_cache_limit_evicts_in_lru_order_and_spares_uploads_tags_and_leases(
     assert_eq!(b.metrics().cache_evictions.get(), 1);
     assert!(["one", "three", "four", "mine"].iter().all(|n| names(&b).contains(&n.to_string())), "{:?}", names(&b));
 }
+
+/// A seeder whose copy rotted at rest serves it (zero-copy, unchecked); the
+/// downloader catches it and cuts the seeder off, and the seeder, told so,
+/// re-checks what it served and stops offering the damaged group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeder_told_it_served_bad_bytes_rechecks_them() {
+    let dir = TempDir::new().unwrap();
+    let seeder = node(dir.path(), 1, P2pConfig::default()).await;
+    upload(&seeder, dir.path(), "img", 2 * 1024 * 1024).await;
+    let hash = seeder.local_resources().unwrap()[0].hash;
+    flip(&seeder.data_dir().join("store/blobs").join(format!("{hash}.data")), 1_000_000);
+    let b = node(dir.path(), 2, P2pConfig { max_retry_attempts: 0, ..Default::default() }).await;
+    link(&b, &seeder).await;
+    let done = b.wait(vm(&b, "img", TransferPriority::Normal)).await.unwrap();
+    assert_eq!(done.state, TransferState::Failed, "the only copy is damaged");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match seeder.store().status(&hash).unwrap() {
+            blixard_store::BlobStatus::Partial { ranges, .. } => {
+                assert!(!ranges.contains(&blixard_store::ChunkNum(1_000_000 / 1024)), "the damaged group is missing");
+                break;
+            }
+            s => assert!(Instant::now() < deadline, "the seeder did not re-check: {s:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

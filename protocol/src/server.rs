@@ -45,6 +45,8 @@ pub struct ServerContext {
     claims: Option<ClaimSource>,
     privileged: Option<PrivilegeSource>,
     on_request: Option<RequestHook>,
+    /// When each blob was last re-checked after a peer's report.
+    rechecked: std::sync::Mutex<std::collections::HashMap<Hash, std::time::Instant>>,
     /// The key that signs this node's own claims: the endpoint's, set by
     /// [`accept_loop`].
     signer: std::sync::OnceLock<Arc<SecretKey>>,
@@ -124,6 +126,7 @@ impl ServerContext {
                 claims: None,
                 privileged: None,
                 on_request: None,
+                rechecked: Default::default(),
                 signer: std::sync::OnceLock::new(),
             },
         }
@@ -199,7 +202,15 @@ struct Peer {
     remote: Option<SocketAddr>,
     /// This connection's response slots.
     responses: Semaphore,
+    /// Blobs served on it (the first [`MAX_RECHECK`]), re-checked if the
+    /// peer closes saying our data failed its verification.
+    served: std::sync::Mutex<Vec<Hash>>,
 }
+
+/// Blobs per connection re-checked after a peer reports bad data.
+const MAX_RECHECK: usize = 16;
+/// A blob is re-checked on a peer's report at most this often.
+const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 async fn serve_admitted(conn: Connection, ctx: Arc<ServerContext>, privileged: bool) -> Result<()> {
     debug!(peer = %conn.remote_id(), addr = %conn.remote_address(), privileged, "serving");
@@ -208,6 +219,7 @@ async fn serve_admitted(conn: Connection, ctx: Arc<ServerContext>, privileged: b
         privileged,
         remote: conn.observed_addr(),
         responses: Semaphore::new(ctx.limits.max_responses_per_connection.max(1)),
+        served: std::sync::Mutex::new(Vec::new()),
     });
     // Streams open now; an anonymous connection with none for
     // `idle_connection` is closed.
@@ -227,6 +239,12 @@ async fn serve_admitted(conn: Connection, ctx: Arc<ServerContext>, privileged: b
         };
         let (send, recv) = match accepted {
             Ok(s) => s,
+            Err(quinn::ConnectionError::ApplicationClosed(c))
+                if c.error_code == ErrorCode::ProtocolViolation.varint() =>
+            {
+                recheck(&ctx, &peer);
+                return Ok(());
+            }
             Err(
                 quinn::ConnectionError::ApplicationClosed(_)
                 | quinn::ConnectionError::LocallyClosed
@@ -357,6 +375,37 @@ async fn answer(
     }
 }
 
+/// The peer closed saying data we served failed its verification: our
+/// copy may have rotted at rest. Re-check what we served it (each blob at
+/// most every [`RECHECK_EVERY`], so reports cannot make us hash forever);
+/// damaged groups become missing, so we stop serving them.
+fn recheck(ctx: &Arc<ServerContext>, peer: &Peer) {
+    let hashes: Vec<Hash> = {
+        let mut last = ctx.rechecked.lock().unwrap();
+        let now = std::time::Instant::now();
+        last.retain(|_, at| now.duration_since(*at) < RECHECK_EVERY);
+        let due: Vec<Hash> = peer.served.lock().unwrap().iter().filter(|h| !last.contains_key(*h)).copied().collect();
+        for h in &due {
+            last.insert(*h, now);
+        }
+        due
+    };
+    if hashes.is_empty() {
+        return;
+    }
+    warn!(peer = %peer.id, blobs = hashes.len(), "a peer reports data we served failed verification: re-checking it");
+    let store = ctx.store.clone();
+    tokio::task::spawn_blocking(move || {
+        for h in hashes {
+            match store.verify_blob(&h, true) {
+                Ok(r) if r.is_intact() => debug!(%h, "re-checked after a report: intact"),
+                Ok(r) => warn!(%h, damaged = ?r.damaged, "re-checked after a report: damaged at rest, now missing"),
+                Err(e) => debug!(%h, "re-check failed: {e}"),
+            }
+        }
+    });
+}
+
 /// Answers get, get-many and get-seq; hands the stream back.
 async fn answer_blobs(
     ctx: &ServerContext,
@@ -439,6 +488,12 @@ async fn send_blob(
 ) -> (quinn::SendStream, std::result::Result<(), ErrorCode>) {
     // This connection's cap first, then a fair share of the server's.
     let Ok(_mine) = peer.responses.acquire().await else { return (send, Err(ErrorCode::Unavailable)) };
+    {
+        let mut served = peer.served.lock().unwrap();
+        if served.len() < MAX_RECHECK && !served.contains(&hash) {
+            served.push(hash);
+        }
+    }
     let _slot = ctx.admission.response(peer.id, peer.privileged).await;
     let mut pace = watched::Pace::new(ctx.limits.response_stall, ctx.limits.min_response_rate);
     let mut response = ctx.store.encode_response(hash, effective.clone());
