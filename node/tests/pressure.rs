@@ -65,8 +65,19 @@ async fn dial(from: &Endpoint, to: &Node) -> Option<Connection> {
     from.connect_node(&target).await.ok()
 }
 
+/// This test process's peak resident set (every node and attacker in it), MiB.
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
+    kib.unwrap_or(0) / 1024
+}
+
 fn assert_within(label: &str, unattacked: Duration, attacked: Duration) {
-    eprintln!("{label}: unattacked {unattacked:?}, attacked {attacked:?}");
+    eprintln!(
+        "{label}: unattacked {unattacked:?}, attacked {attacked:?}, peak RSS of the whole test {} MiB",
+        peak_rss_mib()
+    );
     assert!(
         attacked <= unattacked * 2 + Duration::from_secs(1),
         "{label}: {attacked:?} attacked vs {unattacked:?} unattacked"
