@@ -91,6 +91,7 @@ pub async fn serve(node: Node, port: u16) -> Result<SocketAddr> {
         .route("/v1/export", post(export))
         .route("/v1/verify", post(verify))
         .route("/v1/gc", post(gc))
+        .route("/v1/uploads", get(uploads))
         .route("/v1/transfers", get(transfers))
         .route("/v1/transfers/{id}", get(transfer).delete(cancel))
         .route_layer(middleware::from_fn_with_state(token, authorize));
@@ -313,6 +314,11 @@ impl From<&blixard_store::VerifyReport> for VerifyInfo {
 
 async fn verify(State(node): State<Node>, Json(req): Json<VerifyRequest>) -> Answer<Vec<VerifyInfo>> {
     Ok(Json(node.verify(req.repair).await?.iter().map(VerifyInfo::from).collect()))
+}
+
+/// `GET /v1/uploads`: imports running now.
+async fn uploads(State(node): State<Node>) -> Answer<Vec<crate::UploadProgress>> {
+    Ok(Json(node.uploads()))
 }
 
 /// `POST /v1/gc`: evict over-limit downloads, collect unreachable blobs.

@@ -54,6 +54,17 @@ pub struct TransferProgress {
     pub providers: usize,
 }
 
+/// An upload (import) in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadProgress {
+    /// The file being imported.
+    pub path: std::path::PathBuf,
+    /// Bytes hashed (and copied) so far.
+    pub bytes: u64,
+    /// The file's size.
+    pub total: u64,
+}
+
 /// Everything significant the node does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum P2pEvent {

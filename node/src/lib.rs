@@ -55,7 +55,7 @@ mod transfers;
 
 pub use config::{NodeOptions, P2pConfig};
 pub use error::{Error, Result};
-pub use events::{P2pEvent, PeerInfo, RemoteResource, ResourceInfo, TransferProgress};
+pub use events::{P2pEvent, PeerInfo, RemoteResource, ResourceInfo, TransferProgress, UploadProgress};
 pub use node::{Node, Stats};
 pub use queue::TransferPriority;
 pub use transfers::{TransferId, TransferInfo, TransferState};

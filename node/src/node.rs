@@ -175,6 +175,7 @@ impl Node {
             endpoint: endpoint.clone(),
             transfers: TransferTable::new(&db, metrics.clone(), events.clone())?,
             cache,
+            uploads: Mutex::new(Vec::new()),
             _db: db,
             peers: peers.clone(),
             events,
@@ -299,13 +300,32 @@ impl Node {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a readable file"),
             });
         }
-        let out = self.inner.store.import_path(path, ImportMode::Copy).await?;
+        let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let entry = (path.to_path_buf(), total, done.clone());
+        self.inner.uploads.lock().unwrap().push(entry);
+        let imported = self.inner.store.import_path_with_progress(path, ImportMode::Copy, done.clone()).await;
+        self.inner.uploads.lock().unwrap().retain(|(_, _, d)| !Arc::ptr_eq(d, &done));
+        let out = imported?;
         let r = self.inner.store.put_resource_and_release(&kind, name, version, out.lease)?;
         self.inner.cache.uploaded(&kind, name, version);
         let info = r.clone();
         info!(kind = %kind, name, version, hash = %r.hash, size = r.size, "uploaded");
         let _ = self.inner.events.send(P2pEvent::ResourceAvailable(info.clone()));
         Ok(info)
+    }
+
+    /// Uploads (imports) running now, with their progress.
+    pub fn uploads(&self) -> Vec<crate::UploadProgress> {
+        let uploads = self.inner.uploads.lock().unwrap();
+        uploads
+            .iter()
+            .map(|(path, total, done)| crate::UploadProgress {
+                path: path.clone(),
+                bytes: done.load(std::sync::atomic::Ordering::Relaxed).min(*total),
+                total: *total,
+            })
+            .collect()
     }
 
     /// Queues a download of `(kind, name, version)`; returns its id. A

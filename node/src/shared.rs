@@ -24,6 +24,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) transfers: TransferTable,
     pub(crate) cache: crate::cache::Cache,
+    /// Imports running now: path, size, bytes done.
+    pub(crate) uploads: Mutex<Vec<(std::path::PathBuf, u64, Arc<std::sync::atomic::AtomicU64>)>>,
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) download_limiter: Option<Arc<dyn RateLimiter>>,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,

@@ -22,19 +22,34 @@ use crate::{
     tree, Error, Hash, Result,
 };
 
+/// Where an import counts the bytes it has hashed, if anyone watches.
+pub(crate) type Progress<'a> = Option<&'a std::sync::atomic::AtomicU64>;
+
+fn count_progress<T: TryInto<u64> + Copy>(progress: Progress, window: &Range<T>) {
+    if let (Some(p), Ok(start), Ok(end)) = (progress, window.start.try_into(), window.end.try_into()) {
+        p.fetch_add(end - start, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Outboards up to this size are built in memory; larger ones straight into
 /// their file (64 MiB of outboard covers 16 GiB of data).
 pub(crate) const OUTBOARD_IN_MEMORY_MAX: u64 = 16 * 1024 * 1024;
 
 /// Hashes an open file of `size` bytes; returns the hash and, if it fits in
 /// memory, the outboard (empty for single-group blobs); optionally copies it to `copy_to`.
-pub(crate) fn hash_file(file: &File, size: u64, path: &Path, copy_to: Option<&File>) -> Result<(Hash, Vec<u8>)> {
+pub(crate) fn hash_file(
+    file: &File,
+    size: u64,
+    path: &Path,
+    copy_to: Option<&File>,
+    progress: Progress,
+) -> Result<(Hash, Vec<u8>)> {
     let ob_size = tree::outboard_size(size);
     if ob_size > OUTBOARD_IN_MEMORY_MAX {
         return Err(Error::Limit(format!("outboard of {size} bytes does not fit in memory")));
     }
     let mut ob = vec![0u8; ob_size as usize];
-    let hash = hash_file_into(file, size, path, &mut OutboardSink::Memory(&mut ob), copy_to)?;
+    let hash = hash_file_into(file, size, path, &mut OutboardSink::Memory(&mut ob), copy_to, progress)?;
     Ok((hash, ob))
 }
 
@@ -47,20 +62,21 @@ pub(crate) fn hash_file_into(
     path: &Path,
     sink: &mut OutboardSink<'_>,
     copy_to: Option<&File>,
+    progress: Progress,
 ) -> Result<Hash> {
     if size > 0 {
         match SourceMap::new(file, size as usize) {
             Ok(Some(map)) => {
                 return match copy_to {
-                    None => hash_mapped(&map, size, path, sink),
-                    Some(dst) => copy_then_hash(&map, dst, size, path, sink),
+                    None => hash_mapped(&map, size, path, sink, progress),
+                    Some(dst) => copy_then_hash(&map, dst, size, path, sink, progress),
                 }
             }
             Ok(None) => debug!(path = %path.display(), "no free source-map slot; reading the file"),
             Err(e) => debug!(path = %path.display(), error = %e, "the file cannot be mapped; reading it"),
         }
     }
-    hash_read(file, size, path, sink, copy_to)
+    hash_read(file, size, path, sink, copy_to, progress)
 }
 
 /// Windows of 16 MiB for copy mode: the window being hashed and the one
@@ -84,6 +100,7 @@ fn hash_windows<F>(
     b: &mut OutboardBuilder,
     bytes: &[u8],
     sink: &mut OutboardSink<'_>,
+    progress: Progress,
     beside: F,
 ) -> std::io::Result<std::io::Result<()>>
 where
@@ -102,6 +119,7 @@ where
             let next = (w + 1 < count).then(|| window(b, w + 1));
             let (aside, hashed) = rayon::join(|| beside(done.take(), next), || b.add_window(&bytes[r.clone()], sink));
             hashed?;
+            count_progress(progress, &r);
             if aside.is_err() {
                 return Ok(aside);
             }
@@ -151,8 +169,14 @@ impl<'a> Releaser<'a> {
 /// Reference mode: hashes the file through a guarded map, as `b3sum` does,
 /// releasing each block of the map once it is hashed, so resident memory
 /// stays bounded.
-fn hash_mapped(map: &SourceMap, size: u64, path: &Path, sink: &mut OutboardSink<'_>) -> Result<Hash> {
-    hash_mapped_in_windows(map, size, path, sink, REFERENCE_WINDOW_BLOCKS)
+fn hash_mapped(
+    map: &SourceMap,
+    size: u64,
+    path: &Path,
+    sink: &mut OutboardSink<'_>,
+    progress: Progress,
+) -> Result<Hash> {
+    hash_mapped_in_windows(map, size, path, sink, REFERENCE_WINDOW_BLOCKS, progress)
 }
 
 fn hash_mapped_in_windows(
@@ -161,6 +185,7 @@ fn hash_mapped_in_windows(
     path: &Path,
     sink: &mut OutboardSink<'_>,
     window_blocks: u64,
+    progress: Progress,
 ) -> Result<Hash> {
     const _: () =
         assert!(RELEASE_BYTES.is_multiple_of(outboard::PIECE_BYTES as u64), "pieces must not straddle release blocks");
@@ -174,6 +199,7 @@ fn hash_mapped_in_windows(
             Ok(())
         };
         b.add_window_pieces(piece, sink).map_err(Error::io("hash", path))?;
+        count_progress(progress, &b.window_range(w));
         if map.faulted() {
             return Err(shrank(path));
         }
@@ -186,7 +212,14 @@ fn hash_mapped_in_windows(
 /// the file), and what landed there is hashed through a map of that file
 /// while the next window is written. So the hash is always of the stored
 /// bytes, even if the source changes meanwhile.
-fn copy_then_hash(src: &SourceMap, dst: &File, size: u64, path: &Path, sink: &mut OutboardSink<'_>) -> Result<Hash> {
+fn copy_then_hash(
+    src: &SourceMap,
+    dst: &File,
+    size: u64,
+    path: &Path,
+    sink: &mut OutboardSink<'_>,
+    progress: Progress,
+) -> Result<Hash> {
     let mut b = OutboardBuilder::with_window_blocks(size, MAPPED_WINDOW_BLOCKS);
     let source = src.bytes();
     // In 4 MiB steps, each mapped in at once (a write from pages not yet
@@ -216,7 +249,7 @@ fn copy_then_hash(src: &SourceMap, dst: &File, size: u64, path: &Path, sink: &mu
         done.into_iter().for_each(|r| source_map::release(&map, r));
         next.map(copy).transpose().map(drop)
     };
-    hash_windows(&mut b, &map, sink, beside).map_err(Error::io("hash", path))?.map_err(copy_failed)?;
+    hash_windows(&mut b, &map, sink, progress, beside).map_err(Error::io("hash", path))?.map_err(copy_failed)?;
     if src.faulted() {
         return Err(shrank(path));
     }
@@ -227,12 +260,20 @@ fn copy_then_hash(src: &SourceMap, dst: &File, size: u64, path: &Path, sink: &mu
 /// (see [`OutboardBuilder::add_window_read`]), for when no guarded map is
 /// available. In copy mode each hashing thread writes the piece it just
 /// hashed to `copy_to`, from the same warm buffer.
-fn hash_read(file: &File, size: u64, path: &Path, sink: &mut OutboardSink<'_>, copy_to: Option<&File>) -> Result<Hash> {
+fn hash_read(
+    file: &File,
+    size: u64,
+    path: &Path,
+    sink: &mut OutboardSink<'_>,
+    copy_to: Option<&File>,
+    progress: Progress,
+) -> Result<Hash> {
     let mut b = OutboardBuilder::new(size);
     let read = |offset: u64, buf: &mut [u8]| file.read_exact_at(buf, offset);
     let Some(dst) = copy_to else {
-        for _ in 0..b.window_count() {
+        for w in 0..b.window_count() {
             b.add_window_read(read, |_, _| Ok(()), sink).map_err(Error::io("hash", path))?;
+            count_progress(progress, &b.window_range(w));
         }
         return b.finish(sink).map_err(Error::io("hash", path));
     };
@@ -245,13 +286,14 @@ fn hash_read(file: &File, size: u64, path: &Path, sink: &mut OutboardSink<'_>, c
             std::io::Error::new(kind, "copy failed")
         })
     };
-    for _ in 0..b.window_count() {
+    for w in 0..b.window_count() {
         if let Err(e) = b.add_window_read(read, write, sink) {
             return Err(match write_error.lock().unwrap().take() {
                 Some(w) => Error::io("copy into store", path)(w),
                 None => Error::io("hash", path)(e),
             });
         }
+        count_progress(progress, &b.window_range(w));
     }
     b.finish(sink).map_err(Error::io("hash", path))
 }
@@ -273,10 +315,10 @@ mod tests {
         fs::write(&src, &data[..data.len() - 5000]).unwrap();
         let f = File::open(&src).unwrap();
         let size = data.len() as u64;
-        let err = hash_file(&f, size, &src, None).unwrap_err();
+        let err = hash_file(&f, size, &src, None, None).unwrap_err();
         assert!(matches!(err, Error::Io { .. }) && err.to_string().contains("src"), "{err}");
         let dst = create_rw(&dir.path().join("dst")).unwrap();
-        let err = hash_file(&f, size, &src, Some(&dst)).unwrap_err();
+        let err = hash_file(&f, size, &src, Some(&dst), None).unwrap_err();
         assert!(err.to_string().contains("hash"), "{err}");
     }
 
@@ -289,7 +331,7 @@ mod tests {
         fs::write(&src, &data).unwrap();
         let dst_path = dir.path().join("dst");
         let dst = create_rw(&dst_path).unwrap();
-        let (hash, ob) = hash_file(&File::open(&src).unwrap(), data.len() as u64, &src, Some(&dst)).unwrap();
+        let (hash, ob) = hash_file(&File::open(&src).unwrap(), data.len() as u64, &src, Some(&dst), None).unwrap();
         assert_eq!(hash, Hash::of(&data));
         assert_eq!((hash, ob), outboard::outboard_of(&data));
         assert_eq!(fs::read(&dst_path).unwrap(), data);
@@ -306,14 +348,14 @@ mod tests {
         fs::write(&src, &data).unwrap();
         let expected = outboard::outboard_of(&data);
         let f = File::open(&src).unwrap();
-        assert_eq!(hash_file(&f, len, &src, None).unwrap(), expected, "mapped");
+        assert_eq!(hash_file(&f, len, &src, None, None).unwrap(), expected, "mapped");
         let dst_path = dir.path().join("dst");
         let dst = create_rw(&dst_path).unwrap();
-        assert_eq!(hash_file(&f, len, &src, Some(&dst)).unwrap(), expected, "copied");
+        assert_eq!(hash_file(&f, len, &src, Some(&dst), None).unwrap(), expected, "copied");
         assert_eq!(fs::read(&dst_path).unwrap(), data);
         for copy_to in [None, Some(&create_rw(&dir.path().join("dst2")).unwrap())] {
             let mut ob = vec![0u8; tree::outboard_size(len) as usize];
-            let hash = hash_read(&f, len, &src, &mut OutboardSink::Memory(&mut ob), copy_to).unwrap();
+            let hash = hash_read(&f, len, &src, &mut OutboardSink::Memory(&mut ob), copy_to, None).unwrap();
             assert_eq!((hash, ob), expected, "read, copy {}", copy_to.is_some());
         }
         assert_eq!(fs::read(dir.path().join("dst2")).unwrap(), data);
@@ -321,8 +363,8 @@ mod tests {
         for window_blocks in [256, RELEASE_BYTES / tree::BLOCK_BYTES, 2048] {
             let map = SourceMap::new(&f, len as usize).unwrap().unwrap();
             let mut ob = vec![0u8; tree::outboard_size(len) as usize];
-            let hash =
-                hash_mapped_in_windows(&map, len, &src, &mut OutboardSink::Memory(&mut ob), window_blocks).unwrap();
+            let hash = hash_mapped_in_windows(&map, len, &src, &mut OutboardSink::Memory(&mut ob), window_blocks, None)
+                .unwrap();
             assert_eq!((hash, ob), expected, "reference, windows of {window_blocks} blocks");
         }
     }

@@ -15,7 +15,7 @@ use tracing::debug;
 
 use crate::{
     entry::DataLocation,
-    hashing::{hash_file, hash_file_into, OUTBOARD_IN_MEMORY_MAX},
+    hashing::{hash_file, hash_file_into, Progress, OUTBOARD_IN_MEMORY_MAX},
     outboard::OutboardSink,
     tree, Error, Hash, Lease, Result, Store, INLINE_MAX,
 };
@@ -79,7 +79,20 @@ impl Store {
     pub async fn import_path(&self, path: impl AsRef<Path>, mode: ImportMode) -> Result<ImportOutcome> {
         let store = self.clone();
         let path = path.as_ref().to_path_buf();
-        tokio::task::spawn_blocking(move || store.import_path_blocking(&path, mode)).await?
+        tokio::task::spawn_blocking(move || store.import_path_blocking(&path, mode, None)).await?
+    }
+
+    /// [`Store::import_path`], adding the bytes hashed so far to `progress`
+    /// as it goes (for a progress bar; the file's size is the total).
+    pub async fn import_path_with_progress(
+        &self,
+        path: impl AsRef<Path>,
+        mode: ImportMode,
+        progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<ImportOutcome> {
+        let store = self.clone();
+        let path = path.as_ref().to_path_buf();
+        tokio::task::spawn_blocking(move || store.import_path_blocking(&path, mode, Some(&progress))).await?
     }
 
     /// Imports bytes held in memory.
@@ -124,7 +137,7 @@ impl Store {
         tokio::task::spawn_blocking(move || store.import_owned_tmp(&tmp, f)).await?
     }
 
-    fn import_path_blocking(&self, path: &Path, mode: ImportMode) -> Result<ImportOutcome> {
+    fn import_path_blocking(&self, path: &Path, mode: ImportMode, progress: Progress) -> Result<ImportOutcome> {
         let path = fs::canonicalize(path).map_err(Error::io("resolve", path))?;
         let (size, mtime) = file_identity(&path)?;
         if size <= INLINE_MAX {
@@ -136,7 +149,7 @@ impl Store {
         let src = File::open(&path).map_err(Error::io("open", &path))?;
         let outcome = match mode {
             ImportMode::Reference => {
-                let (hash, ob, ob_tmp) = self.hash_to_outboard(&src, size, &path, None)?;
+                let (hash, ob, ob_tmp) = self.hash_to_outboard(&src, size, &path, None, progress)?;
                 if file_identity(&path)? != (size, mtime) {
                     return Err(Error::InvalidArgument(format!("{} changed during import", path.display())));
                 }
@@ -149,7 +162,7 @@ impl Store {
                 let tmp = self.tmp_path("copy");
                 let hashed = create_rw(&tmp)
                     .and_then(|dst| preallocate(&dst, size, &tmp).map(|_| dst))
-                    .and_then(|dst| self.hash_to_outboard(&src, size, &path, Some(&dst)));
+                    .and_then(|dst| self.hash_to_outboard(&src, size, &path, Some(&dst), progress));
                 let (hash, ob, ob_tmp) = hashed.inspect_err(|_| {
                     let _ = fs::remove_file(&tmp);
                 })?;
@@ -175,7 +188,7 @@ impl Store {
                 let _ = fs::remove_file(tmp);
                 return self.commit_inline(&hash, data).map(|lease| ImportOutcome { hash, size, lease });
             }
-            let (hash, ob, ob_tmp) = self.hash_to_outboard(&f, size, tmp, None)?;
+            let (hash, ob, ob_tmp) = self.hash_to_outboard(&f, size, tmp, None, None)?;
             let lease = self.commit(&hash, size, DataLocation::Owned, Some(tmp.to_path_buf()), ob, ob_tmp)?;
             Ok(ImportOutcome { hash, size, lease })
         })();
@@ -192,16 +205,17 @@ impl Store {
         size: u64,
         path: &Path,
         copy_to: Option<&File>,
+        progress: Progress,
     ) -> Result<(Hash, Vec<u8>, Option<PathBuf>)> {
         let ob_size = tree::outboard_size(size);
         if ob_size <= OUTBOARD_IN_MEMORY_MAX {
-            let (hash, ob) = hash_file(src, size, path, copy_to)?;
+            let (hash, ob) = hash_file(src, size, path, copy_to, progress)?;
             return Ok((hash, ob, None));
         }
         let ob_tmp = self.tmp_path("obao4");
         let f = File::create(&ob_tmp).map_err(Error::io("create", &ob_tmp))?;
         f.set_len(ob_size).map_err(Error::io("set length of", &ob_tmp))?;
-        match hash_file_into(src, size, path, &mut OutboardSink::File(&f), copy_to) {
+        match hash_file_into(src, size, path, &mut OutboardSink::File(&f), copy_to, progress) {
             Ok(hash) => Ok((hash, Vec::new(), Some(ob_tmp))),
             Err(e) => {
                 let _ = fs::remove_file(&ob_tmp);

@@ -293,7 +293,7 @@ impl Store {
             if f.metadata().map_err(Error::io("stat", &data_path))?.len() != size {
                 return Ok(false);
             }
-            let (h, outboard) = crate::hashing::hash_file(&f, size, &data_path, None)?;
+            let (h, outboard) = crate::hashing::hash_file(&f, size, &data_path, None, None)?;
             if h != *hash {
                 return Ok(false);
             }

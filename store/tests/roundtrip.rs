@@ -176,3 +176,20 @@ async fn unaligned_ranges_round_trip_from_every_kind_of_blob() {
         }
     }
 }
+
+/// An import counts every byte it hashed, in both modes, window by window.
+#[tokio::test]
+async fn import_progress_counts_every_byte() {
+    use std::sync::{atomic::AtomicU64, Arc};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    for (i, mode) in [ImportMode::Copy, ImportMode::Reference].into_iter().enumerate() {
+        let file = dir.path().join(format!("f{i}"));
+        let len = 40 * 1024 * 1024 + 123;
+        std::fs::write(&file, common::data(len, i as u64)).unwrap();
+        let progress = Arc::new(AtomicU64::new(0));
+        let out = store.import_path_with_progress(&file, mode, progress.clone()).await.unwrap();
+        assert_eq!(out.size, len as u64);
+        assert_eq!(progress.load(std::sync::atomic::Ordering::Relaxed), len as u64, "{mode:?}");
+    }
+}

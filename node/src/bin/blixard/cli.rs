@@ -80,17 +80,31 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 pub fn upload(node: &Control, name: &str, version: &str, file: &Path) -> Result<()> {
     let path = absolute(file)?;
     let size = std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?.len();
-    let spinner = ProgressBar::new_spinner().with_message(format!(
-        "importing {} ({})",
-        path.display(),
-        indicatif::HumanBytes(size)
-    ));
-    spinner.enable_steady_tick(Duration::from_millis(100));
+    let bar = ProgressBar::new(size).with_style(progress_style());
+    bar.set_message(format!("importing {}", path.display()));
+    bar.enable_steady_tick(Duration::from_millis(100));
     let started = Instant::now();
-    let body =
-        ResourceFile { kind: "vm-image".into(), name: name.into(), version: version.into(), path, overwrite: false };
-    let info: ResourceInfo = node.post("/v1/upload", &body)?;
-    spinner.finish_and_clear();
+    let body = ResourceFile {
+        kind: "vm-image".into(),
+        name: name.into(),
+        version: version.into(),
+        path: path.clone(),
+        overwrite: false,
+    };
+    // The import runs in the node while this thread follows its progress.
+    let info: ResourceInfo = std::thread::scope(|scope| {
+        let call = scope.spawn(|| node.post::<ResourceInfo>("/v1/upload", &body));
+        while !call.is_finished() {
+            if let Ok(uploads) = node.get::<Vec<blixard_node::UploadProgress>>("/v1/uploads") {
+                if let Some(u) = uploads.iter().find(|u| u.path == path) {
+                    bar.set_position(u.bytes);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        call.join().unwrap_or_else(|_| Err(anyhow!("the upload request panicked")))
+    })?;
+    bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!(
         "uploaded vm-image {name} {version}: {} in {secs:.1} s ({}/s), hash {}",
