@@ -775,3 +775,18 @@ async fn a_seeder_told_it_served_bad_bytes_rechecks_them() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A peer that dialed in shows as connected at once, on the side it dialed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_dialed_in_shows_connected_at_once() {
+    let dir = TempDir::new().unwrap();
+    let a = node(dir.path(), 1, P2pConfig::default()).await;
+    let b = node(dir.path(), 2, P2pConfig::default()).await;
+    link(&b, &a).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !a.peers().iter().any(|p| p.id == b.node_id().to_string() && p.connected) {
+        assert!(Instant::now() < deadline, "{:?}", a.peers());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(a.stats().peers_connected, 1);
+}
