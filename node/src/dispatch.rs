@@ -144,12 +144,26 @@ async fn attempt_once(inner: &Inner, id: TransferId, info: &TransferInfo, live: 
     let conns = inner.peers.connections().await;
     let pinned = info.hash.filter(|_| info.pinned);
     let resolved = download::resolve(&conns, kind, &info.name, &info.version, pinned, |id| inner.is_trusted(id)).await;
+    // Say so when peers refused us: "no peer has it" would mislead. A
+    // connection refused during this attempt may not have reached the peer
+    // book yet, so its own close reason counts too.
+    let refusals = || {
+        let mut r = inner.peers.recent_refusals();
+        for c in &conns {
+            if let Some(why) = c.refusal() {
+                let line = format!("{}: {why}", c.remote_id());
+                if !r.contains(&line) {
+                    r.push(line);
+                }
+            }
+        }
+        r
+    };
     let found = match resolved {
-        // Say so when peers refused us: "no peer has it" would mislead.
-        Err(Error::NotFound { .. } | Error::NoPeers) if !inner.peers.recent_refusals().is_empty() => {
+        Err(Error::NotFound { .. } | Error::NoPeers) if !refusals().is_empty() => {
             return Err(Error::Refused {
                 what: format!("{kind} {} {}", info.name, info.version),
-                refusals: inner.peers.recent_refusals().join("; "),
+                refusals: refusals().join("; "),
             });
         }
         other => other?,
