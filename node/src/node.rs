@@ -338,6 +338,7 @@ impl Node {
         version: &str,
         priority: TransferPriority,
     ) -> Result<TransferId> {
+        blixard_store::validate_resource_key(&kind, name, version)?;
         self.inner.transfers.request((kind, name.into(), version.into()), priority, None)
     }
 
@@ -352,6 +353,7 @@ impl Node {
         hash: blixard_store::Hash,
         priority: TransferPriority,
     ) -> Result<TransferId> {
+        blixard_store::validate_resource_key(&kind, name, version)?;
         self.inner.transfers.request((kind, name.into(), version.into()), priority, Some(hash))
     }
 

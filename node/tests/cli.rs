@@ -195,3 +195,29 @@ fn transfers_can_be_listed_cancelled_and_interrupted() {
     let listed = String::from_utf8_lossy(&blixard(&["transfers"], &data).stdout).to_string();
     assert!(listed.lines().any(|l| l.contains("other") && l.contains("cancelled")), "{listed}");
 }
+
+/// Client errors are told before any transfer starts: an output that is a
+/// directory or in a missing one, an empty name (HTTP 400, not 500).
+#[test]
+fn bad_outputs_and_names_fail_before_any_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let _node = start_node(&data);
+    let cases: [(&[&str], &str); 3] = [
+        (&["--output", dir.path().to_str().unwrap()], "is a directory"),
+        (&["--output", "/nonexistent/dir/out.img"], "not an existing directory"),
+        (&["--name", "", "--version", "1"], "HTTP 400"),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec!["vm", "download"];
+        if !extra.contains(&"--name") {
+            args.extend(["--name", "x", "--version", "1"]);
+        }
+        args.extend(extra);
+        let out = blixard(&args, &data);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(expected), "{args:?}: {}", stderr(&out));
+    }
+    let listed = String::from_utf8_lossy(&blixard(&["transfers"], &data).stdout).to_string();
+    assert!(listed.contains("no transfers"), "{listed}");
+}

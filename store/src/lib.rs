@@ -88,7 +88,7 @@ pub use incoming::IncomingBlob;
 pub use ranges::{ChunkNum, ChunkRanges};
 pub use reader::BlobReader;
 pub use receive::{ReceiveOutcome, BATCH_BYTES};
-pub use resources::{Resource, ResourceKind, MAX_NAME_LEN};
+pub use resources::{validate_resource_key, Resource, ResourceKind, MAX_NAME_LEN};
 pub use roots::{GcStats, Lease, MAX_TAG_LEN};
 pub use salvage::Recovery;
 pub use store::{BlobStatus, Store, StoreConfig, FORMAT_VERSION};

@@ -116,6 +116,12 @@ fn check(what: &str, s: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a resource's kind, name and version as [`Store::put_resource`]
+/// would, without touching a store: for refusing a bad request up front.
+pub fn validate_resource_key(kind: &ResourceKind, name: &str, version: &str) -> Result<()> {
+    key(kind, name, version).map(drop)
+}
+
 fn key(kind: &ResourceKind, name: &str, version: &str) -> Result<Vec<u8>> {
     kind.validate()?;
     check("name", name)?;

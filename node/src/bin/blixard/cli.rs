@@ -128,8 +128,20 @@ pub fn download(
     hash: Option<blixard_store::Hash>,
     detach: bool,
 ) -> Result<()> {
-    // Resolve the output first: a bad path fails before any transfer.
+    // Check the output first: a bad path fails before any transfer.
     let output = output.map(absolute).transpose()?;
+    if let Some(out) = &output {
+        let dir = out.parent().unwrap_or(Path::new("/"));
+        if !dir.is_dir() {
+            bail!("cannot write {}: {} is not an existing directory", out.display(), dir.display());
+        }
+        if out.is_dir() {
+            bail!("cannot write {}: it is a directory (give a file name)", out.display());
+        }
+        if !force && out.symlink_metadata().is_ok() {
+            bail!("{} exists: pass --force to replace it", out.display());
+        }
+    }
     let req = DownloadRequest { kind: "vm-image".into(), name: name.into(), version: version.into(), priority, hash };
     let id: blixard_node::TransferId = node.post("/v1/download", &req)?;
     if detach {
