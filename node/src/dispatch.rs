@@ -144,27 +144,25 @@ async fn attempt_once(inner: &Inner, id: TransferId, info: &TransferInfo, live: 
     let conns = inner.peers.connections().await;
     let pinned = info.hash.filter(|_| info.pinned);
     let resolved = download::resolve(&conns, kind, &info.name, &info.version, pinned, |id| inner.is_trusted(id)).await;
-    // Say so when peers refused us: "no peer has it" would mislead. A
-    // connection refused during this attempt may not have reached the peer
-    // book yet, so its own close reason counts too.
-    let refusals = || {
-        let mut r = inner.peers.recent_refusals();
-        for c in &conns {
-            if let Some(why) = c.refusal() {
-                let line = format!("{}: {why}", c.remote_id());
-                if !r.contains(&line) {
-                    r.push(line);
+    let found = match resolved {
+        // Say so when peers refused us: "no peer has it" would mislead. A
+        // connection refused during this attempt may not have reached the
+        // peer book yet, so its own close reason counts too.
+        Err(e @ (Error::NotFound { .. } | Error::NoPeers)) => {
+            let mut refusals = inner.peers.recent_refusals();
+            for c in &conns {
+                if let Some(why) = c.refusal() {
+                    let line = format!("{}: {why}", c.remote_id());
+                    if !refusals.contains(&line) {
+                        refusals.push(line);
+                    }
                 }
             }
-        }
-        r
-    };
-    let found = match resolved {
-        Err(Error::NotFound { .. } | Error::NoPeers) if !refusals().is_empty() => {
-            return Err(Error::Refused {
-                what: format!("{kind} {} {}", info.name, info.version),
-                refusals: refusals().join("; "),
-            });
+            if refusals.is_empty() {
+                return Err(e);
+            }
+            let what = format!("{kind} {} {}", info.name, info.version);
+            return Err(Error::Refused { what, refusals: refusals.join("; ") });
         }
         other => other?,
     };

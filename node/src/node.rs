@@ -302,10 +302,18 @@ impl Node {
         }
         let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let entry = (path.to_path_buf(), total, done.clone());
-        self.inner.uploads.lock().unwrap().push(entry);
-        let imported = self.inner.store.import_path_with_progress(path, ImportMode::Copy, done.clone()).await;
-        self.inner.uploads.lock().unwrap().retain(|(_, _, d)| !Arc::ptr_eq(d, &done));
+        self.inner.uploads.lock().unwrap().push((path.to_path_buf(), total, done.clone()));
+        // Listed while it runs, even if this future is dropped (a client
+        // that hung up on the control API).
+        struct Listed<'a>(&'a Inner, Arc<std::sync::atomic::AtomicU64>);
+        impl Drop for Listed<'_> {
+            fn drop(&mut self) {
+                self.0.uploads.lock().unwrap().retain(|(_, _, d)| !Arc::ptr_eq(d, &self.1));
+            }
+        }
+        let listed = Listed(&self.inner, done.clone());
+        let imported = self.inner.store.import_path_with_progress(path, ImportMode::Copy, done).await;
+        drop(listed);
         let out = imported?;
         let r = self.inner.store.put_resource_and_release(&kind, name, version, out.lease)?;
         self.inner.cache.uploaded(&kind, name, version);

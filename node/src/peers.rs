@@ -334,12 +334,9 @@ impl Peers {
     fn touch(&self, id: &NodeId, f: impl FnOnce(&mut Entry)) {
         let mut book = self.book.lock().unwrap();
         if let Some(e) = book.get_mut(id) {
-            let was = self.keeps(id, e);
             f(e);
             e.last_seen = now_secs();
-            if !was || self.keeps(id, e) {
-                self.save(id, e);
-            }
+            self.save(id, e);
         }
     }
 
@@ -443,6 +440,12 @@ impl Peers {
             let _ = self.events.send(P2pEvent::PeerConnected(id.to_string()));
         }
         self.update_gauge();
+        self.watch_close(id, conn);
+        Some(id)
+    }
+
+    /// Calls [`Peers::lost`] when `conn` closes (unless the book is gone).
+    fn watch_close(self: &Arc<Self>, id: NodeId, conn: Connection) {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
             let reason = conn.quinn().closed().await;
@@ -450,7 +453,6 @@ impl Peers {
                 me.lost(&id, &conn, &reason.to_string());
             }
         });
-        Some(id)
     }
 
     /// A connection (ours or theirs) ended: forget it. An entry the book
@@ -509,14 +511,7 @@ impl Peers {
             let _ = self.events.send(P2pEvent::PeerConnected(id.to_string()));
             self.update_gauge();
         }
-        let me = Arc::downgrade(self);
-        let conn = conn.clone();
-        tokio::spawn(async move {
-            let reason = conn.quinn().closed().await;
-            if let Some(me) = me.upgrade() {
-                me.lost(&id, &conn, &reason.to_string());
-            }
-        });
+        self.watch_close(id, conn.clone());
     }
 
     /// Peers that refused us in the last minute, as "id: reason".

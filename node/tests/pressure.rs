@@ -5,7 +5,6 @@
 //! scheduling noise on a 2-core machine).
 
 use std::{
-    net::SocketAddr,
     path::Path,
     time::{Duration, Instant},
 };
@@ -46,13 +45,18 @@ async fn server(dir: &Path) -> (Node, Hash) {
 async fn honest_download(dir: &Path, a: &Node, id: u64) -> Duration {
     let b = node(dir, id).await;
     b.connect_peer(&format!("{}@{}", a.node_id(), a.addr())).await.unwrap();
+    let took = timed_download(&b).await;
+    b.shutdown().await;
+    took
+}
+
+/// `b` downloads the image from its peers: how long it took.
+async fn timed_download(b: &Node) -> Duration {
     let start = Instant::now();
     let t = b.request_download(ResourceKind::VmImage, "image", "1", TransferPriority::Normal).unwrap();
     let done = tokio::time::timeout(Duration::from_secs(120), b.wait(t)).await.expect("download hung").unwrap();
     assert_eq!(done.state, TransferState::Completed, "{done:?}");
-    let took = start.elapsed();
-    b.shutdown().await;
-    took
+    start.elapsed()
 }
 
 /// An endpoint with a fresh, anonymous identity.
@@ -140,11 +144,7 @@ async fn idle_connections_do_not_lock_out_a_configured_peer() {
     let b = node(dir.path(), 3).await;
     a.connect_peer(&format!("{}@{}", b.node_id(), b.addr())).await.unwrap();
     b.connect_peer(&format!("{}@{}", a.node_id(), a.addr())).await.unwrap();
-    let start = Instant::now();
-    let t = b.request_download(ResourceKind::VmImage, "image", "1", TransferPriority::Normal).unwrap();
-    let done = tokio::time::timeout(Duration::from_secs(120), b.wait(t)).await.expect("download hung").unwrap();
-    assert_eq!(done.state, TransferState::Completed, "{done:?}");
-    assert_within("300 idle connections", unattacked, start.elapsed());
+    assert_within("300 idle connections", unattacked, timed_download(&b).await);
     let open = held.iter().filter(|c| c.quinn().close_reason().is_none()).count();
     eprintln!("{open} of {} attacking connections still open", held.len());
     assert!(open <= 32, "the per-IP cap holds: {open} open");
@@ -161,11 +161,9 @@ async fn one_shot_identities_do_not_fill_the_peer_book() {
     let unattacked = honest_download(dir.path(), &a, 2).await;
 
     let b = node(dir.path(), 3).await;
-    let addr: SocketAddr = b.addr();
     for _ in 0..1000 {
         let s = stranger();
-        let target = NodeAddr { id: Some(b.node_id()), direct_addrs: vec![addr], relay: None };
-        if let Ok(c) = s.connect_node(&target).await {
+        if let Some(c) = dial(&s, &b).await {
             let _ = blixard_protocol::client::ping(&c).await;
             c.close(blixard_protocol::ErrorCode::Ok, "bye");
         }
@@ -176,9 +174,5 @@ async fn one_shot_identities_do_not_fill_the_peer_book() {
     eprintln!("peer book after 1000 one-shot identities: {known}");
     assert!(known <= blixard_node::config::DEFAULT_MAX_PEERS, "{known} peers kept");
     b.connect_peer(&format!("{}@{}", a.node_id(), a.addr())).await.unwrap();
-    let start = Instant::now();
-    let t = b.request_download(ResourceKind::VmImage, "image", "1", TransferPriority::Normal).unwrap();
-    let done = tokio::time::timeout(Duration::from_secs(120), b.wait(t)).await.expect("download hung").unwrap();
-    assert_eq!(done.state, TransferState::Completed, "{done:?}");
-    assert_within("1000 one-shot identities", unattacked, start.elapsed());
+    assert_within("1000 one-shot identities", unattacked, timed_download(&b).await);
 }

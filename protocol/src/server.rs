@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::{
-    admission::{Admission, PrivilegeSource},
+    admission::{Admission, ConnectionTicket, PrivilegeSource},
     frame,
     limits::*,
     plan,
@@ -159,15 +159,7 @@ pub async fn accept_loop_with(endpoint: Endpoint, ctx: Arc<ServerContext>, on_co
     while let Some(conn) = endpoint.accept().await {
         match conn {
             Ok(conn) => {
-                let privileged = ctx.is_privileged(&conn.remote_id());
-                let ticket = match ctx.admission.connect(conn.remote_address().ip(), privileged) {
-                    Ok(t) => t,
-                    Err(refusal) => {
-                        debug!(peer = %conn.remote_id(), addr = %conn.remote_address(), "{}", refusal.reason());
-                        conn.close(ErrorCode::Refused, refusal.reason());
-                        continue;
-                    }
-                };
+                let Some((ticket, privileged)) = admit(&ctx, &conn) else { continue };
                 on_connect(&conn);
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
@@ -185,12 +177,22 @@ pub async fn accept_loop_with(endpoint: Endpoint, ctx: Arc<ServerContext>, on_co
 /// Serves every request stream `conn` opens until it closes, if the
 /// admission limits let it in.
 pub async fn serve(conn: Connection, ctx: Arc<ServerContext>) -> Result<()> {
+    match admit(&ctx, &conn) {
+        Some((_ticket, privileged)) => serve_admitted(conn, ctx, privileged).await,
+        None => Ok(()),
+    }
+}
+
+/// Admits `conn` (its place, and whether it is privileged), or closes it
+/// with [`ErrorCode::Refused`] and the reason.
+fn admit(ctx: &ServerContext, conn: &Connection) -> Option<(ConnectionTicket, bool)> {
     let privileged = ctx.is_privileged(&conn.remote_id());
     match ctx.admission.connect(conn.remote_address().ip(), privileged) {
-        Ok(_ticket) => serve_admitted(conn, ctx, privileged).await,
+        Ok(ticket) => Some((ticket, privileged)),
         Err(refusal) => {
+            debug!(peer = %conn.remote_id(), addr = %conn.remote_address(), "{}", refusal.reason());
             conn.close(ErrorCode::Refused, refusal.reason());
-            Ok(())
+            None
         }
     }
 }

@@ -125,11 +125,11 @@ async fn a_truncated_stream_keeps_what_verified() {
 async fn a_lying_size_header_is_caught() {
     let data = common::data(600_000, 3);
     for size in [1, 599_999, 600_001, 1 << 40, u64::MAX] {
-        let before = peak_rss();
+        let before = common::peak_rss_kib() * 1024;
         let (r, c, hash, _) = fetch_from_liar(Lie::SizeHeader(size), &data).await;
         // Nor memory: the peak grew by about what an honest fetch costs
         // (new stores and endpoints), nothing proportional to the claim.
-        let grew = peak_rss() - before;
+        let grew = common::peak_rss_kib() * 1024 - before;
         eprintln!("size {size}: peak RSS grew {} KiB", grew >> 10);
         assert!(grew < 32 << 20, "size {size}: peak RSS grew {grew}");
         let store = &c.store;
@@ -154,13 +154,6 @@ fn disk_used(dir: &std::path::Path) -> u64 {
         total += if m.is_dir() { disk_used(&e.path()) } else { m.blocks() * 512 };
     }
     total
-}
-
-/// This process's peak resident set, bytes.
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

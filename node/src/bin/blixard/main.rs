@@ -310,18 +310,6 @@ fn init_logging(daemon: bool) {
         .init();
 }
 
-/// Flags that take their value from an environment variable too.
-const ENV_FLAGS: [(&str, &str); 8] = [
-    ("--max-cache-size", "BLIXARD_P2P_MAX_CACHE_SIZE"),
-    ("--max-concurrent-transfers", "BLIXARD_P2P_MAX_CONCURRENT_TRANSFERS"),
-    ("--transfer-timeout", "BLIXARD_P2P_TRANSFER_TIMEOUT"),
-    ("--max-retry-attempts", "BLIXARD_P2P_MAX_RETRY_ATTEMPTS"),
-    ("--peer-discovery-interval", "BLIXARD_P2P_DISCOVERY_INTERVAL"),
-    ("--health-check-interval", "BLIXARD_P2P_HEALTH_INTERVAL"),
-    ("--bandwidth-limit-mbps", "BLIXARD_P2P_BANDWIDTH_LIMIT_MBPS"),
-    ("--trust", "BLIXARD_P2P_TRUST"),
-];
-
 /// clap names the flag when a value from its environment variable is bad;
 /// the user set the variable, so name that instead.
 fn from_environment(e: &clap::Error) -> Option<String> {
@@ -331,11 +319,15 @@ fn from_environment(e: &clap::Error) -> Option<String> {
     let text = e.to_string();
     let first = text.lines().next()?.trim_start_matches("error: ");
     let given = |flag: &str| std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
-    let (_, env) = ENV_FLAGS
-        .iter()
-        .find(|(flag, env)| first.contains(&format!("'{flag} ")) && std::env::var_os(env).is_some() && !given(flag))?;
+    // The flags that read an environment variable, as clap declares them.
+    let command = <Cli as clap::CommandFactory>::command();
+    let env = command.get_subcommands().flat_map(|c| c.get_arguments()).find_map(|arg| {
+        let flag = format!("--{}", arg.get_long()?);
+        let env = arg.get_env()?.to_str()?.to_string();
+        (first.contains(&format!("'{flag} ")) && std::env::var_os(&env).is_some() && !given(&flag)).then_some(env)
+    })?;
     let why = first.split_once("': ").map_or(first, |(_, why)| why);
-    let value = std::env::var(env).unwrap_or_default();
+    let value = std::env::var(&env).unwrap_or_default();
     Some(format!("invalid value {value:?} in the environment variable {env}: {why}"))
 }
 
