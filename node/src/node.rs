@@ -82,33 +82,15 @@ impl Drop for StopOnDrop {
 /// held (known peers, queued transfers) is rebuilt from configuration and
 /// use, and losing it must not keep the node down.
 fn open_node_db(path: &std::path::Path) -> Result<sled::Db> {
-    let open = |p: &std::path::Path| {
-        let p = p.to_path_buf();
-        match std::panic::catch_unwind(move || sled::open(&p)) {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err("the database is damaged".into()),
-        }
-    };
-    match open(path) {
-        Ok(db) => Ok(db),
-        Err(reason) if reason.contains("lock") => Err(Error::start(
-            format!("node database in {} (is another node using this data dir?)", path.display()),
-            std::io::Error::other(reason),
-        )),
-        Err(reason) => {
-            let stamp =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            let aside = path.with_file_name(format!("node.db.damaged-{stamp}"));
-            std::fs::rename(path, &aside)
-                .map_err(|e| Error::start(format!("moving the damaged node database {} aside", path.display()), e))?;
-            tracing::error!(
-                path = %aside.display(),
-                "the node database was damaged ({reason}): moved aside; saved peers and queued transfers are lost"
-            );
-            open(path)
-                .map_err(|e| Error::start(format!("node database in {}", path.display()), std::io::Error::other(e)))
-        }
+    let (db, aside) = blixard_store::open_or_set_aside(path)
+        .map_err(|e| Error::start(format!("node database in {}", path.display()), e))?;
+    if let Some(aside) = aside {
+        tracing::error!(
+            path = %aside.display(),
+            "the node database was damaged: moved aside; saved peers and queued transfers are lost"
+        );
     }
+    Ok(db)
 }
 
 impl Node {

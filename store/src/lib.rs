@@ -90,7 +90,7 @@ pub use reader::BlobReader;
 pub use receive::{ReceiveOutcome, BATCH_BYTES};
 pub use resources::{validate_resource_key, Resource, ResourceKind, MAX_NAME_LEN};
 pub use roots::{GcStats, Lease, MAX_TAG_LEN};
-pub use salvage::Recovery;
+pub use salvage::{open_or_set_aside, Recovery};
 pub use store::{BlobStatus, Store, StoreConfig, FORMAT_VERSION};
 pub use verify::VerifyReport;
 

@@ -59,13 +59,25 @@ impl Recovery {
     }
 }
 
-/// Moves a damaged metadata directory aside; where it went.
-pub(crate) fn move_aside(meta: &Path) -> Result<PathBuf> {
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let aside = meta.with_file_name(format!("meta.damaged-{stamp}"));
-    fs::rename(meta, &aside).map_err(Error::io("move aside", meta))?;
-    error!(path = %aside.display(), "the store's metadata database is damaged: moved aside, starting a new one");
-    Ok(aside)
+/// Opens the sled database at `path`; one too damaged to open is moved
+/// aside (to `<name>.damaged-<unix time>`, kept for inspection) and a new
+/// one started. Returns where the damaged one went, if it was. A database
+/// locked by another process is an error, never moved. The store's
+/// metadata and the node's own database both open this way.
+pub fn open_or_set_aside(path: &Path) -> Result<(sled::Db, Option<PathBuf>)> {
+    match crate::store::open_sled(path) {
+        Err(Error::OpenMetadata { reason, .. }) if !reason.contains("another process") => {
+            warn!(path = %path.display(), "cannot open the database: {reason}");
+            let stamp =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let aside = path.with_file_name(format!("{name}.damaged-{stamp}"));
+            fs::rename(path, &aside).map_err(Error::io("move aside", path))?;
+            error!(path = %aside.display(), "a damaged database was moved aside; starting a new one");
+            Ok((crate::store::open_sled(path)?, Some(aside)))
+        }
+        other => other.map(|db| (db, None)),
+    }
 }
 
 impl Store {

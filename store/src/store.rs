@@ -117,14 +117,8 @@ impl Store {
         }
         let meta = dir.join("meta");
         let mut recovery = crate::salvage::Recovery::default();
-        let db = match open_sled(&meta) {
-            Err(Error::OpenMetadata { reason, .. }) if !reason.contains("another process") => {
-                warn!(path = %meta.display(), "cannot open the metadata database: {reason}");
-                recovery.moved_aside = Some(crate::salvage::move_aside(&meta)?);
-                open_sled(&meta)?
-            }
-            other => other?,
-        };
+        let (db, moved_aside) = crate::salvage::open_or_set_aside(&meta)?;
+        recovery.moved_aside = moved_aside;
         let fresh = check_version(&db, &meta)?;
         let has_blob_files = fs::read_dir(dir.join("blobs")).map(|mut d| d.next().is_some()).unwrap_or(false);
         recovery.metadata_lost = fresh && has_blob_files && recovery.moved_aside.is_none();
@@ -337,7 +331,7 @@ impl Store {
 /// interval later, so an immediate reopen in the same process can find it held.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
-fn open_sled(path: &Path) -> Result<sled::Db> {
+pub(crate) fn open_sled(path: &Path) -> Result<sled::Db> {
     let started = std::time::Instant::now();
     loop {
         let p = path.to_path_buf();
