@@ -70,8 +70,13 @@ impl ControlFile {
 }
 
 /// Starts the control API on `127.0.0.1:port` (or any free port if that
-/// one is taken) and writes the control file. Runs until the node stops.
+/// one is taken) and writes the control file into the node's data dir
+/// (a node without one is an `InvalidArgument` error). Runs until the node
+/// stops.
 pub async fn serve(node: Node, port: u16) -> Result<SocketAddr> {
+    let Some(data_dir) = node.data_dir().map(Path::to_path_buf) else {
+        return Err(Error::InvalidArgument("the control API needs a node with a data dir (for its control file)".into()));
+    };
     let listener = match tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
         Ok(l) => l,
         Err(_) => tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -80,7 +85,7 @@ pub async fn serve(node: Node, port: u16) -> Result<SocketAddr> {
     };
     let addr = listener.local_addr().map_err(|e| Error::start("control API", e))?;
     let token = hex::encode(rand::random::<[u8; 32]>());
-    ControlFile { addr, token: token.clone() }.write(node.data_dir())?;
+    ControlFile { addr, token: token.clone() }.write(&data_dir)?;
     let api = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers).post(connect))

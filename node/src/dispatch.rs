@@ -69,7 +69,7 @@ async fn run_transfer(inner: &Arc<Inner>, id: TransferId) {
         let (inner, live) = (Arc::downgrade(inner), live.clone());
         async move { report_progress(inner, id, &live).await }
     }));
-    let config = &inner.options.config;
+    let config = &inner.config;
     let mut attempt = 0;
     let result = loop {
         attempt += 1;
@@ -109,7 +109,7 @@ async fn run_transfer(inner: &Arc<Inner>, id: TransferId) {
             info!(%id, hash = %res.hash, size, secs = took.as_secs_f64(), "download complete");
             let _ = inner.events.send(P2pEvent::ResourceAvailable(res));
             let _ = inner.events.send(P2pEvent::TransferCompleted(id));
-            if inner.options.config.max_cache_size.is_some() {
+            if inner.config.max_cache_size.is_some() {
                 // Keep the cache under its limit now, not at the next round.
                 let inner = inner.clone();
                 tokio::task::spawn_blocking(move || {

@@ -36,6 +36,7 @@
 //! ```
 
 mod bandwidth;
+mod builder;
 pub mod cache;
 mod codec;
 pub mod config;
@@ -53,9 +54,17 @@ mod shared;
 mod transfer_id;
 mod transfers;
 
+/// The store and protocol crates, for what is not re-exported by name.
+pub use blixard_protocol as protocol;
+pub use blixard_store as store;
+pub use blixard_protocol::{Error as ProtocolError, NodeAddr, NodeId, SecretKey};
+pub use blixard_store::{
+    Bytes, Error as StoreError, ExportOptions, Hash, ImportMode, ResourceKind, Store, VerifyReport,
+};
+pub use builder::{NodeBuilder, DEFAULT_BIND};
 pub use config::{NodeOptions, P2pConfig};
 pub use error::{Error, Result};
 pub use events::{P2pEvent, PeerInfo, RemoteResource, ResourceInfo, TransferProgress, UploadProgress};
-pub use node::{Node, Stats};
+pub use node::{Node, Stats, EVENTS_CAPACITY};
 pub use queue::TransferPriority;
 pub use transfers::{TransferId, TransferInfo, TransferState};

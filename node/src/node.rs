@@ -10,8 +10,8 @@ use std::{
     time::Duration,
 };
 
-use blixard_protocol::{client, server, Endpoint, EndpointOptions, NodeAddr, NodeId, SecretKey};
-use blixard_store::{ExportOptions, ImportMode, ResourceKind, Store, VerifyReport};
+use blixard_protocol::{client, server, Endpoint, EndpointOptions, NodeAddr, NodeId};
+use blixard_store::{ExportOptions, ImportMode, ImportOutcome, ResourceKind, Store, VerifyReport};
 use serde::{Deserialize, Serialize};
 use tokio::{
     sync::{broadcast, Semaphore},
@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use crate::{
     bandwidth,
+    builder::{EndpointSocket, NodeBuilder, Parts},
     config::NodeOptions,
     dispatch,
     events::{P2pEvent, PeerInfo, RemoteResource, ResourceInfo},
@@ -31,6 +32,10 @@ use crate::{
     transfers::{self, TransferId, TransferInfo, TransferTable},
     Error, Result,
 };
+
+/// Events a receiver of [`Node::events`] may fall behind by before it
+/// misses some.
+pub const EVENTS_CAPACITY: usize = 1024;
 
 /// Node-wide figures.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,24 +99,45 @@ fn open_node_db(path: &std::path::Path) -> Result<sled::Db> {
 }
 
 impl Node {
-    /// Opens the data dir, binds the endpoint and starts serving, health
-    /// checks, discovery and the transfer queue. Errors name what failed
-    /// ("Failed to create node: ...").
+    /// A builder: data dir or store, key, socket or bind address, settings.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> blixard_node::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let node = blixard_node::Node::builder()
+    ///     .data_dir(dir.path())
+    ///     .bind("127.0.0.1:0".parse().unwrap())
+    ///     .spawn()
+    ///     .await?;
+    /// println!("{} listening on {}", node.node_id(), node.addr());
+    /// # Ok(()) }
+    /// ```
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    /// Starts a node from [`NodeOptions`] (the same as the builder with a
+    /// data dir, a bind address, settings and a label).
     pub async fn spawn(options: NodeOptions) -> Result<Node> {
-        options.config.validate()?;
-        let dir = &options.data_dir;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::start(format!("data dir {} is not writable", dir.display()), e))?;
-        let key = SecretKey::load_or_create(dir).map_err(|e| Error::start("identity", e))?;
-        let store_dir = dir.join("store");
-        let store =
-            Store::open(&store_dir).map_err(|e| Error::start(format!("store in {}", store_dir.display()), e))?;
-        let db_dir = dir.join("node.db");
-        let db = open_node_db(&db_dir)?;
+        Node::builder()
+            .label(options.id)
+            .data_dir(options.data_dir)
+            .bind(options.bind)
+            .config(options.config)
+            .spawn()
+            .await
+    }
+
+    pub(crate) async fn start(parts: Parts) -> Result<Node> {
+        let Parts { label, data_dir, store, key, endpoint_socket, config } = parts;
+        let db = match &data_dir {
+            Some(dir) => open_node_db(&dir.join("node.db"))?,
+            None => sled::Config::new().temporary(true).open().map_err(|e| Error::start("node database", e))?,
+        };
         let pending_records = transfers::load_pending(&db)?;
         let metrics = Arc::new(Metrics::new());
-        let (events, _) = broadcast::channel(1024);
-        let client_filter = options.config.allowlist.clone().map(|allowed| {
+        let (events, _) = broadcast::channel(EVENTS_CAPACITY);
+        let client_filter = config.allowlist.clone().map(|allowed| {
             let filter: blixard_protocol::tls::ClientFilter = Arc::new(move |id: &NodeId| {
                 let ok = allowed.contains(id);
                 if !ok {
@@ -121,13 +147,18 @@ impl Node {
             });
             filter
         });
-        let endpoint = Endpoint::bind(key, options.bind, EndpointOptions { client_filter, ..Default::default() })
-            .map_err(|e| Error::start(format!("cannot listen on UDP {} (port in use?)", options.bind), e))?;
-        let peers = Arc::new(Peers::open(endpoint.clone(), &db, events.clone(), metrics.clone(), &options.config)?);
-        let limits = bandwidth::Limits::new(options.config.bandwidth_limit_bytes(), metrics.clone());
+        let endpoint_options = EndpointOptions { client_filter, ..Default::default() };
+        let endpoint = match endpoint_socket {
+            EndpointSocket::Bind(addr) => Endpoint::bind(key, addr, endpoint_options)
+                .map_err(|e| Error::start(format!("cannot listen on UDP {addr} (port in use?)"), e))?,
+            EndpointSocket::Socket(socket) => Endpoint::from_std_socket(key, socket, endpoint_options)
+                .map_err(|e| Error::start("the given UDP socket", e))?,
+        };
+        let peers = Arc::new(Peers::open(endpoint.clone(), &db, events.clone(), metrics.clone(), &config)?);
+        let limits = bandwidth::Limits::new(config.bandwidth_limit_bytes(), metrics.clone());
         let exchange = peers.clone();
         let privileged = {
-            let (peers, config) = (peers.clone(), options.config.clone());
+            let (peers, config) = (peers.clone(), config.clone());
             move |id: &NodeId| {
                 config.trust.contains(id)
                     || config.allowlist.as_ref().is_some_and(|a| a.contains(id))
@@ -143,16 +174,13 @@ impl Node {
                 Arc::new(move |id| peers.asked(id))
             })
             .build();
-        let cache = crate::cache::Cache::open(
-            &db,
-            options.config.max_cache_size,
-            store.clone(),
-            events.clone(),
-            metrics.clone(),
-        )?;
+        let cache =
+            crate::cache::Cache::open(&db, config.max_cache_size, store.clone(), events.clone(), metrics.clone())?;
         let inner = Arc::new(Inner {
-            permits: Arc::new(Semaphore::new(options.config.max_concurrent_transfers)),
-            options,
+            permits: Arc::new(Semaphore::new(config.max_concurrent_transfers)),
+            label,
+            data_dir,
+            config,
             store,
             endpoint: endpoint.clone(),
             transfers: TransferTable::new(&db, metrics.clone(), events.clone())?,
@@ -174,7 +202,7 @@ impl Node {
                 let _ = p.connect(saved, trusted).await;
             });
         }
-        info!(node = node.inner.options.id, id = %node.node_id(), addr = %node.addr(), "node started");
+        info!(node = node.inner.label, id = %node.node_id(), addr = %node.addr(), "node started");
         Ok(node)
     }
 
@@ -186,7 +214,7 @@ impl Node {
             peers.note_incoming(conn)
         })));
         // Health checks and discovery, each on its own interval.
-        let config = &self.inner.options.config;
+        let config = &self.inner.config;
         tasks.push(periodic(self.inner.peers.clone(), config.health_check_interval, |p| async move {
             p.health_round().await
         }));
@@ -226,9 +254,17 @@ impl Node {
         &self.inner.store
     }
 
-    /// Its data directory.
-    pub fn data_dir(&self) -> &Path {
-        &self.inner.options.data_dir
+    /// Its data directory (`None` for a node built over a store without
+    /// one: its peer book and transfer records then live in memory).
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.inner.data_dir.as_deref()
+    }
+
+    /// Its address for others to dial: its id and local address (a node
+    /// bound to an unspecified address, 0.0.0.0 or ::, lists it as is; give
+    /// peers a reachable one).
+    pub fn node_addr(&self) -> NodeAddr {
+        NodeAddr::direct(Some(self.node_id()), self.addr())
     }
 
     /// Its metrics.
@@ -236,7 +272,11 @@ impl Node {
         &self.inner.metrics
     }
 
-    /// A receiver of every event from now on.
+    /// A receiver of every event from now on. The channel holds the last
+    /// [`EVENTS_CAPACITY`] events; a receiver that falls further behind
+    /// gets `RecvError::Lagged(n)` once (the `n` oldest are gone) and then
+    /// the newest, so read it promptly, or re-read state ([`Node::transfers`],
+    /// [`Node::peers`]) after a lag.
     pub fn events(&self) -> broadcast::Receiver<P2pEvent> {
         self.inner.events.subscribe()
     }
@@ -266,8 +306,9 @@ impl Node {
         self.inner.peers.list()
     }
 
-    /// Imports `path` into the store (copy mode) and records it as
-    /// `(kind, name, version)`.
+    /// Imports the file at `path` into the store (copy mode) and publishes
+    /// it as `(kind, name, version)`. Its progress is listed by
+    /// [`Node::uploads`] while it runs.
     pub async fn upload_resource(
         &self,
         kind: ResourceKind,
@@ -275,6 +316,21 @@ impl Node {
         version: &str,
         path: &Path,
     ) -> Result<ResourceInfo> {
+        self.upload_path(kind, name, version, path, ImportMode::Copy).await
+    }
+
+    /// [`Node::upload_resource`] in either mode: `Copy` (the store owns a
+    /// copy) or `Reference` (the store keeps the path and serves from the
+    /// file, re-verifying what it reads; the file must not change).
+    pub async fn upload_path(
+        &self,
+        kind: ResourceKind,
+        name: &str,
+        version: &str,
+        path: &Path,
+        mode: ImportMode,
+    ) -> Result<ResourceInfo> {
+        blixard_store::validate_resource_key(&kind, name, version)?;
         if !path.is_file() {
             return Err(Error::Io {
                 op: "upload",
@@ -294,10 +350,42 @@ impl Node {
             }
         }
         let listed = Listed(&self.inner, done.clone());
-        let imported = self.inner.store.import_path_with_progress(path, ImportMode::Copy, done).await;
+        let imported = self.inner.store.import_path_with_progress(path, mode, done).await;
         drop(listed);
-        let out = imported?;
-        let r = self.inner.store.put_resource_and_release(&kind, name, version, out.lease)?;
+        self.publish(kind, name, version, imported?)
+    }
+
+    /// Imports `data` and publishes it as `(kind, name, version)`.
+    pub async fn upload_bytes(
+        &self,
+        kind: ResourceKind,
+        name: &str,
+        version: &str,
+        data: impl Into<blixard_store::Bytes>,
+    ) -> Result<ResourceInfo> {
+        blixard_store::validate_resource_key(&kind, name, version)?;
+        let imported = self.inner.store.import_bytes(data).await?;
+        self.publish(kind, name, version, imported)
+    }
+
+    /// Imports everything `reader` yields and publishes it as `(kind, name,
+    /// version)`.
+    pub async fn upload_reader(
+        &self,
+        kind: ResourceKind,
+        name: &str,
+        version: &str,
+        reader: impl tokio::io::AsyncRead + Unpin,
+    ) -> Result<ResourceInfo> {
+        blixard_store::validate_resource_key(&kind, name, version)?;
+        let imported = self.inner.store.import_reader(reader).await?;
+        self.publish(kind, name, version, imported)
+    }
+
+    /// Names an imported blob, signs it as this node's claim and tells
+    /// listeners.
+    fn publish(&self, kind: ResourceKind, name: &str, version: &str, imported: ImportOutcome) -> Result<ResourceInfo> {
+        let r = self.inner.store.put_resource_and_release(&kind, name, version, imported.lease)?;
         self.inner.cache.uploaded(&kind, name, version);
         let info = r.clone();
         info!(kind = %kind, name, version, hash = %r.hash, size = r.size, "uploaded");

@@ -11,11 +11,14 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::{config::NodeOptions, events::P2pEvent, metrics::Metrics, peers::Peers, transfers::TransferTable};
+use crate::{config::P2pConfig, events::P2pEvent, metrics::Metrics, peers::Peers, transfers::TransferTable};
 
 /// The state of one running node.
 pub(crate) struct Inner {
-    pub(crate) options: NodeOptions,
+    /// The operator's number for the node (logs only).
+    pub(crate) label: u64,
+    pub(crate) data_dir: Option<std::path::PathBuf>,
+    pub(crate) config: P2pConfig,
     pub(crate) store: Store,
     pub(crate) endpoint: Endpoint,
     pub(crate) _db: sled::Db,
@@ -34,7 +37,7 @@ pub(crate) struct Inner {
 impl Inner {
     /// See [`crate::Node::is_trusted`].
     pub(crate) fn is_trusted(&self, id: &blixard_protocol::NodeId) -> bool {
-        let config = &self.options.config;
+        let config = &self.config;
         *id == self.endpoint.node_id()
             || config.trust.contains(id)
             || config.allowlist.as_ref().is_some_and(|a| a.contains(id))

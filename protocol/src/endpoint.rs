@@ -206,6 +206,19 @@ impl Endpoint {
         Self::with_socket(key, socket, options)
     }
 
+    /// Builds an endpoint over a UDP socket the caller bound (its buffers
+    /// are raised as [`Endpoint::bind`] does; it is made non-blocking).
+    pub fn from_std_socket(key: SecretKey, socket: std::net::UdpSocket, options: EndpointOptions) -> Result<Self> {
+        let addr = socket.local_addr().map_err(Error::LocalAddr)?;
+        let s = socket2::SockRef::from(&socket);
+        // Best effort, as in `udp_socket`.
+        let _ = s.set_recv_buffer_size(options.tuning.socket_buffer_bytes);
+        let _ = s.set_send_buffer_size(options.tuning.socket_buffer_bytes);
+        let runtime = quinn::default_runtime().ok_or(Error::NoRuntime)?;
+        let socket = runtime.wrap_udp_socket(socket).map_err(|source| Error::Bind { addr, source })?;
+        Self::with_socket(key, socket, options)
+    }
+
     /// Builds an endpoint over a custom socket.
     pub fn with_socket(
         key: SecretKey,

@@ -79,6 +79,9 @@ pub mod tree;
 mod verify;
 
 pub use bao_tree::io::BaoContentItem;
+/// The shared byte buffer the store takes and hands out (re-exported so
+/// embedders need no `bytes` dependency of their own).
+pub use bytes::Bytes;
 pub use encode::{EncodedResponse, ServeOutcome, MAP_WINDOW};
 pub use error::{Error, Result};
 pub use export::ExportOptions;

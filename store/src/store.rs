@@ -91,6 +91,9 @@ pub(crate) struct Inner {
     pub(crate) checked_partials: Mutex<std::collections::HashSet<Hash>>,
     /// What opening found wrong with the metadata.
     pub(crate) recovery: std::sync::OnceLock<crate::salvage::Recovery>,
+    /// The directory of a [`Store::temporary`] store, removed when the last
+    /// clone goes (after the fields above, the database among them).
+    pub(crate) _temporary: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for Store {
@@ -101,8 +104,31 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (creating if needed) the store in `dir` with default settings.
+    ///
+    /// Blocking: it takes the directory's lock (waiting up to 3 s for
+    /// another store in this process to let go) and may re-verify blobs a
+    /// crash left unsynced; call it from `spawn_blocking` in async code.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         Self::open_with(dir, StoreConfig::default())
+    }
+
+    /// A new, empty store in a temporary directory that is removed when the
+    /// last clone of the store is dropped: for tests and scratch work.
+    ///
+    /// ```
+    /// let store = blixard_store::Store::temporary()?;
+    /// let dir = store.dir().to_path_buf();
+    /// assert!(dir.exists());
+    /// drop(store);
+    /// assert!(!dir.exists());
+    /// # Ok::<(), blixard_store::Error>(())
+    /// ```
+    pub fn temporary() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("blixard-store-")
+            .tempdir()
+            .map_err(Error::io("create directory", std::env::temp_dir()))?;
+        Self::open_in(dir.path().to_path_buf(), StoreConfig::default(), Some(dir))
     }
 
     /// Opens the store in `dir`. Recovers from a crash: temp files are removed,
@@ -110,7 +136,10 @@ impl Store {
     /// resume from their last valid checkpoint (or are re-verified from disk
     /// when the checkpoint is damaged or missing).
     pub fn open_with(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::open_in(dir.as_ref().to_path_buf(), config, None)
+    }
+
+    fn open_in(dir: PathBuf, config: StoreConfig, temporary: Option<tempfile::TempDir>) -> Result<Self> {
         for sub in ["blobs", "partial", "tmp"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(Error::io("create directory", &p))?;
@@ -134,6 +163,7 @@ impl Store {
             leases: Mutex::new(HashMap::new()),
             roots: Mutex::new(()),
             recovery: std::sync::OnceLock::new(),
+            _temporary: temporary,
         };
         let store = Store { inner: Arc::new(inner) };
         store.clear_tmp()?;
