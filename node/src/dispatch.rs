@@ -121,11 +121,12 @@ async fn run_transfer(inner: &Arc<Inner>, id: TransferId) {
         }
         Err(e) => {
             info.state = TransferState::Failed;
-            info.error = Some(e.to_string());
+            let failure = crate::TransferFailure::from(&e);
+            info.error = Some(failure.clone());
             inner.metrics.transfers_finished.with_label_values(&["failed"]).inc();
             drop(t);
             warn!(%id, "download failed: {e}");
-            let _ = inner.events.send(P2pEvent::TransferFailed(id, e.to_string()));
+            let _ = inner.events.send(P2pEvent::TransferFailed(id, failure));
         }
     }
 }

@@ -282,7 +282,7 @@ async fn provider(ctx: &Context, hash: Hash, peer: NodeId, work: Arc<Work>, live
             }
             Err(e) if e.is_peer_misbehaving() => {
                 warn!(%peer, "cut off: {e}");
-                let _ = ctx.events.send(P2pEvent::PeerMisbehaved(peer.to_string(), e.to_string()));
+                let _ = ctx.events.send(P2pEvent::PeerMisbehaved(peer, e.to_string()));
                 work.finish(Some(stripe));
                 conn.close(blixard_protocol::ErrorCode::ProtocolViolation, "sent unverifiable data");
                 break Some(format!("{peer} sent bad data: {e}"));

@@ -97,6 +97,14 @@ pub enum Error {
     /// The transfer did not finish within the transfer timeout.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// A transfer failed or was cancelled ([`crate::Node::wait`]).
+    #[error("transfer {id} failed: {failure}")]
+    Transfer {
+        /// Which.
+        id: crate::TransferId,
+        /// Why, with a reason to match on.
+        failure: crate::TransferFailure,
+    },
     /// No such transfer.
     #[error("no transfer {0}")]
     UnknownTransfer(u64),

@@ -5,13 +5,15 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::transfer_id::TransferId;
+use blixard_protocol::NodeId;
+
+use crate::{transfer_id::TransferId, transfers::TransferFailure};
 
 /// A peer as events and the control API show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerInfo {
-    /// Node id (64 hex digits).
-    pub id: String,
+    /// Node id (64 hex digits in JSON).
+    pub id: NodeId,
     /// Address it was reached or seen at.
     pub addr: SocketAddr,
     /// Connected now.
@@ -71,9 +73,9 @@ pub enum P2pEvent {
     /// A peer became known (configured, exchanged or connecting to us).
     PeerDiscovered(PeerInfo),
     /// A connection to a peer was established (node id).
-    PeerConnected(String),
+    PeerConnected(NodeId),
     /// A peer stopped answering or closed (node id).
-    PeerDisconnected(String),
+    PeerDisconnected(NodeId),
     /// A resource became available locally (uploaded or downloaded).
     ResourceAvailable(ResourceInfo),
     /// A transfer left the queue and started.
@@ -82,11 +84,11 @@ pub enum P2pEvent {
     TransferProgress(TransferId, TransferProgress),
     /// A transfer finished and its blob is verified and complete.
     TransferCompleted(TransferId),
-    /// A transfer failed for good, or was cancelled (reason).
-    TransferFailed(TransferId, String),
+    /// A transfer failed for good, or was cancelled: why.
+    TransferFailed(TransferId, TransferFailure),
     /// A provider sent data that failed verification and was cut off
     /// (node id, reason).
-    PeerMisbehaved(String, String),
+    PeerMisbehaved(NodeId, String),
     /// A downloaded resource was evicted from the cache (least recently
     /// used, over `max_cache_size`).
     ResourceEvicted(ResourceInfo),

@@ -67,4 +67,4 @@ pub use error::{Error, Result};
 pub use events::{P2pEvent, PeerInfo, RemoteResource, ResourceInfo, TransferProgress, UploadProgress};
 pub use node::{Node, Stats, EVENTS_CAPACITY};
 pub use queue::TransferPriority;
-pub use transfers::{TransferId, TransferInfo, TransferState};
+pub use transfers::{FailureReason, TransferFailure, TransferId, TransferInfo, TransferState};

@@ -450,7 +450,10 @@ impl Node {
         self.inner.transfers.transfers()
     }
 
-    /// Waits until a transfer completes, fails or is cancelled.
+    /// Waits until a transfer ends. Its record if it completed; if it
+    /// failed or was cancelled, [`Error::Transfer`] carrying a
+    /// [`TransferFailure`](crate::TransferFailure) whose `reason` says why
+    /// (`NotFound`, `Timeout`, `Cancelled`...).
     pub async fn wait(&self, id: TransferId) -> Result<TransferInfo> {
         self.inner.transfers.wait(id).await
     }

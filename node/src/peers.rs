@@ -437,7 +437,7 @@ impl Peers {
         if new {
             let _ = self.events.send(P2pEvent::PeerDiscovered(self.info(&id)));
             info!(peer = %id, ?addr, "peer connected");
-            let _ = self.events.send(P2pEvent::PeerConnected(id.to_string()));
+            let _ = self.events.send(P2pEvent::PeerConnected(id));
         }
         self.update_gauge();
         self.watch_close(id, conn);
@@ -482,7 +482,7 @@ impl Peers {
         };
         if gone {
             info!(peer = %id, "peer disconnected: {reason}");
-            let _ = self.events.send(P2pEvent::PeerDisconnected(id.to_string()));
+            let _ = self.events.send(P2pEvent::PeerDisconnected(*id));
             self.update_gauge();
         }
     }
@@ -508,7 +508,7 @@ impl Peers {
             let _ = self.events.send(P2pEvent::PeerDiscovered(self.info(&id)));
         }
         if now_connected {
-            let _ = self.events.send(P2pEvent::PeerConnected(id.to_string()));
+            let _ = self.events.send(P2pEvent::PeerConnected(id));
             self.update_gauge();
         }
         self.watch_close(id, conn.clone());
@@ -637,7 +637,7 @@ impl Peers {
         let book = self.book.lock().unwrap();
         let e = book.get(id);
         PeerInfo {
-            id: id.to_string(),
+            id: *id,
             addr: e
                 .and_then(|e| e.direct_addrs.first().copied())
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
@@ -650,7 +650,7 @@ impl Peers {
     pub(crate) fn list(&self) -> Vec<PeerInfo> {
         let ids: Vec<NodeId> = self.book.lock().unwrap().keys().copied().collect();
         let mut out: Vec<PeerInfo> = ids.iter().map(|id| self.info(id)).collect();
-        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.sort_by_key(|p| p.id);
         out
     }
 
@@ -732,11 +732,11 @@ mod tests {
                 .unwrap();
         let (events, _) = broadcast::channel(16);
         let peers = Peers::open(endpoint, &db, events, Arc::new(Metrics::new()), &config).unwrap();
-        let listed: Vec<String> = peers.list().into_iter().map(|p| p.id).collect();
-        assert!(listed.contains(&ids[0].to_string()), "a configured peer is never aged out");
-        assert!(!listed.contains(&ids[1].to_string()), "an old unconfigured peer is forgotten");
+        let listed: Vec<NodeId> = peers.list().into_iter().map(|p| p.id).collect();
+        assert!(listed.contains(&ids[0]), "a configured peer is never aged out");
+        assert!(!listed.contains(&ids[1]), "an old unconfigured peer is forgotten");
         assert_eq!(listed.len(), 3, "the cap holds: {listed:?}");
-        assert!(!listed.contains(&ids[4].to_string()), "the least recently seen goes first");
+        assert!(!listed.contains(&ids[4]), "the least recently seen goes first");
         assert_eq!(book.len(), 3, "what is forgotten is gone from disk too");
     }
 }

@@ -45,6 +45,68 @@ impl TransferState {
     }
 }
 
+/// Why a transfer failed, to match on (the message says the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureReason {
+    /// No connected peer had the resource.
+    NotFound,
+    /// No peers were connected.
+    NoPeers,
+    /// Only untrusted publishers claim the name.
+    Untrusted,
+    /// Trusted publishers disagree on what the name is.
+    Conflict,
+    /// Peers refused this node (caps, allowlists) and no other had it.
+    Refused,
+    /// It did not finish within the transfer timeout.
+    Timeout,
+    /// The providers went away before the blob was complete.
+    Incomplete,
+    /// The caller cancelled it.
+    Cancelled,
+    /// This node's store, database or disk failed.
+    Local,
+    /// Anything else (a protocol failure the retries did not get past).
+    Other,
+}
+
+/// How a transfer failed: a reason to match on and the full message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct TransferFailure {
+    /// What kind of failure.
+    pub reason: FailureReason,
+    /// The error, as text.
+    pub message: String,
+}
+
+impl From<&Error> for TransferFailure {
+    fn from(e: &Error) -> Self {
+        let reason = match e {
+            Error::NotFound { .. } => FailureReason::NotFound,
+            Error::NoPeers => FailureReason::NoPeers,
+            Error::Untrusted { .. } => FailureReason::Untrusted,
+            Error::Conflict { .. } => FailureReason::Conflict,
+            Error::Refused { .. } | Error::NotAllowed(_) => FailureReason::Refused,
+            Error::Timeout(_) => FailureReason::Timeout,
+            Error::Incomplete(_) => FailureReason::Incomplete,
+            Error::Store(_) | Error::Database(_) | Error::CorruptRecord { .. } | Error::Io { .. } => {
+                FailureReason::Local
+            }
+            _ => FailureReason::Other,
+        };
+        TransferFailure { reason, message: e.to_string() }
+    }
+}
+
+impl TransferFailure {
+    pub(crate) fn cancelled() -> Self {
+        TransferFailure { reason: FailureReason::Cancelled, message: "cancelled".into() }
+    }
+}
+
 /// A transfer as the API reports it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TransferInfo {
@@ -70,8 +132,8 @@ pub struct TransferInfo {
     pub pinned: bool,
     /// Attempts made.
     pub attempts: u32,
-    /// Why it failed.
-    pub error: Option<String>,
+    /// Why it failed (or that it was cancelled).
+    pub error: Option<TransferFailure>,
     /// Seconds it ran, once finished.
     pub duration_secs: Option<f64>,
 }
@@ -266,11 +328,11 @@ impl TransferTable {
         }
         if let Some(info) = t.all.get_mut(&id) {
             info.state = TransferState::Cancelled;
-            info.error = Some("cancelled".into());
+            info.error = Some(TransferFailure::cancelled());
         }
         self.metrics.transfers_finished.with_label_values(&["cancelled"]).inc();
         self.metrics.transfers_queued.set(t.queue.len() as i64);
-        let _ = self.events.send(P2pEvent::TransferFailed(id, "cancelled".into()));
+        let _ = self.events.send(P2pEvent::TransferFailed(id, TransferFailure::cancelled()));
         Ok(())
     }
 
@@ -287,13 +349,21 @@ impl TransferTable {
         all
     }
 
-    /// Waits until a transfer completes, fails or is cancelled.
+    /// Waits until a transfer ends: its record if it completed, else
+    /// [`Error::Transfer`] with why.
     pub(crate) async fn wait(&self, id: TransferId) -> Result<TransferInfo> {
         let mut events = self.events.subscribe();
         loop {
             let info = self.transfer(id).ok_or(Error::UnknownTransfer(id.0))?;
-            if !info.state.is_active() {
+            if info.state == TransferState::Completed {
                 return Ok(info);
+            }
+            if !info.state.is_active() {
+                let failure = info.error.unwrap_or(TransferFailure {
+                    reason: FailureReason::Other,
+                    message: format!("ended {:?}", info.state),
+                });
+                return Err(Error::Transfer { id, failure });
             }
             let _ = tokio::time::timeout(Duration::from_millis(200), events.recv()).await;
         }

@@ -8,7 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use blixard_node::{control, Node, NodeOptions, P2pConfig, P2pEvent, TransferPriority, TransferState};
+use blixard_node::{
+    control, FailureReason, Node, NodeOptions, P2pConfig, P2pEvent, TransferFailure, TransferPriority, TransferState,
+};
 use blixard_store::ResourceKind;
 use tempfile::TempDir;
 
@@ -43,6 +45,14 @@ async fn upload(n: &Node, dir: &Path, name: &str, size: usize) {
 
 async fn link(from: &Node, to: &Node) {
     from.connect_peer(&format!("{}@{}", to.node_id(), to.addr())).await.unwrap();
+}
+
+/// How a transfer that must fail failed.
+async fn failed(n: &Node, id: blixard_node::TransferId) -> TransferFailure {
+    match n.wait(id).await {
+        Err(blixard_node::Error::Transfer { id: failed, failure }) if failed == id => failure,
+        other => panic!("transfer {id} was to fail: {other:?}"),
+    }
 }
 
 fn vm(n: &Node, name: &str, p: TransferPriority) -> blixard_node::TransferId {
@@ -131,9 +141,9 @@ async fn a_transfer_over_its_timeout_fails() {
     link(&leecher, &seeder).await;
     let started = Instant::now();
     let id = vm(&leecher, "slow", TransferPriority::Normal);
-    let done = leecher.wait(id).await.unwrap();
-    assert_eq!(done.state, TransferState::Failed);
-    assert!(done.error.unwrap().contains("timed out"));
+    let failure = failed(&leecher, id).await;
+    assert_eq!(failure.reason, FailureReason::Timeout, "{failure}");
+    assert!(failure.message.contains("timed out"));
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
 }
 
@@ -247,11 +257,10 @@ async fn the_allowlist_refuses_other_peers() {
     match stranger.connect_peer(&target).await {
         Ok(_) => {
             let id = vm(&stranger, "img", TransferPriority::Normal);
-            let done = stranger.wait(id).await.unwrap();
-            assert_eq!(done.state, TransferState::Failed, "a refused peer was served");
-            let e = done.error.unwrap_or_default();
+            let e = failed(&stranger, id).await;
             eprintln!("refused download: {e}");
-            assert!(e.contains("refused") && e.contains(&guarded.node_id().to_string()), "{e}");
+            assert_eq!(e.reason, FailureReason::Refused, "a refused peer was served: {e}");
+            assert!(e.message.contains("refused") && e.message.contains(&guarded.node_id().to_string()), "{e}");
         }
         Err(e) => {
             eprintln!("refused dial: {e}");
@@ -270,10 +279,10 @@ async fn the_control_api_needs_the_token_and_serves_metrics() {
     upload(&seeder, dir.path(), "img", size).await;
     let leecher = node(dir.path(), 2, P2pConfig::default()).await;
     let addr = control::serve(leecher.clone(), 0).await.unwrap();
-    let file = control::ControlFile::path(leecher.data_dir());
+    let file = control::ControlFile::path(leecher.data_dir().unwrap());
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
-    let token = control::ControlFile::read(leecher.data_dir()).unwrap().token;
+    let token = control::ControlFile::read(leecher.data_dir().unwrap()).unwrap().token;
     link(&leecher, &seeder).await;
 
     let base = format!("http://{addr}");
@@ -359,7 +368,7 @@ async fn peers_that_share_one_peer_find_each_other_by_exchange() {
     link(&b, &hub).await;
     link(&c, &hub).await;
     let deadline = Instant::now() + Duration::from_secs(5);
-    let knows = |n: &Node, other: &Node| n.peers().iter().any(|p| p.id == other.node_id().to_string() && p.connected);
+    let knows = |n: &Node, other: &Node| n.peers().iter().any(|p| p.id == other.node_id() && p.connected);
     while !(knows(&b, &c) && knows(&c, &b)) {
         assert!(Instant::now() < deadline, "b and c did not find each other: {:?} / {:?}", b.peers(), c.peers());
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -390,7 +399,7 @@ async fn a_silent_peer_is_disconnected_by_health_checks() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(P2pEvent::PeerDisconnected(who))) if who == id.to_string() => break,
+            Ok(Ok(P2pEvent::PeerDisconnected(who))) if who == id => break,
             Ok(_) => continue,
             Err(_) => panic!("the silent peer was never disconnected"),
         }
@@ -408,7 +417,7 @@ async fn a_lying_provider_is_cut_off_and_the_honest_one_completes() {
     upload(&honest, dir.path(), "img", size).await;
     // Damage the liar's copy on disk: it serves its own files as they are.
     let hash = liar.local_resources().unwrap()[0].hash;
-    let data = liar.data_dir().join("store/blobs").join(format!("{hash}.data"));
+    let data = liar.data_dir().unwrap().join("store/blobs").join(format!("{hash}.data"));
     let mut bytes = std::fs::read(&data).unwrap();
     for b in bytes.iter_mut().step_by(4096) {
         *b ^= 0x55;
@@ -429,7 +438,7 @@ async fn a_lying_provider_is_cut_off_and_the_honest_one_completes() {
         }
     }
     let (who, why) = cut_off.expect("the liar was reported");
-    assert_eq!(who, liar.node_id().to_string(), "{why}");
+    assert_eq!(who, liar.node_id(), "{why}");
     let out = dir.path().join("out.img");
     leecher.export_resource(&ResourceKind::VmImage, "img", "1", &out, Default::default()).await.unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(dir.path().join("img.img")).unwrap());
@@ -500,7 +509,7 @@ async fn a_blob_damaged_at_rest_is_refused_on_export_and_repaired_by_a_download(
         TransferState::Completed
     );
     let hash = leecher.local_resources().unwrap()[0].hash;
-    flip(&leecher.data_dir().join("store/blobs").join(format!("{hash}.data")), 2_000_000);
+    flip(&leecher.data_dir().unwrap().join("store/blobs").join(format!("{hash}.data")), 2_000_000);
 
     let reports = leecher.verify(false).await.unwrap();
     assert!(reports.iter().any(|r| r.hash == hash && !r.is_intact()), "verify finds the damage");
@@ -535,7 +544,7 @@ async fn a_partial_damaged_at_rest_is_refetched_when_resumed() {
         s => panic!("expected a partial blob, got {s:?}"),
     };
     let first = blixard_store::ranges::to_vec(&held, size as u64)[0].start * 1024;
-    let data_dir = leecher.data_dir().to_path_buf();
+    let data_dir = leecher.data_dir().unwrap().to_path_buf();
     leecher.shutdown().await;
     drop(leecher);
     flip(&data_dir.join("store/partial").join(format!("{hash}.data")), first + 5);
@@ -556,7 +565,7 @@ async fn a_dropped_node_frees_its_port_and_store() {
     let dir = TempDir::new().unwrap();
     let first = node(dir.path(), 1, P2pConfig::default()).await;
     upload(&first, dir.path(), "img", 100_000).await;
-    let (addr, data_dir) = (first.addr(), first.data_dir().to_path_buf());
+    let (addr, data_dir) = (first.addr(), first.data_dir().unwrap().to_path_buf());
     drop(first);
     let started = Instant::now();
     let again = Node::spawn(NodeOptions { id: 1, data_dir, bind: addr, config: P2pConfig::default() }).await.unwrap();
@@ -600,9 +609,9 @@ async fn names_come_only_from_trusted_publishers() {
     let c = node(dir.path(), 3, P2pConfig { max_retry_attempts: 0, ..Default::default() }).await;
     link(&c, &a).await;
     link(&c, &strangers[0]).await; // both configured: both trusted, and they disagree
-    let failed = c.wait(vm(&c, "img", TransferPriority::Normal)).await.unwrap();
-    assert_eq!(failed.state, TransferState::Failed);
-    let why = failed.error.unwrap();
+    let why = failed(&c, vm(&c, "img", TransferPriority::Normal)).await;
+    assert_eq!(why.reason, FailureReason::Conflict);
+    let why = why.message;
     assert!(
         why.contains("disagree") && why.contains(&real.hash.to_string()) && why.contains(&fake.to_string()),
         "{why}"
@@ -633,9 +642,9 @@ async fn the_allowlist_guards_outgoing_dials_too() {
     let e = guarded.connect_peer(&outsider.addr().to_string()).await.unwrap_err();
     assert!(e.to_string().contains("not on the allowlist"), "{e}");
     tokio::time::sleep(Duration::from_millis(800)).await; // a few discovery rounds
-    assert!(guarded.peers().iter().all(|p| p.id != outsider.node_id().to_string()), "never learned or dialed");
-    let done = guarded.wait(vm(&guarded, "img", TransferPriority::Normal)).await.unwrap();
-    assert_eq!(done.state, TransferState::Failed, "nothing is downloaded from the outsider");
+    assert!(guarded.peers().iter().all(|p| p.id != outsider.node_id()), "never learned or dialed");
+    let why = failed(&guarded, vm(&guarded, "img", TransferPriority::Normal)).await;
+    assert_eq!(why.reason, FailureReason::NotFound, "nothing is downloaded from the outsider: {why}");
 }
 
 /// A 0-byte image uploads, downloads, exports (an empty file) and lists.
@@ -663,7 +672,7 @@ async fn a_node_with_damaged_databases_starts_and_recovers_its_blobs() {
     let first = node(dir.path(), 1, P2pConfig::default()).await;
     upload(&first, dir.path(), "img", 600_000).await;
     let hash = first.local_resources().unwrap()[0].hash;
-    let data_dir = first.data_dir().to_path_buf();
+    let data_dir = first.data_dir().unwrap().to_path_buf();
     first.shutdown().await;
     drop(first);
     tokio::time::sleep(Duration::from_millis(600)).await; // sled's flusher lets go of its lock
@@ -758,11 +767,11 @@ async fn a_seeder_told_it_served_bad_bytes_rechecks_them() {
     let seeder = node(dir.path(), 1, P2pConfig::default()).await;
     upload(&seeder, dir.path(), "img", 2 * 1024 * 1024).await;
     let hash = seeder.local_resources().unwrap()[0].hash;
-    flip(&seeder.data_dir().join("store/blobs").join(format!("{hash}.data")), 1_000_000);
+    flip(&seeder.data_dir().unwrap().join("store/blobs").join(format!("{hash}.data")), 1_000_000);
     let b = node(dir.path(), 2, P2pConfig { max_retry_attempts: 0, ..Default::default() }).await;
     link(&b, &seeder).await;
-    let done = b.wait(vm(&b, "img", TransferPriority::Normal)).await.unwrap();
-    assert_eq!(done.state, TransferState::Failed, "the only copy is damaged");
+    let why = failed(&b, vm(&b, "img", TransferPriority::Normal)).await;
+    eprintln!("the only copy is damaged: {why}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match seeder.store().status(&hash).unwrap() {
@@ -784,7 +793,7 @@ async fn a_peer_that_dialed_in_shows_connected_at_once() {
     let b = node(dir.path(), 2, P2pConfig::default()).await;
     link(&b, &a).await;
     let deadline = Instant::now() + Duration::from_secs(2);
-    while !a.peers().iter().any(|p| p.id == b.node_id().to_string() && p.connected) {
+    while !a.peers().iter().any(|p| p.id == b.node_id() && p.connected) {
         assert!(Instant::now() < deadline, "{:?}", a.peers());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

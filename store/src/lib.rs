@@ -41,8 +41,7 @@
 //! for want in [first.clone(), ranges::all(image.len() as u64) - &first] {
 //!     let mut response = Vec::new();
 //!     seeder.write_encoded(&hash, &want, &mut response)?;
-//!     let size = u64::from_le_bytes(response[..8].try_into().unwrap());
-//!     leecher.receive_encoded(hash, size, &want, &mut &response[8..])?;
+//!     leecher.receive_encoded(hash, &want, &mut &response[..])?;
 //! }
 //! assert_eq!(leecher.status(&hash)?, BlobStatus::Complete { size: 1 << 20 });
 //! assert_eq!(leecher.read_to_vec(&hash)?, image);
@@ -89,7 +88,7 @@ pub use hash::Hash;
 pub use import::{ImportMode, ImportOutcome};
 pub use incoming::IncomingBlob;
 pub use ranges::{ChunkNum, ChunkRanges};
-pub use reader::BlobReader;
+pub use reader::{is_not_held, AsyncBlobReader, BlobReader};
 pub use receive::{ReceiveOutcome, BATCH_BYTES};
 pub use resources::{validate_resource_key, Resource, ResourceKind, MAX_NAME_LEN};
 pub use roots::{GcStats, Lease, MAX_TAG_LEN};

@@ -121,7 +121,7 @@ impl Store {
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let mut r = std::io::BufReader::with_capacity(256 * 1024, BlockingRead::new(handle, reader));
-            let res = store.receive_encoded(hash, size, &requested, &mut r);
+            let res = store.receive_body(hash, size, &requested, &mut r);
             (res, r.into_inner().inner)
         })
         .await
@@ -129,16 +129,23 @@ impl Store {
         .and_then(|(res, reader)| res.map(|o| (o, reader)))
     }
 
-    /// Synchronous form of [`Store::receive_response`] for the encoding only,
-    /// with the size already read from the header. `reader` must end where
-    /// the response ends: trailing bytes are an error.
-    pub fn receive_encoded(
-        &self,
-        hash: Hash,
-        size: u64,
-        requested: &ChunkRanges,
-        reader: &mut impl Read,
-    ) -> Result<ReceiveOutcome> {
+    /// The blocking form of [`Store::receive_response`]: one response, size
+    /// header included (as [`Store::write_encoded`] writes it), from
+    /// `reader`, which must end where the response ends (trailing bytes are
+    /// an error).
+    ///
+    /// Blocking (disk writes and an fsync): call it from `spawn_blocking` in
+    /// async code.
+    pub fn receive_encoded(&self, hash: Hash, requested: &ChunkRanges, reader: &mut impl Read) -> Result<ReceiveOutcome> {
+        let mut header = [0u8; 8];
+        reader
+            .read_exact(&mut header)
+            .map_err(|e| Error::Truncated { hash, reason: format!("size header: {e}") })?;
+        self.receive_body(hash, u64::from_le_bytes(header), requested, reader)
+    }
+
+    /// A response's body (the encoding after the size header).
+    fn receive_body(&self, hash: Hash, size: u64, requested: &ChunkRanges, reader: &mut impl Read) -> Result<ReceiveOutcome> {
         let mut sink = Receiving::new(self, hash, size, true)?;
         let decoded = Decoder::new(hash, size, requested).read_from(reader, &mut sink);
         // What verified is kept, whether or not the response ended well.

@@ -25,8 +25,7 @@ pub fn receive(
     ranges: &ChunkRanges,
     resp: &[u8],
 ) -> blixard_store::Result<blixard_store::ReceiveOutcome> {
-    let size = u64::from_le_bytes(resp[..8].try_into().unwrap());
-    dst.receive_encoded(hash, size, ranges, &mut &resp[8..])
+    dst.receive_encoded(hash, ranges, &mut &resp[..])
 }
 
 /// Feeds a response into `dst` through the async push API, in pieces of the

@@ -205,7 +205,7 @@ pub fn download(
                 TransferState::Cancelled => "cancelled",
                 _ => "failed",
             },
-            done.error.unwrap_or_default()
+            done.error.map(|e| e.message).unwrap_or_default()
         ),
     }
     if let Some(path) = output {

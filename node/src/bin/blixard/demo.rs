@@ -68,7 +68,7 @@ pub async fn run(size: u64) -> Result<()> {
     };
     bar.finish_and_clear();
     if done.state != TransferState::Completed {
-        bail!("the download failed: {}", done.error.unwrap_or_default());
+        bail!("the download failed: {}", done.error.map(|e| e.message).unwrap_or_default());
     }
     let secs = started.elapsed().as_secs_f64();
 
