@@ -4,7 +4,7 @@
 //! encoding (`blixard_store::codec`); records of the first format are read
 //! here once, to migrate.
 
-use blixard_store::codec;
+use blixard_store as codec;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{Error, Result};

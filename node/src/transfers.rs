@@ -394,7 +394,7 @@ mod tests {
         struct Old<'a>(&'a str, &'a str, &'a str, &'a str, TransferPriority);
         let mut bytes = vec![1u8];
         let old = Old("7-42", "vm-image", "ubuntu-server", "22.04", TransferPriority::High);
-        bytes.extend(blixard_store::codec::encode_record("test", &old).unwrap());
+        bytes.extend(blixard_store::encode_record("test", &old).unwrap());
         let r = decode_v1_pending(&bytes).unwrap();
         assert_eq!(r.id, TransferId(42));
         assert_eq!(r.kind, blixard_store::ResourceKind::VmImage);

@@ -87,7 +87,6 @@ fn assert_only_verified(store: &Store, hash: &Hash, data: &[u8]) {
             store.write_encoded(hash, &ranges, &mut buf).unwrap();
             let dir = tempfile::tempdir().unwrap();
             let check = Store::open(dir.path()).unwrap();
-            let size = u64::from_le_bytes(buf[..8].try_into().unwrap());
             check.receive_encoded(*hash, &ranges, &mut &buf[..]).unwrap();
         }
         BlobStatus::Complete { .. } => assert_eq!(store.read_to_vec(hash).unwrap(), data),

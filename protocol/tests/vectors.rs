@@ -287,7 +287,7 @@ async fn blob_response_vectors_match_our_encoder_bao_tree_and_our_decoder() {
         let (_, vector) = read(&format!("{name}.hex"));
 
         // bao-tree's encoder, from an in-memory outboard.
-        let ob = bao_tree::io::outboard::PreOrderMemOutboard::create(&data, blixard_store::tree::BLOCK_SIZE);
+        let ob = bao_tree::io::outboard::PreOrderMemOutboard::create(&data, bao_tree::BlockSize::from_chunk_log(4));
         let mut theirs = (size as u64).to_le_bytes().to_vec();
         bao_tree::io::sync::encode_ranges_validated(&data[..], &ob, &effective, &mut theirs).unwrap();
         assert_eq!(hex::encode(&theirs), hex::encode(&vector), "{name}: bao-tree encodes differently");

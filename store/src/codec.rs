@@ -46,12 +46,12 @@ fn decode<T: DeserializeOwned, const LIMIT: usize>(what: &'static str, bytes: &[
     Ok(v)
 }
 
-/// Encodes any record (at most [`MAX_RECORD_BYTES`] to be read back).
+/// Encodes any record (at most 64 KiB, `MAX_RECORD_BYTES`, to be read back).
 pub fn encode_record<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>> {
     encode(what, v)
 }
 
-/// Decodes any record of at most [`MAX_RECORD_BYTES`], refusing trailing bytes.
+/// Decodes any record of at most 64 KiB (`MAX_RECORD_BYTES`), refusing trailing bytes.
 pub fn decode_record<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
     decode::<_, MAX_RECORD_BYTES>(what, bytes)
 }

@@ -57,7 +57,7 @@ pub struct ServeOutcome {
 impl Store {
     /// Encodes the response for `hash`: the size (u64 LE), then the
     /// pre-order encoding of `requested` (rounded to 16 KiB groups) ∩ what is held, handed to `send` in
-    /// batches of about [`PIPE_BATCH`] bytes. Data the store owns goes out as
+    /// batches of about 256 KiB. Data the store owns goes out as
     /// zero-copy slices of its file (see the module docs); a referenced file
     /// is re-verified leaf by leaf as it is read. Returns what was served.
     /// Errors before anything is sent if the blob is absent.

@@ -73,7 +73,7 @@ impl fmt::Debug for Hash {
     }
 }
 
-/// Error parsing the text form of a [`Hash`].
+/// Error parsing the text form of a [`Hash`](struct@Hash).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("a hash is 64 hex digits: {0}")]
 pub struct ParseHashError(String);

@@ -21,7 +21,7 @@ use crate::{
 ///
 /// Bytes are verified in the pushing task, while still in the CPU cache;
 /// full batches of chunk groups are written on the blocking pool, at most
-/// [`WRITES_IN_FLIGHT`] at a time, so a slow disk slows the pushing task
+/// four (`WRITES_IN_FLIGHT`) at a time, so a slow disk slows the pushing task
 /// down (and, through QUIC flow control, the sender). Dropped without
 /// `close` (a cancelled transfer), it still writes out and checkpoints what
 /// it verified, on the blocking pool.

@@ -51,11 +51,19 @@
 mod aligned;
 mod bridge;
 mod checkpoint;
+// The on-disk record encodings and entry layout are internal; the fuzz
+// targets reach them through the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
 pub mod codec;
+#[cfg(not(feature = "fuzzing"))]
+mod codec;
 mod commit;
 mod decode;
 mod encode;
+#[cfg(feature = "fuzzing")]
 pub mod entry;
+#[cfg(not(feature = "fuzzing"))]
+mod entry;
 pub mod error;
 mod export;
 pub mod hash;
@@ -64,7 +72,7 @@ mod import;
 mod incoming;
 mod leaves;
 mod opened;
-pub mod outboard;
+mod outboard;
 mod partial;
 pub mod ranges;
 mod reader;
@@ -74,7 +82,7 @@ mod roots;
 mod salvage;
 mod source_map;
 mod store;
-pub mod tree;
+mod tree;
 mod verify;
 
 pub use bao_tree::io::BaoContentItem;
@@ -82,6 +90,7 @@ pub use bao_tree::io::BaoContentItem;
 /// embedders need no `bytes` dependency of their own).
 pub use bytes::Bytes;
 pub use encode::{EncodedResponse, ServeOutcome, MAP_WINDOW};
+pub use codec::{decode_record, encode_record};
 pub use error::{Error, Result};
 pub use export::ExportOptions;
 pub use hash::Hash;

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::{
     aligned::AlignedBuf,
-    tree::{blocks, leaf_hash, left_len, merge, outboard_size, preorder_index, BLOCK_BYTES, PARENT_BYTES},
+    tree::{blocks, leaf_hash, left_len, merge, preorder_index, BLOCK_BYTES, PARENT_BYTES},
     Hash,
 };
 
@@ -26,6 +26,7 @@ pub const WINDOW_BLOCKS: u64 = 2048;
 /// small enough that a thread's buffer stays in its L2 cache.
 pub const PIECE_BYTES: usize = 256 * 1024;
 /// Bytes per hashing window.
+#[cfg(test)]
 pub const WINDOW_BYTES: u64 = WINDOW_BLOCKS * BLOCK_BYTES;
 
 thread_local! {
@@ -123,7 +124,7 @@ pub(crate) fn merge_subtree(
 }
 
 /// Builds a blob's hash and pre-order outboard from its data, fed in order one
-/// window ([`WINDOW_BYTES`] by default) at a time. Memory use is the window's
+/// window ([`WINDOW_BLOCKS`] groups by default) at a time. Memory use is the window's
 /// leaf hashes plus one hash per window.
 pub struct OutboardBuilder {
     size: u64,
@@ -267,9 +268,10 @@ impl OutboardBuilder {
     }
 }
 
-/// Hash and outboard of bytes in memory (used for small blobs and tests).
+/// Hash and outboard of bytes in memory (tests).
+#[cfg(test)]
 pub fn outboard_of(data: &[u8]) -> (Hash, Vec<u8>) {
-    let mut ob = vec![0u8; outboard_size(data.len() as u64) as usize];
+    let mut ob = vec![0u8; crate::tree::outboard_size(data.len() as u64) as usize];
     let mut b = OutboardBuilder::new(data.len() as u64);
     let mut sink = OutboardSink::Memory(&mut ob);
     for w in 0..b.window_count() {

@@ -135,7 +135,7 @@ proptest! {
         open in any::<bool>(),
     ) {
         let data = common::data(size, 9);
-        let (hash, outboard) = blixard_store::outboard::outboard_of(&data);
+        let ob = bao_tree::io::outboard::PreOrderMemOutboard::create(&data, bao_tree::BlockSize::from_chunk_log(4));
         let mut requested = ChunkRanges::empty();
         for (i, s) in starts.iter().enumerate() {
             let r = if open && i == starts.len() - 1 {
@@ -145,11 +145,6 @@ proptest! {
             };
             requested |= r;
         }
-        let ob = bao_tree::io::outboard::PreOrderOutboard {
-            root: hash.into(),
-            tree: blixard_store::tree::bao_tree(size as u64),
-            data: outboard,
-        };
         let mut theirs = Vec::new();
         bao_tree::io::sync::encode_ranges_validated(&data[..], &ob, &requested, &mut theirs).unwrap();
         let mut ours = Vec::new();
