@@ -142,7 +142,10 @@ async fn attempt_once(inner: &Inner, id: TransferId, info: &TransferInfo, live: 
             return Ok(r);
         }
     }
-    let conns = inner.peers.connections().await;
+    let mut conns = inner.peers.connections().await;
+    if !info.providers.is_empty() {
+        conns.retain(|c| info.providers.contains(&c.remote_id()));
+    }
     let pinned = info.hash.filter(|_| info.pinned);
     let resolved = download::resolve(&conns, kind, &info.name, &info.version, pinned, |id| inner.is_trusted(id)).await;
     let found = match resolved {

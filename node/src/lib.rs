@@ -65,6 +65,6 @@ pub use builder::{NodeBuilder, DEFAULT_BIND};
 pub use config::{NodeOptions, P2pConfig};
 pub use error::{Error, Result};
 pub use events::{P2pEvent, PeerInfo, RemoteResource, ResourceInfo, TransferProgress, UploadProgress};
-pub use node::{Node, Stats, EVENTS_CAPACITY};
+pub use node::{DownloadRequest, Node, Stats, EVENTS_CAPACITY};
 pub use queue::TransferPriority;
 pub use transfers::{FailureReason, TransferFailure, TransferId, TransferInfo, TransferState};

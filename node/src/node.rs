@@ -33,6 +33,53 @@ use crate::{
     Error, Result,
 };
 
+/// What to download, from whom, how urgently: see [`Node::download`].
+#[derive(Debug, Clone)]
+#[must_use = "a request does nothing until passed to Node::download"]
+pub struct DownloadRequest {
+    kind: ResourceKind,
+    name: String,
+    version: String,
+    hash: Option<blixard_store::Hash>,
+    providers: Vec<NodeId>,
+    priority: TransferPriority,
+}
+
+impl DownloadRequest {
+    /// `(kind, name, version)` as trusted publishers name it, from any
+    /// connected peer, at `Normal` priority.
+    pub fn new(kind: ResourceKind, name: impl Into<String>, version: impl Into<String>) -> Self {
+        DownloadRequest {
+            kind,
+            name: name.into(),
+            version: version.into(),
+            hash: None,
+            providers: Vec::new(),
+            priority: TransferPriority::Normal,
+        }
+    }
+
+    /// The content is this blob, whoever claims it under the name (the
+    /// hash verifies it; the name is how it is recorded here).
+    pub fn hash(mut self, hash: blixard_store::Hash) -> Self {
+        self.hash = Some(hash);
+        self
+    }
+
+    /// Ask and download from these peers only (connect them first, e.g.
+    /// with [`Node::connect`]).
+    pub fn providers(mut self, providers: impl IntoIterator<Item = NodeId>) -> Self {
+        self.providers = providers.into_iter().collect();
+        self
+    }
+
+    /// Its place in the queue.
+    pub fn priority(mut self, priority: TransferPriority) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
 /// Events a receiver of [`Node::events`] may fall behind by before it
 /// misses some.
 pub const EVENTS_CAPACITY: usize = 1024;
@@ -406,9 +453,11 @@ impl Node {
             .collect()
     }
 
-    /// Queues a download of `(kind, name, version)`; returns its id. A
-    /// request for a resource already queued or running is merged into it
-    /// (its priority raised if this one is higher) and gets the same id.
+    /// Queues a download of `(kind, name, version)` as trusted publishers
+    /// name it, from any peer; returns its id. A request for a resource
+    /// already queued or running is merged into it (its priority raised if
+    /// this one is higher) and gets the same id. It does not block (the
+    /// download runs in the background); [`Node::wait`] for its end.
     pub fn request_download(
         &self,
         kind: ResourceKind,
@@ -416,8 +465,7 @@ impl Node {
         version: &str,
         priority: TransferPriority,
     ) -> Result<TransferId> {
-        blixard_store::validate_resource_key(&kind, name, version)?;
-        self.inner.transfers.request((kind, name.into(), version.into()), priority, None)
+        self.download(DownloadRequest::new(kind, name, version).priority(priority))
     }
 
     /// Queues a download of `(kind, name, version)` as the blob `hash`: the
@@ -431,8 +479,31 @@ impl Node {
         hash: blixard_store::Hash,
         priority: TransferPriority,
     ) -> Result<TransferId> {
-        blixard_store::validate_resource_key(&kind, name, version)?;
-        self.inner.transfers.request((kind, name.into(), version.into()), priority, Some(hash))
+        self.download(DownloadRequest::new(kind, name, version).hash(hash).priority(priority))
+    }
+
+    /// Queues a download as `request` describes it (by name or by hash,
+    /// from any peer or from chosen ones); returns its id. Merging and
+    /// blocking as for [`Node::request_download`].
+    ///
+    /// ```no_run
+    /// # async fn f(node: blixard_node::Node, seeder: blixard_node::NodeAddr, hash: blixard_node::Hash) -> blixard_node::Result<()> {
+    /// use blixard_node::{DownloadRequest, ResourceKind, TransferPriority};
+    ///
+    /// let provider = node.connect(seeder).await?;
+    /// let id = node.download(
+    ///     DownloadRequest::new(ResourceKind::VmImage, "ubuntu-server", "24.04")
+    ///         .hash(hash)
+    ///         .providers([provider])
+    ///         .priority(TransferPriority::High),
+    /// )?;
+    /// let done = node.wait(id).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn download(&self, request: DownloadRequest) -> Result<TransferId> {
+        let DownloadRequest { kind, name, version, hash, providers, priority } = request;
+        blixard_store::validate_resource_key(&kind, &name, &version)?;
+        self.inner.transfers.request((kind, name, version), priority, hash, providers)
     }
 
     /// Cancels a queued or running transfer.

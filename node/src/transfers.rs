@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use blixard_protocol::NodeId;
 use blixard_store::ResourceKind;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Notify};
@@ -130,6 +131,9 @@ pub struct TransferInfo {
     /// used whoever made it.
     #[serde(default)]
     pub pinned: bool,
+    /// The only peers it may use, if the requester chose them.
+    #[serde(default)]
+    pub providers: Vec<NodeId>,
     /// Attempts made.
     pub attempts: u32,
     /// Why it failed (or that it was cancelled).
@@ -151,11 +155,24 @@ pub(crate) struct PendingRecord {
     pub priority: TransferPriority,
     /// The content the requester chose, if any.
     pub hash: Option<blixard_store::Hash>,
+    /// The only peers to use (empty: any).
+    pub providers: Vec<NodeId>,
+}
+
+/// A pending transfer as the second format kept it (no providers).
+#[derive(Deserialize)]
+struct PendingV2 {
+    id: TransferId,
+    kind: ResourceKind,
+    name: String,
+    version: String,
+    priority: TransferPriority,
+    hash: Option<blixard_store::Hash>,
 }
 
 /// The tree of [`PendingRecord`]s, keyed by id (u64, big endian, so sled
 /// iterates them in order).
-pub(crate) const PENDING_TREE: &str = "transfers.v2";
+pub(crate) const PENDING_TREE: &str = "transfers.v3";
 
 /// The in-memory table.
 #[derive(Default)]
@@ -181,6 +198,7 @@ impl Table {
             progress: None,
             hash: r.hash,
             pinned: r.hash.is_some(),
+            providers: r.providers,
             attempts: 0,
             error: None,
             duration_secs: None,
@@ -210,7 +228,13 @@ fn decode_v1_pending(bytes: &[u8]) -> Result<PendingRecord> {
     let id = number.ok_or_else(|| corrupt(format!("id {:?}", old.id)))?;
     let kind = old.kind.parse().map_err(|e: blixard_store::Error| corrupt(e.to_string()))?;
     let (name, version, priority) = (old.name, old.version, old.priority);
-    Ok(PendingRecord { id: TransferId(id), kind, name, version, priority, hash: None })
+    Ok(PendingRecord { id: TransferId(id), kind, name, version, priority, hash: None, providers: Vec::new() })
+}
+
+/// Reads a pending transfer of the second format (`transfers.v2`).
+fn decode_v2_pending(bytes: &[u8]) -> Result<PendingRecord> {
+    let PendingV2 { id, kind, name, version, priority, hash } = codec::decode("transfer", bytes)?;
+    Ok(PendingRecord { id, kind, name, version, priority, hash, providers: Vec::new() })
 }
 
 /// Reads the unfinished transfers of an earlier run: today's records, and
@@ -226,20 +250,26 @@ pub(crate) fn load_pending(db: &sled::Db) -> Result<Vec<PendingRecord>> {
             Err(e) => warn!("dropping a pending transfer: {e}"),
         }
     }
-    if db.tree_names().iter().any(|n| n.as_ref() == b"transfers") {
-        let old = db.open_tree("transfers")?;
+    // Earlier formats: moved over once, then their trees dropped.
+    type Decode = fn(&[u8]) -> Result<PendingRecord>;
+    let earlier: [(&str, Decode); 2] = [("transfers", decode_v1_pending), ("transfers.v2", decode_v2_pending)];
+    for (name, decode) in earlier {
+        if !db.tree_names().iter().any(|n| n.as_ref() == name.as_bytes()) {
+            continue;
+        }
+        let old = db.open_tree(name)?;
         for kv in old.iter() {
             let (_, v) = kv?;
-            match decode_v1_pending(&v) {
+            match decode(&v) {
                 Ok(r) => {
                     tree.insert(r.id.0.to_be_bytes(), codec::encode("transfer", &r)?)?;
                     records.push(r);
                 }
-                Err(e) => warn!("dropping a pending transfer of the first format: {e}"),
+                Err(e) => warn!("dropping a pending transfer of an earlier format ({name}): {e}"),
             }
         }
         tree.flush()?;
-        db.drop_tree("transfers")?;
+        db.drop_tree(name)?;
     }
     records.sort_by_key(|r| r.id);
     Ok(records)
@@ -271,12 +301,14 @@ impl TransferTable {
     /// Queues a download of `key` (kind, name, version); returns its id. A
     /// request for a resource already queued or running is merged into it
     /// (its priority raised if this one is higher) and gets the same id.
-    /// With `pinned`, the blob is that hash, whoever claims it.
+    /// With `pinned`, the blob is that hash, whoever claims it; with
+    /// `providers`, only they are asked.
     pub(crate) fn request(
         &self,
         key: Key,
         priority: TransferPriority,
         pinned: Option<blixard_store::Hash>,
+        providers: Vec<NodeId>,
     ) -> Result<TransferId> {
         let mut t = self.table.lock().unwrap();
         if let Some(id) = t.by_key.get(&key).copied() {
@@ -291,7 +323,7 @@ impl TransferTable {
         t.next += 1;
         let id = TransferId(t.next);
         let (kind, name, version) = key;
-        let record = PendingRecord { id, kind, name, version, priority, hash: pinned };
+        let record = PendingRecord { id, kind, name, version, priority, hash: pinned, providers };
         self.pending.insert(id.0.to_be_bytes(), codec::encode("transfer", &record)?)?;
         info!(%id, kind = %record.kind, name = %record.name, version = %record.version, %priority, ?pinned, "download queued");
         t.enqueue(record);
@@ -400,5 +432,21 @@ mod tests {
         assert_eq!(r.kind, blixard_store::ResourceKind::VmImage);
         assert_eq!((r.name.as_str(), r.version.as_str()), ("ubuntu-server", "22.04"));
         assert!(codec::decode::<PendingRecord>("transfer", &bytes).is_err(), "not readable as today's");
+    }
+
+    /// A second-format record (no providers) is moved to today's tree.
+    #[test]
+    fn a_second_format_pending_transfer_migrates() {
+        #[derive(serde::Serialize)]
+        struct V2(TransferId, ResourceKind, String, String, TransferPriority, Option<blixard_store::Hash>);
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let hash = Some(blixard_store::Hash([7; 32]));
+        let old = V2(TransferId(9), ResourceKind::VmImage, "img".into(), "1".into(), TransferPriority::Low, hash);
+        db.open_tree("transfers.v2").unwrap().insert(9u64.to_be_bytes(), codec::encode("transfer", &old).unwrap()).unwrap();
+        let records = load_pending(&db).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!((records[0].id, records[0].hash, records[0].providers.len()), (TransferId(9), hash, 0));
+        assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"transfers.v2"), "the old tree is gone");
+        assert_eq!(load_pending(&db).unwrap().len(), 1, "kept in today's tree");
     }
 }

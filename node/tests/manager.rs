@@ -190,6 +190,29 @@ async fn a_failed_attempt_is_retried_with_another_provider() {
     assert!(done.attempts >= 2, "expected a retry, got {} attempt(s)", done.attempts);
 }
 
+/// A download by hash from a chosen provider asks and uses that one only,
+/// although another connected peer has the same image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chosen_providers_are_the_only_ones_used() {
+    let dir = TempDir::new().unwrap();
+    let (a, b) = (node(dir.path(), 1, P2pConfig::default()).await, node(dir.path(), 2, P2pConfig::default()).await);
+    let image: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7) as u8).collect();
+    let on_a = a.upload_bytes(ResourceKind::VmImage, "img", "1", image.clone()).await.unwrap();
+    let on_b = b.upload_bytes(ResourceKind::VmImage, "img", "1", image).await.unwrap();
+    assert_eq!(on_a.hash, on_b.hash);
+    let c = node(dir.path(), 3, P2pConfig::default()).await;
+    link(&c, &a).await;
+    let from_b = c.connect(b.node_addr()).await.unwrap();
+    let request = blixard_node::DownloadRequest::new(ResourceKind::VmImage, "img", "1")
+        .hash(on_b.hash)
+        .providers([from_b])
+        .priority(TransferPriority::High);
+    let done = c.wait(c.download(request).unwrap()).await.unwrap();
+    assert_eq!((done.hash, done.providers.clone()), (Some(on_b.hash), vec![from_b]));
+    assert_eq!(a.stats().bytes_sent, 0, "the other peer sent nothing");
+    assert!(b.stats().bytes_sent >= 3_000_000, "{:?}", b.stats());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_providers_triple_the_rate_and_survive_losing_one() {
     let dir = TempDir::new().unwrap();
