@@ -77,7 +77,7 @@ impl Store {
             Some(file) => encode_mapped(hash, &opened, file, &served, &mut send)?,
             None => {
                 let mut w = BatchWrite { batch: Vec::new(), buf: BytesMut::new(), bytes: 0, send: &mut send };
-                encode_copied(hash, opened.size, &opened, &served, &mut w)?;
+                encode_copied(hash, opened.size, &opened, &served, &mut w).map_err(|e| self.reference_changed(e))?;
                 w.flush().map_err(Error::Stream)?;
                 w.bytes
             }

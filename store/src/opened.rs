@@ -50,8 +50,14 @@ pub(crate) struct Opened {
 }
 
 impl Store {
-    /// Opens `hash` for reading.
+    /// Opens `hash` for reading. A referenced file whose length or
+    /// modification time changed makes the blob missing again
+    /// ([`Store::reference_changed`]) and is an error.
     pub(crate) fn open_blob(&self, hash: &Hash) -> Result<Opened> {
+        self.open_blob_unchecked(hash).map_err(|e| self.reference_changed(e))
+    }
+
+    fn open_blob_unchecked(&self, hash: &Hash) -> Result<Opened> {
         let io = |op, p: PathBuf| Error::io(op, p);
         match self.entry(hash)? {
             None => Err(Error::NotFound(*hash)),

@@ -228,10 +228,24 @@ impl Store {
         Ok(())
     }
 
-    /// What the store holds of `hash`.
+    /// What the store holds of `hash`. A blob imported by reference whose
+    /// file's length or modification time changed holds nothing any more
+    /// (see [`Store::import_path`]); a change that kept both is found when
+    /// the bytes are next read or served. Blocking (a metadata read, a
+    /// `stat` for a referenced file).
     pub fn status(&self, hash: &Hash) -> Result<BlobStatus> {
         match self.entry(hash)? {
             None => Ok(BlobStatus::Absent),
+            Some(EntryRecord::Complete { size, data: crate::entry::DataLocation::External { .. }, .. }) => {
+                match self.open_blob(hash) {
+                    // Made partial by the check: report that.
+                    Err(e @ Error::ReferenceChanged { .. }) => match self.entry(hash)? {
+                        Some(EntryRecord::Partial { .. }) => self.status(hash),
+                        _ => Err(e),
+                    },
+                    _ => Ok(BlobStatus::Complete { size }),
+                }
+            }
             Some(EntryRecord::Complete { size, .. }) => Ok(BlobStatus::Complete { size }),
             Some(EntryRecord::Partial { size }) => {
                 let ranges = match self.live_partial(hash) {

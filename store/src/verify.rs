@@ -282,6 +282,43 @@ impl Store {
         Ok(out)
     }
 
+    /// A referenced file changed: the blob becomes a partial blob holding
+    /// nothing (an empty, sparse data file beside its outboard), so the
+    /// next download fetches it into a copy the store owns. The file itself
+    /// is the user's and is left alone. Returns `error` for the caller.
+    pub(crate) fn reference_changed(&self, error: Error) -> Error {
+        if let Error::ReferenceChanged { hash, .. } = &error {
+            if let Err(e) = self.forget_reference(hash) {
+                warn!(%hash, "could not mark a changed reference missing: {e}");
+            }
+        }
+        error
+    }
+
+    fn forget_reference(&self, hash: &Hash) -> Result<()> {
+        let _roots = self.inner.roots.lock().unwrap();
+        let Some(EntryRecord::Complete { size, data: DataLocation::External { path, .. }, outboard, .. }) =
+            self.entry(hash)?
+        else {
+            return Ok(());
+        };
+        let (pd, po) = (self.partial_path(hash, "data"), self.partial_path(hash, "obao4"));
+        File::create(&pd).and_then(|f| f.set_len(size)).map_err(Error::io("create", &pd))?;
+        match outboard {
+            OutboardLocation::Owned => {
+                let bo = self.blob_path(hash, "obao4");
+                std::fs::rename(&bo, &po).map_err(Error::io("rename", &bo))?;
+            }
+            OutboardLocation::Inline(v) => std::fs::write(&po, v).map_err(Error::io("write", &po))?,
+            OutboardLocation::None => drop(File::create(&po).map_err(Error::io("create", &po))?),
+        }
+        write_checkpoint(self, hash, size, &ChunkRanges::empty())?;
+        self.put_entry(hash, &EntryRecord::Partial { size })?;
+        self.flush()?;
+        warn!(%hash, path, "a referenced file changed: its blob holds nothing now and is fetched again by the next download");
+        Ok(())
+    }
+
     /// Turns `damaged` chunk ranges of `hash` back into missing ones: a
     /// complete blob the store owns becomes a partial blob holding the
     /// rest; a partial blob forgets them. A referenced file is the user's

@@ -77,9 +77,13 @@ async fn referenced_file_changed_or_truncated_is_never_served() {
     let data = common::data(300_000, 3);
     fs::write(&path, &data).unwrap();
     let h = store.import_path(&path, ImportMode::Reference).await.unwrap().hash;
+    // The first serve finds the change and fails; the blob then holds
+    // nothing, so later ones serve nothing.
     let check_refused = |what: &str| {
-        let err = store.write_encoded(&h, &ChunkRanges::all(), Vec::new()).unwrap_err();
-        assert!(matches!(err, Error::ReferenceChanged { .. }), "{what}: {err}");
+        match store.write_encoded(&h, &ChunkRanges::all(), Vec::new()) {
+            Err(err) => assert!(matches!(err, Error::ReferenceChanged { .. }), "{what}: {err}"),
+            Ok(out) => assert!(out.served.is_empty(), "{what}: served {:?}", out.served),
+        }
         assert!(store.read_to_vec(&h).is_err(), "{what}: reader served changed bytes");
     };
     // same length, one byte changed, modification time restored
@@ -235,4 +239,43 @@ async fn disk_full_gives_an_error_and_a_consistent_store() {
     }
     let reopened = reopened.unwrap();
     assert!(matches!(reopened.status(&small_hash).unwrap(), BlobStatus::Complete { .. }));
+}
+
+/// A referenced file that changed is reported as what it is: the export
+/// error names that file (not the export target), and the blob is no
+/// longer "complete": it holds nothing, so the next download fetches it.
+#[tokio::test]
+async fn a_changed_reference_is_named_and_no_longer_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("s")).unwrap();
+    for restore_mtime in [true, false] {
+        let path = dir.path().join(format!("image-{restore_mtime}.img"));
+        let data = common::data(300_000, restore_mtime as u64);
+        fs::write(&path, &data).unwrap();
+        let imported = store.import_path(&path, ImportMode::Reference).await.unwrap();
+        let h = imported.hash;
+        store.set_tag_and_release(&format!("t{restore_mtime}"), imported.lease).unwrap();
+        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+        let mut changed = data.clone();
+        changed[200_000] ^= 1;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&path, &changed).unwrap();
+        if restore_mtime {
+            fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+        }
+        let target = dir.path().join(format!("out-{restore_mtime}.img"));
+        let err = store.export(h, &target, Default::default()).await.unwrap_err();
+        let text = err.to_string();
+        eprintln!("{text}");
+        assert!(text.contains(&path.display().to_string()), "names the referenced file: {text}");
+        assert!(!text.contains(&target.display().to_string()) && !text.contains("blixard-part"), "{text}");
+        assert!(!target.exists());
+        match store.status(&h).unwrap() {
+            blixard_store::BlobStatus::Partial { ranges, .. } => {
+                assert!(ranges.is_empty() || restore_mtime, "{ranges:?}");
+            }
+            other => panic!("a changed reference is still {other:?}"),
+        }
+        assert_eq!(fs::read(&path).unwrap(), changed, "the user's file is never touched");
+    }
 }
