@@ -16,12 +16,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
     let dir = tempfile::tempdir()?;
     let seeder = Node::builder().data_dir(dir.path().join("seeder")).bind("127.0.0.1:0".parse()?).spawn().await?;
-    let image: Vec<u8> = (0..mib << 20).map(|i| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes()[7]).collect();
+    let image: Vec<u8> =
+        (0..mib << 20).map(|i| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes()[7]).collect();
     let uploaded = seeder.upload_bytes(ResourceKind::VmImage, "bench", "1", image).await?;
     let mut rates = Vec::new();
     for run in 0..runs {
-        let leecher =
-            Node::builder().data_dir(dir.path().join(format!("leecher-{run}"))).bind("127.0.0.1:0".parse()?).spawn().await?;
+        let leecher = Node::builder()
+            .data_dir(dir.path().join(format!("leecher-{run}")))
+            .bind("127.0.0.1:0".parse()?)
+            .spawn()
+            .await?;
         leecher.connect(seeder.node_addr()).await?;
         let started = Instant::now();
         let id = leecher.request_download(ResourceKind::VmImage, "bench", "1", TransferPriority::High)?;

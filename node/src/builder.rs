@@ -137,14 +137,23 @@ impl NodeBuilder {
                 opened.await.map_err(|e| Error::start("store", e))??
             }
             (None, None) => {
-                return Err(Error::InvalidArgument("a node needs a data dir or a store (NodeBuilder::data_dir or ::store)".into()))
+                return Err(Error::InvalidArgument(
+                    "a node needs a data dir or a store (NodeBuilder::data_dir or ::store)".into(),
+                ))
             }
         };
         let endpoint_socket = match self.socket {
             Some(socket) => EndpointSocket::Socket(socket),
             None => EndpointSocket::Bind(self.bind.unwrap_or(DEFAULT_BIND)),
         };
-        Node::start(Parts { label: self.label, data_dir: self.data_dir, store, key, endpoint_socket, config: self.config })
-            .await
+        Node::start(Parts {
+            label: self.label,
+            data_dir: self.data_dir,
+            store,
+            key,
+            endpoint_socket,
+            config: self.config,
+        })
+        .await
     }
 }

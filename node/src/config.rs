@@ -58,6 +58,10 @@ pub struct P2pConfig {
     /// enforced). Default 1 hour.
     #[serde(with = "secs")]
     pub gc_interval: Duration,
+    /// How often a running transfer reports its progress (a
+    /// `TransferProgress` event and the transfer's record). Default 500 ms.
+    #[serde(with = "secs")]
+    pub progress_interval: Duration,
 }
 
 /// The default of [`P2pConfig::max_peers`].
@@ -82,6 +86,7 @@ impl Default for P2pConfig {
             peer_max_age: Duration::from_secs(7 * 24 * 3600),
             max_cache_size: None,
             gc_interval: Duration::from_secs(3600),
+            progress_interval: Duration::from_millis(500),
         }
     }
 }
@@ -127,6 +132,7 @@ impl P2pConfig {
             ("health_check_interval", self.health_check_interval),
             ("peer_max_age", self.peer_max_age),
             ("gc_interval", self.gc_interval),
+            ("progress_interval", self.progress_interval),
         ] {
             if d < MIN_INTERVAL {
                 return Err(Error::Config(format!("{name} must be at least {MIN_INTERVAL:?}, not {d:?}")));

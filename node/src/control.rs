@@ -75,7 +75,9 @@ impl ControlFile {
 /// stops.
 pub async fn serve(node: Node, port: u16) -> Result<SocketAddr> {
     let Some(data_dir) = node.data_dir().map(Path::to_path_buf) else {
-        return Err(Error::InvalidArgument("the control API needs a node with a data dir (for its control file)".into()));
+        return Err(Error::InvalidArgument(
+            "the control API needs a node with a data dir (for its control file)".into(),
+        ));
     };
     let listener = match tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
         Ok(l) => l,

@@ -19,9 +19,6 @@ use crate::{
     transfers::{TransferId, TransferInfo, TransferState},
 };
 
-/// How often a running transfer reports its progress.
-const PROGRESS_EVERY: Duration = Duration::from_millis(500);
-
 /// The dispatcher: takes a permit first, then the best waiting transfer, so
 /// the order is decided when capacity frees up.
 pub(crate) fn dispatcher(inner: &Arc<Inner>) -> JoinHandle<()> {
@@ -66,8 +63,8 @@ async fn run_transfer(inner: &Arc<Inner>, id: TransferId) {
     let live = Arc::new(Live::default());
     // Aborted when this task ends, however it ends (a cancel aborts it).
     let reporter = AbortOnDrop(tokio::spawn({
-        let (inner, live) = (Arc::downgrade(inner), live.clone());
-        async move { report_progress(inner, id, &live).await }
+        let (every, inner, live) = (inner.config.progress_interval, Arc::downgrade(inner), live.clone());
+        async move { report_progress(inner, id, every, &live).await }
     }));
     let config = &inner.config;
     let mut attempt = 0;
@@ -196,14 +193,14 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Reports progress every [`PROGRESS_EVERY`] until aborted or the node is
+/// Reports progress every `progress_interval` until aborted or the node is
 /// gone: verified bytes, a smoothed rate of arriving bytes, and the ETA at
 /// that rate.
-async fn report_progress(inner: std::sync::Weak<Inner>, id: TransferId, live: &Live) {
+async fn report_progress(inner: std::sync::Weak<Inner>, id: TransferId, every: Duration, live: &Live) {
     let mut last = (Instant::now(), live.wire.load(Ordering::Relaxed));
     let mut speed = 0.0;
     loop {
-        tokio::time::sleep(PROGRESS_EVERY).await;
+        tokio::time::sleep(every).await;
         let now = (Instant::now(), live.wire.load(Ordering::Relaxed));
         let rate = (now.1 - last.1) as f64 / now.0.duration_since(last.0).as_secs_f64().max(1e-3);
         speed = if speed == 0.0 { rate } else { 0.7 * speed + 0.3 * rate };

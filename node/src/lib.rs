@@ -56,8 +56,8 @@ mod transfers;
 
 /// The store and protocol crates, for what is not re-exported by name.
 pub use blixard_protocol as protocol;
-pub use blixard_store as store;
 pub use blixard_protocol::{Error as ProtocolError, NodeAddr, NodeId, SecretKey};
+pub use blixard_store as store;
 pub use blixard_store::{
     Bytes, Error as StoreError, ExportOptions, Hash, ImportMode, ResourceKind, Store, VerifyReport,
 };

@@ -442,7 +442,10 @@ mod tests {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let hash = Some(blixard_store::Hash([7; 32]));
         let old = V2(TransferId(9), ResourceKind::VmImage, "img".into(), "1".into(), TransferPriority::Low, hash);
-        db.open_tree("transfers.v2").unwrap().insert(9u64.to_be_bytes(), codec::encode("transfer", &old).unwrap()).unwrap();
+        db.open_tree("transfers.v2")
+            .unwrap()
+            .insert(9u64.to_be_bytes(), codec::encode("transfer", &old).unwrap())
+            .unwrap();
         let records = load_pending(&db).unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!((records[0].id, records[0].hash, records[0].providers.len()), (TransferId(9), hash, 0));

@@ -82,7 +82,11 @@ impl Store {
                 .join(", ");
             if let Some(path) = &opened.external {
                 let reason = format!("bytes {ranges} do not match the blob");
-                return Err(self.reference_changed(Error::ReferenceChanged { hash: *hash, path: path.clone(), reason }));
+                return Err(self.reference_changed(Error::ReferenceChanged {
+                    hash: *hash,
+                    path: path.clone(),
+                    reason,
+                }));
             }
             self.forget_damaged(hash, &damaged)?;
             return Err(Error::Damaged { hash: *hash, ranges });

@@ -89,8 +89,8 @@ pub use bao_tree::io::BaoContentItem;
 /// The shared byte buffer the store takes and hands out (re-exported so
 /// embedders need no `bytes` dependency of their own).
 pub use bytes::Bytes;
-pub use encode::{EncodedResponse, ServeOutcome, MAP_WINDOW};
 pub use codec::{decode_record, encode_record};
+pub use encode::{EncodedResponse, ServeOutcome, MAP_WINDOW};
 pub use error::{Error, Result};
 pub use export::ExportOptions;
 pub use hash::Hash;

@@ -136,16 +136,25 @@ impl Store {
     ///
     /// Blocking (disk writes and an fsync): call it from `spawn_blocking` in
     /// async code.
-    pub fn receive_encoded(&self, hash: Hash, requested: &ChunkRanges, reader: &mut impl Read) -> Result<ReceiveOutcome> {
+    pub fn receive_encoded(
+        &self,
+        hash: Hash,
+        requested: &ChunkRanges,
+        reader: &mut impl Read,
+    ) -> Result<ReceiveOutcome> {
         let mut header = [0u8; 8];
-        reader
-            .read_exact(&mut header)
-            .map_err(|e| Error::Truncated { hash, reason: format!("size header: {e}") })?;
+        reader.read_exact(&mut header).map_err(|e| Error::Truncated { hash, reason: format!("size header: {e}") })?;
         self.receive_body(hash, u64::from_le_bytes(header), requested, reader)
     }
 
     /// A response's body (the encoding after the size header).
-    fn receive_body(&self, hash: Hash, size: u64, requested: &ChunkRanges, reader: &mut impl Read) -> Result<ReceiveOutcome> {
+    fn receive_body(
+        &self,
+        hash: Hash,
+        size: u64,
+        requested: &ChunkRanges,
+        reader: &mut impl Read,
+    ) -> Result<ReceiveOutcome> {
         let mut sink = Receiving::new(self, hash, size, true)?;
         let decoded = Decoder::new(hash, size, requested).read_from(reader, &mut sink);
         // What verified is kept, whether or not the response ended well.
