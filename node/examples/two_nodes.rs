@@ -34,7 +34,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The seeder is a configured peer of the leecher, so its claims name
     // things here.
     let seeder_id = leecher.connect(seeder.node_addr()).await?;
-    let request = DownloadRequest::new(ResourceKind::VmImage, "ubuntu-server", "22.04").priority(TransferPriority::High);
+    let request =
+        DownloadRequest::new(ResourceKind::VmImage, "ubuntu-server", "22.04").priority(TransferPriority::High);
     let done = leecher.wait(leecher.download(request)?).await?;
     assert_eq!(done.hash, Some(published.hash));
     println!("downloaded from {seeder_id} in {:.2} s", done.duration_secs.unwrap_or_default());

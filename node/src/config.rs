@@ -15,6 +15,21 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// The node's settings. Every field is used; see each for where.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let config = blixard_node::P2pConfig {
+///     max_concurrent_transfers: 8,
+///     bandwidth_limit_mbps: Some(200.0),
+///     transfer_timeout: Duration::from_secs(600),
+///     ..Default::default()
+/// };
+/// config.validate()?;
+/// let from_file = blixard_node::P2pConfig::from_toml("max_concurrent_transfers = 8\ngc_interval = 600\n")?;
+/// assert_eq!(from_file.max_concurrent_transfers, 8);
+/// # Ok::<(), blixard_node::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct P2pConfig {
@@ -167,6 +182,19 @@ mod secs {
 }
 
 /// How a node is started.
+///
+/// ```
+/// # #[tokio::main] async fn main() -> blixard_node::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let node = blixard_node::Node::spawn(blixard_node::NodeOptions {
+///     id: 1,
+///     data_dir: dir.path().to_path_buf(),
+///     bind: "127.0.0.1:0".parse().unwrap(),
+///     config: Default::default(),
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
     /// The operator's number for this node (names the default data dir).

@@ -34,6 +34,13 @@ use crate::{
 };
 
 /// What to download, from whom, how urgently: see [`Node::download`].
+///
+/// ```
+/// use blixard_node::{DownloadRequest, ResourceKind, TransferPriority};
+///
+/// let request = DownloadRequest::new(ResourceKind::VmImage, "ubuntu-server", "22.04").priority(TransferPriority::High);
+/// // then: let id = node.download(request)?;
+/// ```
 #[derive(Debug, Clone)]
 #[must_use = "a request does nothing until passed to Node::download"]
 pub struct DownloadRequest {
@@ -111,6 +118,16 @@ pub struct Stats {
 /// for its connections to close; dropping the last clone stops it too (it
 /// stops serving, dialing and downloading at once, and its store and port
 /// are free once the tasks still ending have ended, a few milliseconds).
+///
+/// ```
+/// # #[tokio::main] async fn main() -> blixard_node::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let node = blixard_node::Node::builder().data_dir(dir.path()).bind("127.0.0.1:0".parse().unwrap()).spawn().await?;
+/// let also = node.clone(); // the same node
+/// println!("{} on {}", also.node_id(), also.addr());
+/// node.shutdown().await; // or drop every clone
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Node {
     pub(crate) inner: Arc<Inner>,

@@ -7,6 +7,14 @@ use std::{cmp::Ordering, collections::BinaryHeap, fmt, str::FromStr};
 use serde::{Deserialize, Serialize};
 
 /// How urgent a transfer is.
+///
+/// ```
+/// use blixard_node::TransferPriority;
+///
+/// let p: TransferPriority = "high".parse()?;
+/// assert!(p > TransferPriority::Normal && p < TransferPriority::Critical);
+/// # Ok::<(), blixard_node::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub enum TransferPriority {
     /// Background work.

@@ -8,6 +8,12 @@ use crate::error::{Error, Result};
 
 /// A transfer's id: a number unique within one node's database (it keeps
 /// counting across restarts).
+///
+/// ```
+/// let id: blixard_node::TransferId = "42".parse()?;
+/// assert_eq!(id.to_string(), "42");
+/// # Ok::<(), blixard_node::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct TransferId(pub u64);

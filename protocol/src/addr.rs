@@ -20,6 +20,12 @@ use crate::{Error, NodeId, Result};
 pub const MAX_DIRECT_ADDRS: usize = 8;
 
 /// A relay server: its own identity (pinned by clients) and its address.
+///
+/// ```
+/// let relay: blixard_protocol::RelayAddr = format!("relay://{}@127.0.0.1:3340", "ab".repeat(32)).parse()?;
+/// assert_eq!(relay.addr.port(), 3340);
+/// # Ok::<(), blixard_protocol::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RelayAddr {
     /// The relay's node id.
@@ -45,6 +51,17 @@ impl FromStr for RelayAddr {
 }
 
 /// Where to reach a node, and optionally who it must be.
+///
+/// ```
+/// use blixard_protocol::{NodeAddr, SecretKey};
+///
+/// let key = SecretKey::generate();
+/// let by_id: NodeAddr = format!("{}@127.0.0.1:7001", key.node_id()).parse()?;
+/// assert_eq!(by_id.id, Some(key.node_id()));
+/// let by_address: NodeAddr = "127.0.0.1:7001".parse()?; // identity learned at the handshake
+/// assert_eq!(by_address, NodeAddr::direct(None, "127.0.0.1:7001".parse().unwrap()));
+/// # Ok::<(), blixard_protocol::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct NodeAddr {
     /// The expected identity; `None` trusts the key seen on first use.

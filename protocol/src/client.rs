@@ -32,6 +32,14 @@ use crate::{
 pub const SMALL_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Options for blob requests.
+///
+/// ```
+/// use std::sync::{atomic::AtomicU64, Arc};
+///
+/// let received = Arc::new(AtomicU64::new(0));
+/// let options = blixard_protocol::client::GetOptions { progress: Some(received.clone()), ..Default::default() };
+/// // then: client::get(&conn, &store, hash, &options).await?
+/// ```
 #[derive(Clone, Default)]
 pub struct GetOptions {
     /// Deadlines for the response.

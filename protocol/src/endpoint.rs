@@ -18,6 +18,13 @@ use crate::{
 
 /// Transport tuning. The defaults are measured on loopback and sized for
 /// LAN/WAN links (a 16 MiB stream window covers 1 Gbit/s at 130 ms RTT).
+///
+/// ```
+/// use blixard_protocol::{EndpointOptions, Tuning};
+///
+/// let tuning = Tuning { server_send_window: 16 * 1024 * 1024, ..Tuning::default() };
+/// let options = EndpointOptions { tuning, ..Default::default() };
+/// ```
 #[derive(Debug, Clone)]
 pub struct Tuning {
     /// UDP socket send and receive buffers (4 MiB removed loss on loopback).
@@ -95,6 +102,14 @@ pub trait PathResolver: Send + Sync {
 }
 
 /// Options for an endpoint.
+///
+/// ```
+/// use blixard_protocol::{Endpoint, EndpointOptions, SecretKey};
+///
+/// # #[tokio::main] async fn main() -> blixard_protocol::Result<()> {
+/// let endpoint = Endpoint::bind(SecretKey::generate(), "127.0.0.1:0".parse().unwrap(), EndpointOptions::default())?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Default)]
 pub struct EndpointOptions {
     /// Transport tuning.
@@ -110,6 +125,23 @@ pub struct EndpointOptions {
 }
 
 /// A QUIC endpoint speaking the Blixard protocol as one node.
+///
+/// ```
+/// use blixard_protocol::{Endpoint, EndpointOptions, SecretKey};
+///
+/// # #[tokio::main] async fn main() -> blixard_protocol::Result<()> {
+/// let a = Endpoint::bind(SecretKey::generate(), "127.0.0.1:0".parse().unwrap(), EndpointOptions::default())?;
+/// let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+/// let b = Endpoint::from_std_socket(SecretKey::generate(), socket, EndpointOptions::default())?;
+/// let server = tokio::spawn({
+///     let b = b.clone();
+///     async move { b.accept().await }
+/// });
+/// let conn = a.connect(b.local_addr(), Some(b.node_id())).await?;
+/// assert_eq!(conn.remote_id(), b.node_id());
+/// assert_eq!(server.await.unwrap().unwrap()?.remote_id(), a.node_id());
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Endpoint {
     inner: quinn::Endpoint,

@@ -19,6 +19,13 @@ use crate::{Error, Result};
 
 /// A node's identity: its Ed25519 public key. Serialized as its hex text in
 /// human-readable formats (JSON, TOML), as its 32 bytes on the wire.
+///
+/// ```
+/// let key = blixard_protocol::SecretKey::generate();
+/// let id: blixard_protocol::NodeId = key.node_id().to_string().parse()?;
+/// assert_eq!(id, key.node_id());
+/// # Ok::<(), blixard_protocol::Error>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub [u8; 32]);
 
@@ -80,6 +87,16 @@ impl FromStr for NodeId {
 }
 
 /// A node's Ed25519 secret key (PKCS#8 v2), with its public [`NodeId`].
+///
+/// ```
+/// use blixard_protocol::SecretKey;
+///
+/// let key = SecretKey::generate();
+/// let same = SecretKey::from_seed(&[7; 32]);
+/// assert_eq!(same.node_id(), SecretKey::from_seed(&[7; 32]).node_id());
+/// let signature = key.sign(b"hello");
+/// assert!(key.node_id().verify(b"hello", &signature));
+/// ```
 pub struct SecretKey {
     pkcs8: Vec<u8>,
     pair: Ed25519KeyPair,

@@ -40,6 +40,16 @@ pub const OBSERVE_INTERVAL: Duration = Duration::from_millis(200);
 /// Anonymous peers share what the reserved room leaves (see
 /// [`crate::admission`]): a flood of connections, identities or slow
 /// readers never locks out a configured peer.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let limits = blixard_protocol::limits::ServerLimits {
+///     request_timeout: Duration::from_secs(5),
+///     ..Default::default()
+/// };
+/// // then: server::ServerContext::builder(store, limits).build()
+/// ```
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
     /// Time a client has to send its whole request after opening a stream.

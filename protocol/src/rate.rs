@@ -14,6 +14,11 @@ pub trait RateLimiter: Send + Sync {
 
 /// A token bucket: `rate` bytes per second with a burst of `burst` bytes.
 /// Shared by reference, it paces every transfer that uses it together.
+///
+/// ```
+/// // 10 MB/s, bursts of 1 MiB; share it (Arc) among what it limits.
+/// let bucket = std::sync::Arc::new(blixard_protocol::rate::TokenBucket::new(10_000_000, 1 << 20));
+/// ```
 #[derive(Debug)]
 pub struct TokenBucket {
     rate: f64,

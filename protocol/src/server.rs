@@ -37,6 +37,18 @@ pub type RequestHook = Arc<dyn Fn(&NodeId) + Send + Sync>;
 
 /// What a server answers from, and its limits. Built with
 /// [`ServerContext::builder`].
+///
+/// ```
+/// use blixard_protocol::{rate::TokenBucket, server::ServerContext};
+/// use std::sync::Arc;
+///
+/// let store = blixard_store::Store::temporary()?;
+/// let ctx = ServerContext::builder(store, Default::default())
+///     .upload_limiter(Arc::new(TokenBucket::new(50_000_000, 1 << 20)))
+///     .build();
+/// // then: tokio::spawn(server::accept_loop(endpoint, ctx));
+/// # Ok::<(), blixard_store::Error>(())
+/// ```
 pub struct ServerContext {
     store: Store,
     limits: ServerLimits,

@@ -61,6 +61,8 @@ impl Store {
     /// zero-copy slices of its file (see the module docs); a referenced file
     /// is re-verified leaf by leaf as it is read. Returns what was served.
     /// Errors before anything is sent if the blob is absent.
+    ///
+    /// Blocking (reads from disk): from async code use [`Store::encode_response`].
     pub fn encode_batches(
         &self,
         hash: &Hash,
@@ -86,6 +88,8 @@ impl Store {
     }
 
     /// [`Store::encode_batches`] into a writer.
+    ///
+    /// Blocking (reads and verifies from disk): from async code use [`Store::write_response`] or [`Store::encode_response`].
     pub fn write_encoded(&self, hash: &Hash, requested: &ChunkRanges, mut writer: impl Write) -> Result<ServeOutcome> {
         let out = self.encode_batches(hash, requested, |batch| batch.iter().try_for_each(|b| writer.write_all(b)))?;
         writer.flush().map_err(Error::Stream)?;

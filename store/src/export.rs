@@ -9,6 +9,18 @@ use std::{os::unix::fs::FileExt, path::Path};
 use crate::{ranges, verify, Error, Hash, Result, Store};
 
 /// How an export treats an existing target.
+///
+/// ```
+/// # #[tokio::main] async fn main() -> blixard_store::Result<()> {
+/// let store = blixard_store::Store::temporary()?;
+/// let blob = store.import_bytes(vec![1u8; 1000]).await?;
+/// let dir = tempfile::tempdir().unwrap();
+/// let target = dir.path().join("out.bin");
+/// store.export(blob.hash, &target, blixard_store::ExportOptions::default()).await?;
+/// // A second export to the same path needs overwrite.
+/// store.export(blob.hash, &target, blixard_store::ExportOptions { overwrite: true }).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExportOptions {
     /// Replace an existing target (a file, or a symbolic link, which is

@@ -8,6 +8,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A BLAKE3 hash identifying a blob. Serialized as its hex form in
 /// human-readable formats (JSON), as its 32 bytes in binary ones.
+///
+/// ```
+/// use blixard_store::Hash;
+///
+/// let hash = Hash::of(b"hello");
+/// let parsed: Hash = hash.to_string().parse()?;
+/// assert_eq!(parsed, hash);
+/// # Ok::<(), blixard_store::ParseHashError>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Hash(pub [u8; 32]);
 

@@ -21,6 +21,21 @@ use crate::{
 };
 
 /// How a file is imported.
+///
+/// ```
+/// # #[tokio::main] async fn main() -> blixard_store::Result<()> {
+/// use blixard_store::{ImportMode, Store};
+///
+/// let store = Store::temporary()?;
+/// let dir = tempfile::tempdir().unwrap();
+/// let file = dir.path().join("disk.img");
+/// std::fs::write(&file, vec![0u8; 100_000]).unwrap();
+/// // Reference: the store keeps the path; the file must not change.
+/// let imported = store.import_path(&file, ImportMode::Reference).await?;
+/// store.set_tag_and_release("disk", imported.lease)?;
+/// assert_eq!("copy".parse::<ImportMode>()?, ImportMode::Copy);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImportMode {
     /// Copy the bytes into the store.

@@ -19,6 +19,29 @@
 //!
 //! The on-disk format is documented in `docs/STORE.md`.
 //!
+//! # Async and blocking
+//!
+//! `async` methods (imports, [`Store::export`], [`Store::write_response`],
+//! [`Store::receive_response`], [`Store::async_reader`], [`IncomingBlob`])
+//! never block the runtime: their disk work runs on tokio's blocking pool.
+//! Every other method that touches the disk says "Blocking" in its docs
+//! (opening the store, tags, resources, GC, verification, the `Read`
+//! readers, the `*_encoded` pair): in async code, call those inside
+//! `tokio::task::spawn_blocking`. Cheap lookups ([`Store::status`],
+//! [`Store::resource`], [`Store::lease`]) read the metadata database and
+//! may be called anywhere.
+//!
+//! # Encoded responses
+//!
+//! A response is the blob's size (8 bytes, u64 little endian) followed by
+//! the pre-order bao encoding of the requested ranges, rounded to 16 KiB
+//! groups. Every function that writes or reads a whole response includes
+//! the size header ([`Store::write_encoded`], [`Store::encode_batches`],
+//! [`Store::write_response`], [`Store::receive_encoded`],
+//! [`Store::receive_response`]). [`Store::start_receive`] is the one
+//! lower-level entry: its caller has read the header (to check the size
+//! before committing to it) and passes the size, then pushes the rest.
+//!
 //! # Example
 //!
 //! Import a blob into one store, serve half of it to another, then the rest:
@@ -93,7 +116,7 @@ pub use codec::{decode_record, encode_record};
 pub use encode::{EncodedResponse, ServeOutcome, MAP_WINDOW};
 pub use error::{Error, Result};
 pub use export::ExportOptions;
-pub use hash::Hash;
+pub use hash::{Hash, ParseHashError};
 pub use import::{ImportMode, ImportOutcome};
 pub use incoming::IncomingBlob;
 pub use ranges::{ChunkNum, ChunkRanges};

@@ -15,6 +15,16 @@ pub const MAX_NAME_LEN: usize = 255;
 /// What a resource is. Serialized as its text form (`vm-image`,
 /// `custom:NAME`...); a custom name must be 1 to [`MAX_NAME_LEN`] bytes
 /// without NUL (checked wherever a kind enters the store).
+///
+/// ```
+/// use blixard_store::ResourceKind;
+///
+/// let kind: ResourceKind = "vm-image".parse()?;
+/// assert_eq!(kind, ResourceKind::VmImage);
+/// let custom = ResourceKind::custom("firmware")?;
+/// assert!(ResourceKind::custom("").is_err() && ResourceKind::custom("a\0b").is_err());
+/// # Ok::<(), blixard_store::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum ResourceKind {
@@ -148,6 +158,8 @@ fn parse(k: &[u8], v: &[u8]) -> Result<Resource> {
 impl Store {
     /// Records resource `(kind, name, version) → hash`; the blob must be
     /// complete. Replaces an earlier record of the same key.
+    ///
+    /// Blocking (database writes and fsync): from async code, call it in `spawn_blocking`.
     pub fn put_resource(&self, kind: &ResourceKind, name: &str, version: &str, hash: Hash) -> Result<Resource> {
         let k = key(kind, name, version)?;
         let size = match self.status(&hash)? {
@@ -168,6 +180,8 @@ impl Store {
 
     /// [`Store::put_resource`] for a leased blob, releasing the lease after
     /// the resource is durable (GC cannot run in between).
+    ///
+    /// Blocking (database writes and fsync): from async code, call it in `spawn_blocking`.
     pub fn put_resource_and_release(
         &self,
         kind: &ResourceKind,
@@ -202,6 +216,8 @@ impl Store {
 
     /// Deletes a resource record (the blob goes at the next GC if nothing else
     /// reaches it); true if it existed.
+    ///
+    /// Blocking (database writes and fsync): from async code, call it in `spawn_blocking`.
     pub fn delete_resource(&self, kind: &ResourceKind, name: &str, version: &str) -> Result<bool> {
         let k = key(kind, name, version)?;
         let _roots = self.inner.roots.lock().unwrap();

@@ -79,6 +79,8 @@ impl Store {
     }
 
     /// Points tag `name` at `hash`.
+    ///
+    /// Blocking (database writes and fsync): from async code, call it in `spawn_blocking`.
     pub fn set_tag(&self, name: &str, hash: Hash) -> Result<()> {
         Self::check_tag(name)?;
         let _roots = self.inner.roots.lock().unwrap();
@@ -88,6 +90,8 @@ impl Store {
 
     /// Points tag `name` at the leased blob and releases the lease, atomically
     /// with respect to GC.
+    ///
+    /// Blocking (database writes and fsync): from async code, call it in `spawn_blocking`.
     pub fn set_tag_and_release(&self, name: &str, lease: Lease) -> Result<()> {
         Self::check_tag(name)?;
         let _roots = self.inner.roots.lock().unwrap();
@@ -115,6 +119,8 @@ impl Store {
     }
 
     /// Removes tag `name`; true if it existed.
+    ///
+    /// Blocking (database writes and fsync): from async code, call it in `spawn_blocking`.
     pub fn delete_tag(&self, name: &str) -> Result<bool> {
         let _roots = self.inner.roots.lock().unwrap();
         let existed = self.inner.tags.remove(name.as_bytes())?.is_some();
@@ -123,6 +129,8 @@ impl Store {
     }
 
     /// Removes every blob no resource, tag or lease reaches, and stray files.
+    ///
+    /// Blocking (walks the database, removes files): from async code, call it in `spawn_blocking`.
     pub fn gc(&self) -> Result<GcStats> {
         let _roots = self.inner.roots.lock().unwrap();
         let leases = self.inner.leases.lock().unwrap();

@@ -31,6 +31,17 @@ use crate::{
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Tunables of a store.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// // checkpoint partial blobs every 64 MiB verified, or every 5 s
+/// let config = blixard_store::StoreConfig {
+///     checkpoint_bytes: 64 << 20,
+///     checkpoint_interval: std::time::Duration::from_secs(5),
+/// };
+/// let store = blixard_store::Store::open_with(dir.path(), config)?;
+/// # Ok::<(), blixard_store::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// Checkpoint a partial blob after this many newly verified bytes.
@@ -68,6 +79,14 @@ pub enum BlobStatus {
 
 /// A persistent content-addressed blob store. Cheap to clone; all clones share
 /// one database and directory.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = blixard_store::Store::open(dir.path())?; // Store::temporary() for scratch
+/// let same = store.clone(); // clones share one database
+/// assert_eq!(same.dir(), dir.path());
+/// # Ok::<(), blixard_store::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Store {
     pub(crate) inner: Arc<Inner>,
@@ -223,6 +242,8 @@ impl Store {
     }
 
     /// Flushes the metadata database to disk.
+    ///
+    /// Blocking (fsync).
     pub fn flush(&self) -> Result<()> {
         self.inner.db.flush()?;
         Ok(())

@@ -323,6 +323,8 @@ impl Store {
     /// complete blob the store owns becomes a partial blob holding the
     /// rest; a partial blob forgets them. A referenced file is the user's
     /// and is left alone (serving it fails until it is imported again).
+    ///
+    /// Blocking (database writes and fsync): from async code, call it in `spawn_blocking`.
     pub fn forget_damaged(&self, hash: &Hash, damaged: &ChunkRanges) -> Result<()> {
         let roots = self.inner.roots.lock().unwrap();
         match self.entry(hash)? {
