@@ -95,7 +95,7 @@ pub const EVENTS_CAPACITY: usize = 1024;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stats {
     /// This node's id.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// Its QUIC address.
     pub addr: SocketAddr,
     /// Connected peers.
@@ -132,6 +132,12 @@ pub struct Stats {
 pub struct Node {
     pub(crate) inner: Arc<Inner>,
     _stop_on_drop: Arc<StopOnDrop>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.node_id()).field("addr", &self.addr()).finish()
+    }
 }
 
 /// Stops the node when the last user-held [`Node`] goes (tasks hold the
@@ -619,7 +625,7 @@ impl Node {
         let t = self.inner.transfers.table.lock().unwrap();
         let m = &self.inner.metrics;
         Stats {
-            node_id: self.node_id().to_string(),
+            node_id: self.node_id(),
             addr: self.addr(),
             peers_connected: self.inner.peers.connected_count(),
             peers_known: self.inner.peers.list().len(),

@@ -493,8 +493,7 @@ async fn a_data_dir_of_another_version_and_an_unreachable_peer_give_clear_errors
         config: P2pConfig::default(),
     })
     .await
-    .err()
-    .expect("a store of another format version must not open");
+    .expect_err("a store of another format version must not open");
     let text = err.to_string();
     assert!(text.starts_with("Failed to create node") && text.contains("99"), "{text}");
 
@@ -821,4 +820,34 @@ async fn a_peer_that_dialed_in_shows_connected_at_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(a.stats().peers_connected, 1);
+}
+
+/// A node built from the embedder's own parts: its store (shared, no 3 s
+/// lock wait), key and bound socket; no data dir. Uploads from a reader
+/// and by reference land in that store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_over_the_embedders_store_key_and_socket() {
+    let dir = TempDir::new().unwrap();
+    let store = blixard_store::Store::temporary().unwrap();
+    let key = blixard_node::SecretKey::from_seed(&[9; 32]);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let started = Instant::now();
+    let id = key.node_id();
+    let n = Node::builder().store(store.clone()).secret_key(key).socket(socket).spawn().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert_eq!((n.node_id(), n.addr(), n.data_dir()), (id, addr, None));
+
+    let from_reader = n.upload_reader(ResourceKind::VmImage, "a", "1", &[5u8; 70_000][..]).await.unwrap();
+    let file = image(dir.path(), "b.img", 50_000, 3);
+    let by_reference =
+        n.upload_path(ResourceKind::VmImage, "b", "1", &file, blixard_node::ImportMode::Reference).await.unwrap();
+    assert_eq!(store.read_to_vec(&from_reader.hash).unwrap(), vec![5u8; 70_000]);
+    assert_eq!(store.read_to_vec(&by_reference.hash).unwrap(), std::fs::read(&file).unwrap());
+    assert_eq!(store.resources(None).unwrap().len(), 2);
+    assert!(matches!(control::serve(n.clone(), 0).await, Err(blixard_node::Error::InvalidArgument(_))));
+    let e = Node::builder().spawn().await.unwrap_err();
+    assert!(e.to_string().contains("a data dir or a store"), "{e}");
+    drop(n);
+    assert!(store.resources(None).is_ok(), "the embedder's store outlives the node");
 }
