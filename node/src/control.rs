@@ -100,7 +100,7 @@ pub async fn serve(node: Node, port: u16) -> Result<SocketAddr> {
         .route("/v1/gc", post(gc))
         .route("/v1/uploads", get(uploads))
         .route("/v1/transfers", get(transfers))
-        .route("/v1/transfers/{id}", get(transfer).delete(cancel))
+        .route("/v1/transfers/{id}", get(transfer).delete(cancel).patch(change_transfer))
         .route_layer(middleware::from_fn_with_state(token, authorize));
     let app = api.route("/metrics", get(metrics)).with_state(node);
     info!(%addr, "control API listening");
@@ -251,14 +251,38 @@ pub struct DownloadRequest {
     /// publishers name).
     #[serde(default)]
     pub hash: Option<blixard_store::Hash>,
+    /// This transfer's own download limit, megabits per second (default:
+    /// only the node's).
+    #[serde(default)]
+    pub limit_mbps: Option<f64>,
 }
 
 async fn download(State(node): State<Node>, Json(req): Json<DownloadRequest>) -> Answer<TransferId> {
-    let kind = kind(&req.kind)?;
-    Ok(Json(match req.hash {
-        Some(h) => node.request_download_hash(kind, &req.name, &req.version, h, req.priority)?,
-        None => node.request_download(kind, &req.name, &req.version, req.priority)?,
-    }))
+    let mut request = crate::DownloadRequest::new(kind(&req.kind)?, req.name, req.version).priority(req.priority);
+    if let Some(h) = req.hash {
+        request = request.hash(h);
+    }
+    if let Some(m) = req.limit_mbps {
+        request = request.limit_mbps(m);
+    }
+    Ok(Json(node.download(request)?))
+}
+
+/// `PATCH /v1/transfers/{id}`: what to change in a transfer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TransferChange {
+    /// Its new priority.
+    pub priority: TransferPriority,
+}
+
+async fn change_transfer(
+    State(node): State<Node>,
+    UrlPath(id): UrlPath<String>,
+    Json(change): Json<TransferChange>,
+) -> Answer<crate::TransferInfo> {
+    let id: TransferId = id.parse()?;
+    node.set_priority(id, change.priority)?;
+    node.transfer(id).map(Json).ok_or_else(|| Error::UnknownTransfer(id.0).into())
 }
 
 async fn transfers(State(node): State<Node>) -> Json<Vec<crate::TransferInfo>> {

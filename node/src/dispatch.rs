@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use blixard_protocol::rate::{AllOf, RateLimiter, TokenBucket};
 use blixard_store::{BlobStatus, Hash};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -175,13 +176,27 @@ async fn attempt_once(inner: &Inner, id: TransferId, info: &TransferInfo, live: 
         peers: inner.peers.clone(),
         events: inner.events.clone(),
         metrics: inner.metrics.clone(),
-        limiter: inner.download_limiter.clone(),
+        limiter: transfer_limiter(inner, info.limit_mbps),
     };
     let providers = conns.iter().map(|c| c.remote_id()).collect();
     download::fetch(&ctx, hash, found.size, providers, live).await?;
     let r = inner.store.put_resource_and_release(kind, &info.name, &info.version, lease)?;
     inner.cache.downloaded(&r);
     Ok(r)
+}
+
+/// The limiter a transfer's reads ask: its own limit (a bucket of its
+/// own, bursts of a tenth of a second as the node's) under the node-wide
+/// one, or either alone.
+fn transfer_limiter(inner: &Inner, limit_mbps: Option<f64>) -> Option<Arc<dyn RateLimiter>> {
+    let own = limit_mbps.map(|m| {
+        let rate = (m * 1e6 / 8.0) as u64;
+        Arc::new(TokenBucket::new(rate, (rate / 10).max(64 * 1024))) as Arc<dyn RateLimiter>
+    });
+    match (own, inner.download_limiter.clone()) {
+        (Some(own), Some(node)) => Some(Arc::new(AllOf(vec![own, node]))),
+        (own, node) => own.or(node),
+    }
 }
 
 /// Aborts a task when dropped.

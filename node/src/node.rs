@@ -50,6 +50,7 @@ pub struct DownloadRequest {
     hash: Option<blixard_store::Hash>,
     providers: Vec<NodeId>,
     priority: TransferPriority,
+    limit_mbps: Option<f64>,
 }
 
 impl DownloadRequest {
@@ -63,7 +64,15 @@ impl DownloadRequest {
             hash: None,
             providers: Vec::new(),
             priority: TransferPriority::Normal,
+            limit_mbps: None,
         }
+    }
+
+    /// This transfer's own download limit in megabits per second, under
+    /// the node-wide `bandwidth_limit_mbps` (both hold).
+    pub fn limit_mbps(mut self, mbps: f64) -> Self {
+        self.limit_mbps = Some(mbps);
+        self
     }
 
     /// The content is this blob, whoever claims it under the name (the
@@ -524,9 +533,20 @@ impl Node {
     /// # Ok(()) }
     /// ```
     pub fn download(&self, request: DownloadRequest) -> Result<TransferId> {
-        let DownloadRequest { kind, name, version, hash, providers, priority } = request;
+        let DownloadRequest { kind, name, version, hash, providers, priority, limit_mbps } = request;
         blixard_store::validate_resource_key(&kind, &name, &version)?;
-        self.inner.transfers.request((kind, name, version), priority, hash, providers)
+        if let Some(m) = limit_mbps.filter(|m| !(m.is_finite() && *m > 0.0)) {
+            return Err(Error::InvalidArgument(format!(
+                "a transfer's limit must be positive megabits per second, not {m}"
+            )));
+        }
+        self.inner.transfers.request((kind, name, version), priority, hash, providers, limit_mbps)
+    }
+
+    /// Changes a queued or running transfer's priority; a queued one takes
+    /// its new place in the queue at once (raise it to have it start next).
+    pub fn set_priority(&self, id: TransferId, priority: TransferPriority) -> Result<()> {
+        self.inner.transfers.set_priority(id, priority)
     }
 
     /// Cancels a queued or running transfer.

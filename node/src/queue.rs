@@ -114,6 +114,20 @@ impl<Id: Eq> Queue<Id> {
         self.heap = items.into();
     }
 
+    /// Moves a queued transfer to `priority` (up or down), behind those
+    /// already queued at it; false if it is not queued.
+    pub fn set(&mut self, id: &Id, priority: TransferPriority) -> bool {
+        let mut items = std::mem::take(&mut self.heap).into_vec();
+        self.next_seq += 1;
+        let mut found = false;
+        for q in items.iter_mut().filter(|q| &q.id == id) {
+            // A new sequence number: last among its new equals.
+            (q.priority, q.seq, found) = (priority, self.next_seq, true);
+        }
+        self.heap = items.into();
+        found
+    }
+
     /// Queued transfers.
     pub fn len(&self) -> usize {
         self.heap.len()
@@ -138,6 +152,19 @@ mod tests {
         }
         let order: Vec<String> = std::iter::from_fn(|| q.pop()).collect();
         assert_eq!(order, ["c1", "h1", "n1", "n2", "l1", "l2"]);
+    }
+
+    #[test]
+    fn set_moves_either_way() {
+        let mut q = Queue::<String>::default();
+        for (id, p) in [("a", Normal), ("b", Normal), ("c", Low)] {
+            q.push(id.into(), p);
+        }
+        assert!(q.set(&"c".to_string(), Critical));
+        assert!(q.set(&"a".to_string(), Low));
+        assert!(!q.set(&"z".to_string(), High));
+        let order: Vec<String> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(order, ["c", "b", "a"]);
     }
 
     #[test]

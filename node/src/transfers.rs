@@ -134,6 +134,9 @@ pub struct TransferInfo {
     /// The only peers it may use, if the requester chose them.
     #[serde(default)]
     pub providers: Vec<NodeId>,
+    /// Its own download limit, megabits per second, under the node's.
+    #[serde(default)]
+    pub limit_mbps: Option<f64>,
     /// Attempts made.
     pub attempts: u32,
     /// Why it failed (or that it was cancelled).
@@ -157,6 +160,8 @@ pub(crate) struct PendingRecord {
     pub hash: Option<blixard_store::Hash>,
     /// The only peers to use (empty: any).
     pub providers: Vec<NodeId>,
+    /// Its own download limit, megabits per second.
+    pub limit_mbps: Option<f64>,
 }
 
 /// A pending transfer as the second format kept it (no providers).
@@ -199,6 +204,7 @@ impl Table {
             hash: r.hash,
             pinned: r.hash.is_some(),
             providers: r.providers,
+            limit_mbps: r.limit_mbps,
             attempts: 0,
             error: None,
             duration_secs: None,
@@ -228,13 +234,22 @@ fn decode_v1_pending(bytes: &[u8]) -> Result<PendingRecord> {
     let id = number.ok_or_else(|| corrupt(format!("id {:?}", old.id)))?;
     let kind = old.kind.parse().map_err(|e: blixard_store::Error| corrupt(e.to_string()))?;
     let (name, version, priority) = (old.name, old.version, old.priority);
-    Ok(PendingRecord { id: TransferId(id), kind, name, version, priority, hash: None, providers: Vec::new() })
+    Ok(PendingRecord {
+        id: TransferId(id),
+        kind,
+        name,
+        version,
+        priority,
+        hash: None,
+        providers: Vec::new(),
+        limit_mbps: None,
+    })
 }
 
 /// Reads a pending transfer of the second format (`transfers.v2`).
 fn decode_v2_pending(bytes: &[u8]) -> Result<PendingRecord> {
     let PendingV2 { id, kind, name, version, priority, hash } = codec::decode("transfer", bytes)?;
-    Ok(PendingRecord { id, kind, name, version, priority, hash, providers: Vec::new() })
+    Ok(PendingRecord { id, kind, name, version, priority, hash, providers: Vec::new(), limit_mbps: None })
 }
 
 /// Reads the unfinished transfers of an earlier run: today's records, and
@@ -309,6 +324,7 @@ impl TransferTable {
         priority: TransferPriority,
         pinned: Option<blixard_store::Hash>,
         providers: Vec<NodeId>,
+        limit_mbps: Option<f64>,
     ) -> Result<TransferId> {
         let mut t = self.table.lock().unwrap();
         if let Some(id) = t.by_key.get(&key).copied() {
@@ -323,7 +339,7 @@ impl TransferTable {
         t.next += 1;
         let id = TransferId(t.next);
         let (kind, name, version) = key;
-        let record = PendingRecord { id, kind, name, version, priority, hash: pinned, providers };
+        let record = PendingRecord { id, kind, name, version, priority, hash: pinned, providers, limit_mbps };
         self.pending.insert(id.0.to_be_bytes(), codec::encode("transfer", &record)?)?;
         info!(%id, kind = %record.kind, name = %record.name, version = %record.version, %priority, ?pinned, "download queued");
         t.enqueue(record);
@@ -343,6 +359,35 @@ impl TransferTable {
             t.enqueue(r);
         }
         self.metrics.transfers_queued.set(t.queue.len() as i64);
+    }
+
+    /// Changes a transfer's priority: a queued one takes its new place in
+    /// the queue at once; a running one keeps running (its priority is
+    /// recorded, and kept if it is resumed after a restart).
+    pub(crate) fn set_priority(&self, id: TransferId, priority: TransferPriority) -> Result<()> {
+        let mut t = self.table.lock().unwrap();
+        let Some(info) = t.all.get_mut(&id) else { return Err(Error::UnknownTransfer(id.0)) };
+        if !info.state.is_active() {
+            return Err(Error::InvalidArgument(format!("transfer {id} has ended ({:?})", info.state)));
+        }
+        info.priority = priority;
+        let info = info.clone();
+        t.queue.set(&id, priority);
+        drop(t);
+        let record = PendingRecord {
+            id,
+            kind: info.kind,
+            name: info.name,
+            version: info.version,
+            priority,
+            hash: info.hash.filter(|_| info.pinned),
+            providers: info.providers,
+            limit_mbps: info.limit_mbps,
+        };
+        self.pending.insert(id.0.to_be_bytes(), codec::encode("transfer", &record)?)?;
+        info!(%id, %priority, "priority changed");
+        self.queued.notify_one();
+        Ok(())
     }
 
     /// Cancels a queued or running transfer.

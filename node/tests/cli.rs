@@ -166,12 +166,19 @@ fn transfers_can_be_listed_cancelled_and_interrupted() {
     let out = blixard(&["transfers"], &data);
     assert!(String::from_utf8_lossy(&out.stdout).contains("no transfers"));
 
-    let out = blixard(&["vm", "download", "--name", "nope", "--version", "1", "--detach"], &data);
+    let out = blixard(&["vm", "download", "--name", "nope", "--version", "1", "--detach", "--limit-mbps", "16"], &data);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{text}{}", stderr(&out));
     let id = text.split_whitespace().next().unwrap().to_string();
     let listed = String::from_utf8_lossy(&blixard(&["transfers"], &data).stdout).to_string();
-    assert!(listed.contains(&id) && listed.contains("nope"), "{listed}");
+    assert!(listed.contains(&id) && listed.contains("nope") && listed.contains("limit 16 Mbit/s"), "{listed}");
+    let out = blixard(&["transfers", "priority", &id, "critical"], &data);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is now critical"));
+    let listed = String::from_utf8_lossy(&blixard(&["transfers"], &data).stdout).to_string();
+    assert!(listed.lines().any(|l| l.contains(&id) && l.contains("critical")), "{listed}");
+    let out = blixard(&["vm", "download", "--name", "x", "--version", "1", "--limit-mbps", "-1"], &data);
+    assert!(!out.status.success() && stderr(&out).contains("limit-mbps"), "{}", stderr(&out));
     let out = blixard(&["cancel", &id], &data);
     assert!(out.status.success(), "{}", stderr(&out));
     let listed = String::from_utf8_lossy(&blixard(&["transfers"], &data).stdout).to_string();

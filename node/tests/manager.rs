@@ -851,3 +851,59 @@ async fn a_node_over_the_embedders_store_key_and_socket() {
     drop(n);
     assert!(store.resources(None).is_ok(), "the embedder's store outlives the node");
 }
+
+/// Per-transfer limits: two downloads at once, limited to 2 and 6 MB/s,
+/// get those rates within 15% (no node-wide limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_transfer_keeps_its_own_limit() {
+    let dir = TempDir::new().unwrap();
+    let seeder = node(dir.path(), 1, P2pConfig::default()).await;
+    upload(&seeder, dir.path(), "slow", 8 * 1024 * 1024).await;
+    upload(&seeder, dir.path(), "fast", 24 * 1024 * 1024).await;
+    let leecher = node(dir.path(), 2, P2pConfig::default()).await;
+    link(&leecher, &seeder).await;
+    let request = |name: &str, mb_per_s: f64| {
+        leecher
+            .download(blixard_node::DownloadRequest::new(ResourceKind::VmImage, name, "1").limit_mbps(mb_per_s * 8.0))
+            .unwrap()
+    };
+    let (slow, fast) = (request("slow", 2.0), request("fast", 6.0));
+    for (id, size, want) in [(slow, 8.0 * 1048576.0, 2e6), (fast, 24.0 * 1048576.0, 6e6)] {
+        let done = leecher.wait(id).await.unwrap();
+        assert_eq!(done.limit_mbps, Some(want * 8.0 / 1e6));
+        let rate = size / done.duration_secs.unwrap();
+        eprintln!("limit {:.1} MB/s: got {:.2} MB/s", want / 1e6, rate / 1e6);
+        assert!((rate / want - 1.0).abs() <= 0.15, "{:.2} MB/s against a limit of {:.1}", rate / 1e6, want / 1e6);
+    }
+    assert!(leecher
+        .download(blixard_node::DownloadRequest::new(ResourceKind::VmImage, "x", "1").limit_mbps(0.0))
+        .is_err());
+}
+
+/// Raising a queued transfer's priority makes it start next; lowering one
+/// sends it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_priority_reorders_the_queue_at_once() {
+    let dir = TempDir::new().unwrap();
+    let seeder = node(dir.path(), 1, limited(MBPS_16)).await;
+    for i in 0..4 {
+        upload(&seeder, dir.path(), &format!("img-{i}"), 512 * 1024).await;
+    }
+    let leecher = node(dir.path(), 2, P2pConfig { max_concurrent_transfers: 1, ..Default::default() }).await;
+    link(&leecher, &seeder).await;
+    let mut events = leecher.events();
+    let first = vm(&leecher, "img-0", TransferPriority::Normal);
+    assert_eq!(started(&mut events).await, first);
+    let a = vm(&leecher, "img-1", TransferPriority::Normal);
+    let b = vm(&leecher, "img-2", TransferPriority::Normal);
+    let c = vm(&leecher, "img-3", TransferPriority::Low);
+    leecher.set_priority(c, TransferPriority::High).unwrap();
+    leecher.set_priority(a, TransferPriority::Low).unwrap();
+    assert_eq!(leecher.transfer(c).unwrap().priority, TransferPriority::High);
+    let order = vec![started(&mut events).await, started(&mut events).await, started(&mut events).await];
+    assert_eq!(order, vec![c, b, a]);
+    for t in leecher.transfers() {
+        leecher.wait(t.id).await.unwrap();
+    }
+    assert!(leecher.set_priority(a, TransferPriority::High).is_err(), "an ended transfer has no priority to change");
+}

@@ -52,6 +52,16 @@ impl RateLimiter for TokenBucket {
     }
 }
 
+/// Several limiters at once (a transfer's own under the node-wide one):
+/// bytes are reserved in each and move when the slowest allows.
+pub struct AllOf(pub Vec<std::sync::Arc<dyn RateLimiter>>);
+
+impl RateLimiter for AllOf {
+    fn reserve(&self, bytes: u64) -> Duration {
+        self.0.iter().map(|l| l.reserve(bytes)).max().unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +72,13 @@ mod tests {
         assert_eq!(b.reserve(100_000), Duration::ZERO);
         let d = b.reserve(500_000);
         assert!(d >= Duration::from_millis(490) && d <= Duration::from_millis(510), "{d:?}");
+    }
+
+    #[test]
+    fn all_of_waits_for_the_slowest() {
+        let fast: std::sync::Arc<dyn RateLimiter> = std::sync::Arc::new(TokenBucket::new(10_000_000, 0));
+        let slow: std::sync::Arc<dyn RateLimiter> = std::sync::Arc::new(TokenBucket::new(1_000_000, 0));
+        let d = AllOf(vec![fast, slow]).reserve(1_000_000);
+        assert!(d >= Duration::from_millis(990) && d <= Duration::from_millis(1010), "{d:?}");
     }
 }

@@ -64,6 +64,10 @@ impl Control {
         self.call("POST", path, Some(body))
     }
 
+    fn patch<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        self.call("PATCH", path, Some(body))
+    }
+
     fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.call("DELETE", path, None::<&()>)
     }
@@ -115,19 +119,23 @@ pub fn upload(node: &Control, name: &str, version: &str, file: &Path) -> Result<
     Ok(())
 }
 
+/// How `vm download` asks for a download.
+pub struct DownloadHow {
+    pub priority: TransferPriority,
+    /// Replace an existing output.
+    pub force: bool,
+    /// The content chosen, whoever claims it.
+    pub hash: Option<blixard_store::Hash>,
+    /// Queue and return.
+    pub detach: bool,
+    /// This download's own limit, megabits per second.
+    pub limit_mbps: Option<f64>,
+}
+
 /// `blixard vm download`: queues the download and follows it with a
 /// progress bar; Ctrl-C cancels it unless `detach` (which returns at once).
-#[allow(clippy::too_many_arguments)]
-pub fn download(
-    node: &Control,
-    name: &str,
-    version: &str,
-    priority: TransferPriority,
-    output: Option<&Path>,
-    force: bool,
-    hash: Option<blixard_store::Hash>,
-    detach: bool,
-) -> Result<()> {
+pub fn download(node: &Control, name: &str, version: &str, output: Option<&Path>, how: DownloadHow) -> Result<()> {
+    let DownloadHow { priority, force, hash, detach, limit_mbps } = how;
     // Check the output first: a bad path fails before any transfer.
     let output = output.map(absolute).transpose()?;
     if let Some(out) = &output {
@@ -142,7 +150,14 @@ pub fn download(
             bail!("{} exists: pass --force to replace it", out.display());
         }
     }
-    let req = DownloadRequest { kind: "vm-image".into(), name: name.into(), version: version.into(), priority, hash };
+    let req = DownloadRequest {
+        kind: "vm-image".into(),
+        name: name.into(),
+        version: version.into(),
+        priority,
+        hash,
+        limit_mbps,
+    };
     let id: blixard_node::TransferId = node.post("/v1/download", &req)?;
     if detach {
         println!("{id} queued; follow it with `blixard transfers`, stop it with `blixard cancel {id}`");
@@ -237,8 +252,24 @@ pub fn transfers(node: &Control) -> Result<()> {
             .map_or("-".into(), |p| format!("{}/{}", indicatif::HumanBytes(p.bytes), indicatif::HumanBytes(p.total)));
         let state = format!("{:?}", t.state).to_lowercase();
         let error = t.error.map(|e| format!("  {e}")).unwrap_or_default();
-        println!("{:<10} {state:<10} {} {} {}  {progress}{error}", t.id.to_string(), t.kind, t.name, t.version);
+        let limit = t.limit_mbps.map(|m| format!("  limit {m} Mbit/s")).unwrap_or_default();
+        println!(
+            "{:<10} {state:<10} {:<8} {} {} {}  {progress}{limit}{error}",
+            t.id.to_string(),
+            t.priority.to_string(),
+            t.kind,
+            t.name,
+            t.version
+        );
     }
+    Ok(())
+}
+
+/// `blixard transfers priority ID PRIORITY`.
+pub fn set_priority(node: &Control, id: blixard_node::TransferId, priority: TransferPriority) -> Result<()> {
+    let t: TransferInfo =
+        node.patch(&format!("/v1/transfers/{id}"), &blixard_node::control::TransferChange { priority })?;
+    println!("{id} is now {} ({})", t.priority, format!("{:?}", t.state).to_lowercase());
     Ok(())
 }
 

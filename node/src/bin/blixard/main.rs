@@ -21,6 +21,19 @@ struct Cli {
     command: Command,
 }
 
+/// Changes to a transfer.
+#[derive(Subcommand, Debug)]
+enum TransfersCommand {
+    /// Give a queued or running transfer a new priority (a queued one
+    /// takes its new place at once).
+    Priority {
+        /// The transfer, as `blixard transfers` shows it.
+        id: blixard_node::TransferId,
+        /// low, normal, high or critical.
+        priority: blixard_node::TransferPriority,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: serve its store to peers, download through the queue,
@@ -82,10 +95,13 @@ enum Command {
         #[command(subcommand)]
         command: VmCommand,
     },
-    /// The node's transfers: queued, running and finished.
+    /// The node's transfers: queued, running and finished; `transfers
+    /// priority ID PRIORITY` moves one in the queue.
     Transfers {
         #[command(flatten)]
         target: Target,
+        #[command(subcommand)]
+        change: Option<TransfersCommand>,
     },
     /// Cancel a queued or running transfer (what it verified is kept).
     Cancel {
@@ -198,6 +214,10 @@ enum VmCommand {
         /// Queue the download and return; without it, Ctrl-C cancels it.
         #[arg(long, conflicts_with = "output")]
         detach: bool,
+        /// This download's own limit, megabits per second (under the node's
+        /// --bandwidth-limit-mbps).
+        #[arg(long, value_parser = mbps, allow_negative_numbers = true)]
+        limit_mbps: Option<f64>,
     },
     /// VM images on the node (and, with --remote, on its peers).
     List {
@@ -461,16 +481,20 @@ async fn main() -> Result<()> {
                 let node = target.control()?;
                 match command {
                     VmCommand::Upload { name, version, file } => cli::upload(&node, &name, &version, &file),
-                    VmCommand::Download { name, version, priority, output, force, hash, detach } => {
-                        cli::download(&node, &name, &version, priority, output.as_deref(), force, hash, detach)
+                    VmCommand::Download { name, version, priority, output, force, hash, detach, limit_mbps } => {
+                        let how = cli::DownloadHow { priority, force, hash, detach, limit_mbps };
+                        cli::download(&node, &name, &version, output.as_deref(), how)
                     }
                     VmCommand::List { remote } => cli::list(&node, remote),
                 }
             })
             .await??;
         }
-        Command::Transfers { target } => {
+        Command::Transfers { target, change: None } => {
             tokio::task::spawn_blocking(move || cli::transfers(&target.control()?)).await??
+        }
+        Command::Transfers { target, change: Some(TransfersCommand::Priority { id, priority }) } => {
+            tokio::task::spawn_blocking(move || cli::set_priority(&target.control()?, id, priority)).await??
         }
         Command::Cancel { target, id } => {
             tokio::task::spawn_blocking(move || cli::cancel(&target.control()?, id)).await??
