@@ -99,6 +99,7 @@ pub async fn serve(node: Node, port: u16) -> Result<SocketAddr> {
         .route("/v1/verify", post(verify))
         .route("/v1/gc", post(gc))
         .route("/v1/uploads", get(uploads))
+        .route("/v1/events", get(events))
         .route("/v1/transfers", get(transfers))
         .route("/v1/transfers/{id}", get(transfer).delete(cancel).patch(change_transfer))
         .route_layer(middleware::from_fn_with_state(token, authorize));
@@ -357,6 +358,62 @@ async fn gc(State(node): State<Node>) -> Answer<crate::cache::GcReport> {
     Ok(Json(node.gc().await?))
 }
 
+/// `GET /v1/events`: every event from now on as NDJSON, one
+/// [`P2pEvent::to_json`] object per line, in the order the node made them.
+/// A client that falls more than [`crate::EVENTS_CAPACITY`] events behind
+/// gets `{"type":"lagged","missed":N}` in their place and should re-read
+/// the state it shows (`/v1/transfers`, `/v1/peers`): never a silent gap.
+async fn events(State(node): State<Node>) -> impl IntoResponse {
+    let body = axum::body::Body::from_stream(event_lines(node.events()));
+    ([(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-cache")], body)
+}
+
+/// The NDJSON lines of an event receiver, a `lagged` line for each gap;
+/// ends when the node stops.
+pub(crate) fn event_lines(
+    rx: tokio::sync::broadcast::Receiver<crate::P2pEvent>,
+) -> impl futures_util::Stream<Item = std::result::Result<axum::body::Bytes, std::convert::Infallible>> {
+    use tokio::sync::broadcast::error::RecvError;
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        let value = match rx.recv().await {
+            Ok(event) => event.to_json(),
+            Err(RecvError::Lagged(missed)) => serde_json::json!({"type": "lagged", "missed": missed}),
+            Err(RecvError::Closed) => return None,
+        };
+        let mut line = serde_json::to_vec(&value).expect("JSON values serialise");
+        line.push(b'\n');
+        Some((Ok(axum::body::Bytes::from(line)), rx))
+    })
+}
+
 async fn metrics(State(node): State<Node>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], node.metrics().render())
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::{P2pEvent, TransferId};
+
+    fn line(item: Option<std::result::Result<axum::body::Bytes, std::convert::Infallible>>) -> serde_json::Value {
+        serde_json::from_slice(&item.expect("a line").unwrap()).unwrap()
+    }
+
+    /// A reader that fell behind gets a `lagged` line with the count, then
+    /// the newest events in order; the stream ends when the node's sender goes.
+    #[tokio::test]
+    async fn a_lagging_reader_is_told_how_many_it_missed() {
+        let (tx, rx) = tokio::sync::broadcast::channel(2);
+        for i in 1..=5 {
+            tx.send(P2pEvent::TransferStarted(TransferId(i))).unwrap();
+        }
+        drop(tx);
+        let mut lines = std::pin::pin!(event_lines(rx));
+        assert_eq!(line(lines.next().await), serde_json::json!({"type": "lagged", "missed": 3}));
+        assert_eq!(line(lines.next().await), serde_json::json!({"type": "TransferStarted", "transfer": 4}));
+        assert_eq!(line(lines.next().await), serde_json::json!({"type": "TransferStarted", "transfer": 5}));
+        assert!(lines.next().await.is_none());
+    }
 }

@@ -93,3 +93,41 @@ pub enum P2pEvent {
     /// used, over `max_cache_size`).
     ResourceEvicted(ResourceInfo),
 }
+
+impl P2pEvent {
+    /// The event as the control API's `/v1/events` stream sends it: one
+    /// JSON object with a `type` (the variant's name) and named fields,
+    /// a stable shape documented in the README:
+    ///
+    /// | type | fields |
+    /// |---|---|
+    /// | `PeerDiscovered` | `peer` (a [`PeerInfo`]) |
+    /// | `PeerConnected`, `PeerDisconnected` | `peer` (node id) |
+    /// | `PeerMisbehaved` | `peer`, `reason` |
+    /// | `ResourceAvailable`, `ResourceEvicted` | `resource` |
+    /// | `TransferStarted`, `TransferCompleted` | `transfer` (id) |
+    /// | `TransferProgress` | `transfer`, `progress` |
+    /// | `TransferFailed` | `transfer`, `failure` (`reason`, `message`) |
+    ///
+    /// ```
+    /// use blixard_node::{P2pEvent, TransferId};
+    ///
+    /// let json = P2pEvent::TransferCompleted(TransferId(7)).to_json();
+    /// assert_eq!(json, serde_json::json!({"type": "TransferCompleted", "transfer": 7}));
+    /// ```
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            P2pEvent::PeerDiscovered(p) => json!({"type": "PeerDiscovered", "peer": p}),
+            P2pEvent::PeerConnected(id) => json!({"type": "PeerConnected", "peer": id}),
+            P2pEvent::PeerDisconnected(id) => json!({"type": "PeerDisconnected", "peer": id}),
+            P2pEvent::PeerMisbehaved(id, why) => json!({"type": "PeerMisbehaved", "peer": id, "reason": why}),
+            P2pEvent::ResourceAvailable(r) => json!({"type": "ResourceAvailable", "resource": r}),
+            P2pEvent::ResourceEvicted(r) => json!({"type": "ResourceEvicted", "resource": r}),
+            P2pEvent::TransferStarted(id) => json!({"type": "TransferStarted", "transfer": id}),
+            P2pEvent::TransferProgress(id, p) => json!({"type": "TransferProgress", "transfer": id, "progress": p}),
+            P2pEvent::TransferCompleted(id) => json!({"type": "TransferCompleted", "transfer": id}),
+            P2pEvent::TransferFailed(id, f) => json!({"type": "TransferFailed", "transfer": id, "failure": f}),
+        }
+    }
+}

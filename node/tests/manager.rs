@@ -326,9 +326,38 @@ async fn the_control_api_needs_the_token_and_serves_metrics() {
     assert_eq!(call("/v1/status", None).await.unwrap().0, 401);
     assert_eq!(call("/v1/status", Some("0".repeat(64))).await.unwrap().0, 401);
     assert_eq!(call("/v1/status", Some(token.clone())).await.unwrap().0, 200);
+    assert_eq!(call("/v1/events", None).await.unwrap().0, 401, "the event stream needs the token too");
 
+    // The event stream, read while the download runs: its lines arrive in
+    // the order the node made them.
+    let events = tokio::task::spawn_blocking({
+        let (url, token) = (format!("http://{addr}/v1/events"), token.clone());
+        move || {
+            use std::io::BufRead;
+            let r = ureq::get(&url).set("Authorization", &format!("Bearer {token}")).call().unwrap();
+            assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+            let mut types = Vec::new();
+            for line in std::io::BufReader::new(r.into_reader()).lines() {
+                let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+                let t = v["type"].as_str().unwrap().to_string();
+                types.push(t.clone());
+                if t == "TransferCompleted" {
+                    assert_eq!(v["transfer"], 1);
+                    return types;
+                }
+            }
+            panic!("the stream ended first: {types:?}");
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await; // the stream is open
     let id = vm(&leecher, "img", TransferPriority::Normal);
     assert_eq!(leecher.wait(id).await.unwrap().state, TransferState::Completed);
+    let types = events.await.unwrap();
+    let at = |t: &str| types.iter().position(|x| x == t).unwrap_or_else(|| panic!("no {t} in {types:?}"));
+    assert!(
+        at("TransferStarted") < at("ResourceAvailable") && at("ResourceAvailable") < at("TransferCompleted"),
+        "{types:?}"
+    );
     let (code, text) = call("/metrics", None).await.unwrap();
     assert_eq!(code, 200);
     let value = |name: &str| -> f64 {
