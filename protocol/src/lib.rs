@@ -12,6 +12,7 @@
 //!   without sockets.
 //! - [`frame`], [`watched`], [`rate`]: framing, response deadlines and
 //!   chunk sends, rate limits over QUIC streams.
+//! - [`relay_frame`]: the relay's frames (`docs/RELAY.md`), without sockets.
 //! - [`conformance`]: checks any peer against the specification.
 //!
 //! `docs/PROTOCOL.md` specifies every byte.
@@ -55,6 +56,7 @@ pub mod identity;
 pub mod limits;
 pub mod plan;
 pub mod rate;
+pub mod relay_frame;
 pub mod response;
 pub mod server;
 pub mod tls;
