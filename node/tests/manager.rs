@@ -85,18 +85,28 @@ async fn started(events: &mut tokio::sync::broadcast::Receiver<P2pEvent>) -> bli
     }
 }
 
+/// A seeder with `img-0`..`img-3` (limited, so transfers take a while) and
+/// a leecher with one transfer slot, busy with `img-0` at `first`.
+async fn one_slot_busy(
+    dir: &Path,
+    first: TransferPriority,
+) -> (Node, Node, tokio::sync::broadcast::Receiver<P2pEvent>) {
+    let seeder = node(dir, 1, limited(MBPS_16)).await;
+    for i in 0..4 {
+        upload(&seeder, dir, &format!("img-{i}"), 512 * 1024).await;
+    }
+    let leecher = node(dir, 2, P2pConfig { max_concurrent_transfers: 1, ..Default::default() }).await;
+    link(&leecher, &seeder).await;
+    let mut events = leecher.events();
+    let id = vm(&leecher, "img-0", first);
+    assert_eq!(started(&mut events).await, id);
+    (seeder, leecher, events)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn critical_runs_before_queued_low_requests() {
     let dir = TempDir::new().unwrap();
-    let seeder = node(dir.path(), 1, limited(MBPS_16)).await;
-    for i in 0..4 {
-        upload(&seeder, dir.path(), &format!("img-{i}"), 512 * 1024).await;
-    }
-    let leecher = node(dir.path(), 2, P2pConfig { max_concurrent_transfers: 1, ..Default::default() }).await;
-    link(&leecher, &seeder).await;
-    let mut events = leecher.events();
-    let first = vm(&leecher, "img-0", TransferPriority::Low);
-    assert_eq!(started(&mut events).await, first);
+    let (_seeder, leecher, mut events) = one_slot_busy(dir.path(), TransferPriority::Low).await;
     let low1 = vm(&leecher, "img-1", TransferPriority::Low);
     let low2 = vm(&leecher, "img-2", TransferPriority::Low);
     let critical = vm(&leecher, "img-3", TransferPriority::Critical);
@@ -914,15 +924,7 @@ async fn each_transfer_keeps_its_own_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_priority_reorders_the_queue_at_once() {
     let dir = TempDir::new().unwrap();
-    let seeder = node(dir.path(), 1, limited(MBPS_16)).await;
-    for i in 0..4 {
-        upload(&seeder, dir.path(), &format!("img-{i}"), 512 * 1024).await;
-    }
-    let leecher = node(dir.path(), 2, P2pConfig { max_concurrent_transfers: 1, ..Default::default() }).await;
-    link(&leecher, &seeder).await;
-    let mut events = leecher.events();
-    let first = vm(&leecher, "img-0", TransferPriority::Normal);
-    assert_eq!(started(&mut events).await, first);
+    let (_seeder, leecher, mut events) = one_slot_busy(dir.path(), TransferPriority::Normal).await;
     let a = vm(&leecher, "img-1", TransferPriority::Normal);
     let b = vm(&leecher, "img-2", TransferPriority::Normal);
     let c = vm(&leecher, "img-3", TransferPriority::Low);

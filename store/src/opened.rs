@@ -49,6 +49,19 @@ pub(crate) struct Opened {
     pub external: Option<PathBuf>,
 }
 
+/// Checks a referenced file's length and modification time against what
+/// the import recorded; the reason if either changed.
+pub(crate) fn reference_unchanged(m: &std::fs::Metadata, len: u64, mtime_ns: i128) -> std::result::Result<(), String> {
+    if m.len() != len {
+        return Err(format!("length is {} bytes, was {len}", m.len()));
+    }
+    let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    if mtime.map(|d| d.as_nanos() as i128) != Some(mtime_ns) {
+        return Err("modification time changed".into());
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens `hash` for reading. A referenced file whose length or
     /// modification time changed makes the blob missing again
@@ -74,13 +87,7 @@ impl Store {
                         let changed = |reason: String| Error::ReferenceChanged { hash: *hash, path: p.clone(), reason };
                         let f = File::open(&p).map_err(|e| changed(format!("cannot open: {e}")))?;
                         let m = f.metadata().map_err(|e| changed(format!("cannot stat: {e}")))?;
-                        if m.len() != len {
-                            return Err(changed(format!("length is {} bytes, was {len}", m.len())));
-                        }
-                        let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-                        if mtime.map(|d| d.as_nanos() as i128) != Some(mtime_ns) {
-                            return Err(changed("modification time changed".into()));
-                        }
+                        reference_unchanged(&m, len, mtime_ns).map_err(changed)?;
                         external = Some(p);
                         Stored::File(f)
                     }

@@ -257,14 +257,20 @@ impl Store {
     pub fn status(&self, hash: &Hash) -> Result<BlobStatus> {
         match self.entry(hash)? {
             None => Ok(BlobStatus::Absent),
-            Some(EntryRecord::Complete { size, data: crate::entry::DataLocation::External { .. }, .. }) => {
-                match self.open_blob(hash) {
+            Some(EntryRecord::Complete {
+                size,
+                data: crate::entry::DataLocation::External { path, len, mtime_ns },
+                ..
+            }) => {
+                let checked = std::fs::metadata(&path)
+                    .map_err(|e| format!("cannot stat: {e}"))
+                    .and_then(|m| crate::opened::reference_unchanged(&m, len, mtime_ns));
+                let Err(reason) = checked else { return Ok(BlobStatus::Complete { size }) };
+                let e = self.reference_changed(Error::ReferenceChanged { hash: *hash, path: path.into(), reason });
+                match self.entry(hash)? {
                     // Made partial by the check: report that.
-                    Err(e @ Error::ReferenceChanged { .. }) => match self.entry(hash)? {
-                        Some(EntryRecord::Partial { .. }) => self.status(hash),
-                        _ => Err(e),
-                    },
-                    _ => Ok(BlobStatus::Complete { size }),
+                    Some(EntryRecord::Partial { .. }) => self.status(hash),
+                    _ => Err(e),
                 }
             }
             Some(EntryRecord::Complete { size, .. }) => Ok(BlobStatus::Complete { size }),

@@ -302,8 +302,18 @@ impl Store {
         else {
             return Ok(());
         };
-        let (pd, po) = (self.partial_path(hash, "data"), self.partial_path(hash, "obao4"));
+        let pd = self.partial_path(hash, "data");
         File::create(&pd).and_then(|f| f.set_len(size)).map_err(Error::io("create", &pd))?;
+        self.become_partial(hash, size, outboard, &ChunkRanges::empty())?;
+        warn!(%hash, path, "a referenced file changed: its blob holds nothing now and is fetched again by the next download");
+        Ok(())
+    }
+
+    /// Makes a complete blob whose partial data file is in place a partial
+    /// blob holding `held`: its outboard moves (or is written) beside the
+    /// data, then the checkpoint and the entry, flushed. Under the roots lock.
+    fn become_partial(&self, hash: &Hash, size: u64, outboard: OutboardLocation, held: &ChunkRanges) -> Result<()> {
+        let po = self.partial_path(hash, "obao4");
         match outboard {
             OutboardLocation::Owned => {
                 let bo = self.blob_path(hash, "obao4");
@@ -312,11 +322,9 @@ impl Store {
             OutboardLocation::Inline(v) => std::fs::write(&po, v).map_err(Error::io("write", &po))?,
             OutboardLocation::None => drop(File::create(&po).map_err(Error::io("create", &po))?),
         }
-        write_checkpoint(self, hash, size, &ChunkRanges::empty())?;
+        write_checkpoint(self, hash, size, held)?;
         self.put_entry(hash, &EntryRecord::Partial { size })?;
-        self.flush()?;
-        warn!(%hash, path, "a referenced file changed: its blob holds nothing now and is fetched again by the next download");
-        Ok(())
+        self.flush()
     }
 
     /// Turns `damaged` chunk ranges of `hash` back into missing ones: a
@@ -329,20 +337,9 @@ impl Store {
         let roots = self.inner.roots.lock().unwrap();
         match self.entry(hash)? {
             Some(EntryRecord::Complete { size, data: DataLocation::Owned, outboard, .. }) => {
-                let (pd, po) = (self.partial_path(hash, "data"), self.partial_path(hash, "obao4"));
-                let bd = self.blob_path(hash, "data");
+                let (bd, pd) = (self.blob_path(hash, "data"), self.partial_path(hash, "data"));
                 std::fs::rename(&bd, &pd).map_err(Error::io("rename", &bd))?;
-                match outboard {
-                    OutboardLocation::Owned => {
-                        let bo = self.blob_path(hash, "obao4");
-                        std::fs::rename(&bo, &po).map_err(Error::io("rename", &bo))?;
-                    }
-                    OutboardLocation::Inline(v) => std::fs::write(&po, v).map_err(Error::io("write", &po))?,
-                    OutboardLocation::None => drop(File::create(&po).map_err(Error::io("create", &po))?),
-                }
-                write_checkpoint(self, hash, size, &(ranges::all(size) - damaged))?;
-                self.put_entry(hash, &EntryRecord::Partial { size })?;
-                self.flush()?;
+                self.become_partial(hash, size, outboard, &(ranges::all(size) - damaged))?;
                 warn!(%hash, ?damaged, "damaged groups of a complete blob are missing again");
             }
             Some(EntryRecord::Partial { size }) => {
