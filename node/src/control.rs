@@ -9,7 +9,9 @@
 //! `POST download {kind,name,version,priority}`, `GET transfers`,
 //! `GET transfers/{id}`, `DELETE transfers/{id}`,
 //! `POST export {kind,name,version,path,overwrite}`, `POST verify {repair}`,
-//! and `GET /metrics`.
+//! `POST gc`, `GET uploads`, `GET events` (NDJSON stream),
+//! `PATCH transfers/{id} {priority}`, `GET p2p`, `PUT p2p {enabled}`,
+//! and `GET /metrics`. [`crate::client::ControlClient`] is the typed client.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -100,6 +102,7 @@ pub async fn serve(node: Node, port: u16) -> Result<SocketAddr> {
         .route("/v1/gc", post(gc))
         .route("/v1/uploads", get(uploads))
         .route("/v1/events", get(events))
+        .route("/v1/p2p", get(p2p).put(set_p2p))
         .route("/v1/transfers", get(transfers))
         .route("/v1/transfers/{id}", get(transfer).delete(cancel).patch(change_transfer))
         .route_layer(middleware::from_fn_with_state(token, authorize));
@@ -298,6 +301,22 @@ async fn transfer(State(node): State<Node>, UrlPath(id): UrlPath<String>) -> Ans
 async fn cancel(State(node): State<Node>, UrlPath(id): UrlPath<String>) -> Answer<()> {
     node.cancel(id.parse()?)?;
     Ok(Json(()))
+}
+
+/// `GET` and `PUT /v1/p2p`: whether P2P is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct P2pSwitch {
+    /// On (serving, dialing, downloading) or off.
+    pub enabled: bool,
+}
+
+async fn p2p(State(node): State<Node>) -> Json<P2pSwitch> {
+    Json(P2pSwitch { enabled: node.p2p_enabled() })
+}
+
+async fn set_p2p(State(node): State<Node>, Json(switch): Json<P2pSwitch>) -> Json<P2pSwitch> {
+    node.set_p2p_enabled(switch.enabled);
+    Json(P2pSwitch { enabled: node.p2p_enabled() })
 }
 
 /// `POST /v1/verify`.

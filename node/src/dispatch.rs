@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::{
     download::{self, Live},
     error::{Error, Result},
-    events::{P2pEvent, ResourceInfo, TransferProgress},
+    events::{P2pEvent, ProviderShare, ResourceInfo, TransferProgress},
     shared::Inner,
     transfers::{TransferId, TransferInfo, TransferState},
 };
@@ -28,26 +28,36 @@ pub(crate) fn dispatcher(inner: &Arc<Inner>) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else { return };
-            let id = loop {
+            loop {
                 let Some(inner) = weak.upgrade() else { return };
-                if let Some(id) = inner.transfers.table.lock().unwrap().queue.pop() {
-                    break id;
-                }
+                let mut on = inner.p2p_on.subscribe();
                 let queued = inner.transfers.queued.clone();
-                drop(inner);
-                queued.notified().await;
-            };
-            let Some(inner) = weak.upgrade() else { return };
-            let task = tokio::spawn({
-                let inner = inner.clone();
-                async move {
-                    run_transfer(&inner, id).await;
-                    drop(permit);
+                let wake = queued.notified();
+                {
+                    // Popped, started and listed as running under one lock,
+                    // so turning P2P off (which takes it) sees every start.
+                    let mut t = inner.transfers.table.lock().unwrap();
+                    if *on.borrow_and_update() {
+                        if let Some(id) = t.queue.pop() {
+                            let task = tokio::spawn({
+                                let inner = inner.clone();
+                                async move {
+                                    run_transfer(&inner, id).await;
+                                    drop(permit);
+                                }
+                            });
+                            t.running.insert(id, task.abort_handle());
+                            inner.metrics.transfers_queued.set(t.queue.len() as i64);
+                            break;
+                        }
+                    }
                 }
-            });
-            let mut t = inner.transfers.table.lock().unwrap();
-            t.running.insert(id, task.abort_handle());
-            inner.metrics.transfers_queued.set(t.queue.len() as i64);
+                drop(inner);
+                tokio::select! {
+                    _ = wake => {}
+                    _ = on.changed() => {}
+                }
+            }
         }
     })
 }
@@ -99,8 +109,15 @@ async fn run_transfer(inner: &Arc<Inner>, id: TransferId) {
             info.state = TransferState::Completed;
             info.hash = Some(res.hash);
             let size = res.size;
-            info.progress =
-                Some(TransferProgress { bytes: size, total: size, speed_bps: 0.0, eta_secs: Some(0.0), providers: 0 });
+            let shares = info.progress.take().map(|p| p.shares).unwrap_or_default();
+            info.progress = Some(TransferProgress {
+                bytes: size,
+                total: size,
+                speed_bps: 0.0,
+                eta_secs: Some(0.0),
+                providers: 0,
+                shares,
+            });
             inner.metrics.transfer_duration.observe(took.as_secs_f64());
             inner.metrics.transfers_finished.with_label_values(&["completed"]).inc();
             drop(t);
@@ -227,6 +244,13 @@ async fn report_progress(inner: std::sync::Weak<Inner>, id: TransferId, every: D
             speed_bps: speed,
             eta_secs: (speed > 0.0).then(|| total.saturating_sub(bytes) as f64 / speed),
             providers: live.providers.load(Ordering::Relaxed),
+            shares: {
+                let shares = live.shares.lock().unwrap();
+                let mut v: Vec<_> =
+                    shares.iter().map(|(peer, bytes)| ProviderShare { peer: *peer, bytes: *bytes }).collect();
+                v.sort_by_key(|s| std::cmp::Reverse(s.bytes));
+                v
+            },
         };
         let Some(inner) = inner.upgrade() else { return };
         inner.transfers.update(id, |i| i.progress = Some(p.clone()));

@@ -13,6 +13,7 @@
 //! verification is cut off and reported.
 
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
@@ -61,6 +62,8 @@ pub(crate) struct Live {
     /// Response bytes arriving, for speed.
     pub wire: Arc<AtomicU64>,
     pub providers: AtomicUsize,
+    /// Verified bytes from each provider.
+    pub shares: Mutex<HashMap<NodeId, u64>>,
 }
 
 /// Resolves `(kind, name, version)` to a claim: every connected peer is
@@ -277,6 +280,7 @@ async fn provider(ctx: &Context, hash: Hash, peer: NodeId, work: Arc<Work>, live
                 ctx.peers.served(&peer);
                 ctx.metrics.bytes_received.inc_by(out.data_bytes);
                 live.held.fetch_add(out.data_bytes, Ordering::Relaxed);
+                *live.shares.lock().unwrap().entry(peer).or_default() += out.data_bytes;
                 work.finish(None);
                 idle_since = Instant::now();
             }

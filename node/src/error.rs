@@ -91,6 +91,26 @@ pub enum Error {
         /// How long each attempt waited.
         after: std::time::Duration,
     },
+    /// P2P is off on this node ([`crate::Node::set_p2p_enabled`]): it
+    /// dials no peer.
+    #[error("P2P is off on this node: turn it on first (`p` in `blixard tui`, or PUT /v1/p2p)")]
+    P2pOff,
+    /// The node's control API answered with an error.
+    #[error("{message} (HTTP {status})")]
+    ControlApi {
+        /// The HTTP status.
+        status: u16,
+        /// The node's explanation.
+        message: String,
+    },
+    /// The node's control API could not be reached or answered nonsense.
+    #[error("cannot use the node's control API at {addr}: {reason}")]
+    ControlUnreachable {
+        /// Where it was asked.
+        addr: std::net::SocketAddr,
+        /// Why it failed.
+        reason: String,
+    },
     /// There are no connected peers to ask.
     #[error("no peers connected: start nodes with --p2p-peer, or connect one")]
     NoPeers,

@@ -20,6 +20,45 @@ pub struct PeerInfo {
     pub connected: bool,
     /// Last measured round-trip time, milliseconds.
     pub rtt_ms: Option<f64>,
+    /// The path its connection takes now (none while disconnected).
+    #[serde(default)]
+    pub path: Option<PeerPath>,
+    /// UDP bytes sent to it over its open connections (QUIC overhead
+    /// included; a new connection starts from zero).
+    #[serde(default)]
+    pub bytes_sent: u64,
+    /// UDP bytes received from it over its open connections.
+    #[serde(default)]
+    pub bytes_received: u64,
+}
+
+/// How packets reach a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PeerPath {
+    /// Straight to its UDP address (JSON: `{"direct":{"addr":"1.2.3.4:7001"}}`).
+    Direct {
+        /// The address packets go to.
+        addr: SocketAddr,
+    },
+}
+
+impl std::fmt::Display for PeerPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerPath::Direct { addr } => write!(f, "direct {addr}"),
+        }
+    }
+}
+
+/// One provider's part in a download.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderShare {
+    /// The provider.
+    pub peer: NodeId,
+    /// Verified bytes it sent in this transfer.
+    pub bytes: u64,
 }
 
 /// A resource as events and the control API show it: the store's record
@@ -54,6 +93,9 @@ pub struct TransferProgress {
     pub eta_secs: Option<f64>,
     /// Providers currently sending.
     pub providers: usize,
+    /// Verified bytes from each provider so far (this run of the transfer).
+    #[serde(default)]
+    pub shares: Vec<ProviderShare>,
 }
 
 /// An upload (import) in progress.
@@ -92,6 +134,9 @@ pub enum P2pEvent {
     /// A downloaded resource was evicted from the cache (least recently
     /// used, over `max_cache_size`).
     ResourceEvicted(ResourceInfo),
+    /// A connected peer is reached by another path now (it reconnected or
+    /// its connection migrated): node id, the new path.
+    PathChanged(NodeId, PeerPath),
 }
 
 impl P2pEvent {
@@ -108,6 +153,7 @@ impl P2pEvent {
     /// | `TransferStarted`, `TransferCompleted` | `transfer` (id) |
     /// | `TransferProgress` | `transfer`, `progress` |
     /// | `TransferFailed` | `transfer`, `failure` (`reason`, `message`) |
+    /// | `PathChanged` | `peer`, `path` (a [`PeerPath`]) |
     ///
     /// ```
     /// use blixard_node::{P2pEvent, TransferId};
@@ -128,6 +174,93 @@ impl P2pEvent {
             P2pEvent::TransferProgress(id, p) => json!({"type": "TransferProgress", "transfer": id, "progress": p}),
             P2pEvent::TransferCompleted(id) => json!({"type": "TransferCompleted", "transfer": id}),
             P2pEvent::TransferFailed(id, f) => json!({"type": "TransferFailed", "transfer": id, "failure": f}),
+            P2pEvent::PathChanged(id, path) => json!({"type": "PathChanged", "peer": id, "path": path}),
         }
+    }
+
+    /// Reads an event of the [`P2pEvent::to_json`] shape; a `type` this
+    /// version does not know, or a missing or wrong field, is an error
+    /// naming it.
+    pub fn from_json(value: &serde_json::Value) -> Result<P2pEvent, String> {
+        fn field<T: serde::de::DeserializeOwned>(v: &serde_json::Value, name: &str) -> Result<T, String> {
+            let f = v.get(name).ok_or_else(|| format!("no `{name}` field"))?;
+            serde_json::from_value(f.clone()).map_err(|e| format!("field `{name}`: {e}"))
+        }
+        let v = value;
+        let kind = v.get("type").and_then(|t| t.as_str()).ok_or("no `type` field")?;
+        Ok(match kind {
+            "PeerDiscovered" => P2pEvent::PeerDiscovered(field(v, "peer")?),
+            "PeerConnected" => P2pEvent::PeerConnected(field(v, "peer")?),
+            "PeerDisconnected" => P2pEvent::PeerDisconnected(field(v, "peer")?),
+            "PeerMisbehaved" => P2pEvent::PeerMisbehaved(field(v, "peer")?, field(v, "reason")?),
+            "ResourceAvailable" => P2pEvent::ResourceAvailable(field(v, "resource")?),
+            "ResourceEvicted" => P2pEvent::ResourceEvicted(field(v, "resource")?),
+            "TransferStarted" => P2pEvent::TransferStarted(field(v, "transfer")?),
+            "TransferProgress" => P2pEvent::TransferProgress(field(v, "transfer")?, field(v, "progress")?),
+            "TransferCompleted" => P2pEvent::TransferCompleted(field(v, "transfer")?),
+            "TransferFailed" => P2pEvent::TransferFailed(field(v, "transfer")?, field(v, "failure")?),
+            "PathChanged" => P2pEvent::PathChanged(field(v, "peer")?, field(v, "path")?),
+            other => return Err(format!("unknown event type {other:?}")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FailureReason, TransferId};
+
+    /// Every variant reads back as written.
+    #[test]
+    fn events_round_trip_through_json() {
+        let peer = NodeId([7; 32]);
+        let addr: SocketAddr = "10.0.0.2:7001".parse().unwrap();
+        let resource = ResourceInfo {
+            kind: blixard_store::ResourceKind::VmImage,
+            name: "ubuntu".into(),
+            version: "22.04".into(),
+            hash: blixard_store::Hash([3; 32]),
+            size: 42,
+            created_unix_ms: 1,
+        };
+        let progress = TransferProgress {
+            bytes: 1,
+            total: 2,
+            speed_bps: 3.5,
+            eta_secs: Some(1.0),
+            providers: 1,
+            shares: vec![ProviderShare { peer, bytes: 1 }],
+        };
+        let all = [
+            P2pEvent::PeerDiscovered(PeerInfo {
+                id: peer,
+                addr,
+                connected: true,
+                rtt_ms: Some(0.5),
+                path: Some(PeerPath::Direct { addr }),
+                bytes_sent: 10,
+                bytes_received: 20,
+            }),
+            P2pEvent::PeerConnected(peer),
+            P2pEvent::PeerDisconnected(peer),
+            P2pEvent::PeerMisbehaved(peer, "bad".into()),
+            P2pEvent::ResourceAvailable(resource.clone()),
+            P2pEvent::ResourceEvicted(resource),
+            P2pEvent::TransferStarted(TransferId(1)),
+            P2pEvent::TransferProgress(TransferId(1), progress),
+            P2pEvent::TransferCompleted(TransferId(1)),
+            P2pEvent::TransferFailed(
+                TransferId(1),
+                crate::TransferFailure { reason: FailureReason::Timeout, message: "slow".into() },
+            ),
+            P2pEvent::PathChanged(peer, PeerPath::Direct { addr }),
+        ];
+        for e in all {
+            assert_eq!(P2pEvent::from_json(&e.to_json()).as_ref(), Ok(&e));
+        }
+        let unknown = serde_json::json!({"type": "Nope"});
+        assert!(P2pEvent::from_json(&unknown).unwrap_err().contains("Nope"));
+        let missing = serde_json::json!({"type": "TransferStarted"});
+        assert!(P2pEvent::from_json(&missing).unwrap_err().contains("transfer"));
     }
 }

@@ -38,6 +38,7 @@
 mod bandwidth;
 mod builder;
 pub mod cache;
+pub mod client;
 mod codec;
 pub mod config;
 pub mod control;
@@ -64,7 +65,9 @@ pub use blixard_store::{
 pub use builder::{NodeBuilder, DEFAULT_BIND};
 pub use config::{NodeOptions, P2pConfig};
 pub use error::{Error, Result};
-pub use events::{P2pEvent, PeerInfo, RemoteResource, ResourceInfo, TransferProgress, UploadProgress};
+pub use events::{
+    P2pEvent, PeerInfo, PeerPath, ProviderShare, RemoteResource, ResourceInfo, TransferProgress, UploadProgress,
+};
 pub use node::{DownloadRequest, Node, Stats, EVENTS_CAPACITY};
 pub use queue::TransferPriority;
 pub use transfers::{FailureReason, TransferFailure, TransferId, TransferInfo, TransferState};

@@ -17,7 +17,7 @@ use tokio::{
     sync::{broadcast, Semaphore},
     task::JoinHandle,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     bandwidth,
@@ -121,6 +121,13 @@ pub struct Stats {
     pub bytes_received: u64,
     /// Local resources.
     pub resources: usize,
+    /// P2P is on (serving, dialing, downloading).
+    #[serde(default = "yes")]
+    pub p2p_enabled: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A running node. Cheap to clone. [`Node::shutdown`] stops it and waits
@@ -216,24 +223,31 @@ impl Node {
         let pending_records = transfers::load_pending(&db)?;
         let metrics = Arc::new(Metrics::new());
         let (events, _) = broadcast::channel(EVENTS_CAPACITY);
-        let client_filter = config.allowlist.clone().map(|allowed| {
-            let filter: blixard_protocol::tls::ClientFilter = Arc::new(move |id: &NodeId| {
-                let ok = allowed.contains(id);
+        // Turns away, at the handshake, peers not on the allowlist and
+        // every peer while P2P is off.
+        let p2p_on = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let client_filter: blixard_protocol::tls::ClientFilter = {
+            let (allowed, on) = (config.allowlist.clone(), p2p_on.clone());
+            Arc::new(move |id: &NodeId| {
+                if !on.load(std::sync::atomic::Ordering::SeqCst) {
+                    debug!(peer = %id, "turned a peer away: P2P is off");
+                    return false;
+                }
+                let ok = allowed.as_ref().is_none_or(|a| a.contains(id));
                 if !ok {
                     warn!(peer = %id, "refused a peer not on the allowlist");
                 }
                 ok
-            });
-            filter
-        });
-        let endpoint_options = EndpointOptions { client_filter, ..Default::default() };
+            })
+        };
+        let endpoint_options = EndpointOptions { client_filter: Some(client_filter), ..Default::default() };
         let endpoint = match endpoint_socket {
             EndpointSocket::Bind(addr) => Endpoint::bind(key, addr, endpoint_options)
                 .map_err(|e| Error::start(format!("cannot listen on UDP {addr} (port in use?)"), e))?,
             EndpointSocket::Socket(socket) => Endpoint::from_std_socket(key, socket, endpoint_options)
                 .map_err(|e| Error::start("the given UDP socket", e))?,
         };
-        let peers = Arc::new(Peers::open(endpoint.clone(), &db, events.clone(), metrics.clone(), &config)?);
+        let peers = Arc::new(Peers::open(endpoint.clone(), &db, events.clone(), metrics.clone(), &config, p2p_on)?);
         let limits = bandwidth::Limits::new(config.bandwidth_limit_bytes(), metrics.clone());
         let exchange = peers.clone();
         let privileged = {
@@ -271,6 +285,7 @@ impl Node {
             metrics,
             download_limiter: limits.download,
             tasks: Mutex::new(Vec::new()),
+            p2p_on: tokio::sync::watch::Sender::new(true),
         });
         inner.transfers.resume_pending(pending_records);
         let node = Node { _stop_on_drop: Arc::new(StopOnDrop(Arc::downgrade(&inner))), inner };
@@ -654,7 +669,36 @@ impl Node {
             bytes_sent: m.bytes_sent.get(),
             bytes_received: m.bytes_received.get(),
             resources: self.inner.store.resources(None).map(|r| r.len()).unwrap_or(0),
+            p2p_enabled: self.p2p_enabled(),
         }
+    }
+
+    /// Turns the node's P2P activity off or on without stopping the node.
+    ///
+    /// Off: every connection is closed (peers are told "P2P is off"),
+    /// peers that connect are turned away, nothing is dialed, running
+    /// downloads stop and wait in the queue (what they verified is kept),
+    /// and queued ones wait. The store, uploads, exports and the control
+    /// API keep working. On: the peers worth dialing are dialed again and
+    /// the queue runs. Not saved: a restarted node starts with P2P on.
+    pub fn set_p2p_enabled(&self, on: bool) {
+        let inner = &self.inner;
+        if on {
+            inner.peers.set_enabled(true);
+            inner.p2p_on.send_replace(true);
+        } else {
+            inner.p2p_on.send_replace(false);
+            inner.peers.set_enabled(false);
+            let stopped = inner.transfers.requeue_running();
+            if stopped > 0 {
+                info!(stopped, "P2P off: running downloads wait in the queue");
+            }
+        }
+    }
+
+    /// True while P2P is on (see [`Node::set_p2p_enabled`]).
+    pub fn p2p_enabled(&self) -> bool {
+        *self.inner.p2p_on.borrow()
     }
 
     /// Stops everything: the queue, serving, peers. Running transfers stop

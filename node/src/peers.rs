@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     codec,
-    events::{P2pEvent, PeerInfo},
+    events::{P2pEvent, PeerInfo, PeerPath},
     metrics::Metrics,
     Result,
 };
@@ -93,6 +93,8 @@ struct Entry {
     /// Its latest connection to us.
     incoming: Option<Connection>,
     rtt: Option<Duration>,
+    /// The path its connection took last (to tell when it changes).
+    path: Option<PeerPath>,
     /// Dial failures in a row, and no dial before `next_dial`.
     failures: u32,
     next_dial: Option<tokio::time::Instant>,
@@ -114,6 +116,7 @@ impl Entry {
             conn: None,
             incoming: None,
             rtt: None,
+            path: None,
             failures: 0,
             next_dial: None,
         }
@@ -125,6 +128,19 @@ impl Entry {
 
     fn node_addr(&self, id: NodeId) -> NodeAddr {
         NodeAddr { id: Some(id), direct_addrs: self.direct_addrs.clone(), relay: self.relay }
+    }
+
+    /// The connection our requests use, else its connection to us.
+    fn live(&self) -> Option<&Connection> {
+        self.conn.as_ref().or(self.incoming.as_ref())
+    }
+
+    /// Notes the path of its live connection; the new path if it changed
+    /// from a known one.
+    fn note_path(&mut self) -> Option<PeerPath> {
+        let now = self.live().map(|c| PeerPath::Direct { addr: c.quinn().remote_address() })?;
+        let before = self.path.replace(now.clone());
+        (before.is_some() && before != Some(now.clone())).then_some(now)
     }
 }
 
@@ -167,7 +183,13 @@ pub(crate) struct Peers {
     max_age: Duration,
     /// Peers that refused our connection lately, with their reason.
     refusals: Mutex<HashMap<NodeId, (String, tokio::time::Instant)>>,
+    /// P2P is on: off, nothing is dialed and peers that connect are turned away.
+    /// Shared with the handshake's client filter.
+    enabled: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// Why a peer that connects while P2P is off is turned away.
+const P2P_OFF: &str = "P2P is off on this node";
 
 impl Peers {
     /// The book saved in `db`, loaded: entries older than the configured
@@ -178,6 +200,7 @@ impl Peers {
         events: broadcast::Sender<P2pEvent>,
         metrics: Arc<Metrics>,
         config: &crate::P2pConfig,
+        enabled: Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<Self> {
         let ping_timeout = PING_TIMEOUT.min(config.health_check_interval);
         let allowlist = config.allowlist.clone().map(|a| a.into_iter().collect());
@@ -194,6 +217,7 @@ impl Peers {
             max_peers: config.max_peers,
             max_age: config.peer_max_age,
             refusals: Mutex::new(HashMap::new()),
+            enabled,
         };
         peers.load();
         Ok(peers)
@@ -345,6 +369,9 @@ impl Peers {
     /// `trusted`: the operator configured this peer, so it names things (a
     /// peer given by address only is pinned at its first handshake).
     pub(crate) async fn connect(self: &Arc<Self>, target: NodeAddr, trusted: bool) -> Result<NodeId> {
+        if !self.is_enabled() {
+            return Err(crate::Error::P2pOff);
+        }
         if let Some(id) = target.id.filter(|id| !self.allowed(id)) {
             return Err(crate::Error::NotAllowed(id));
         }
@@ -378,6 +405,9 @@ impl Peers {
     /// Dials a known peer once, unless a recent failure says wait; a failure
     /// backs its next dial off.
     async fn dial_known(self: &Arc<Self>, id: NodeId, target: NodeAddr, within: Duration) -> Option<Connection> {
+        if !self.is_enabled() {
+            return None;
+        }
         let dialed = tokio::time::timeout(within, self.endpoint.connect_node(&target)).await;
         match dialed {
             Ok(Ok(conn)) => {
@@ -407,7 +437,7 @@ impl Peers {
     fn register(self: &Arc<Self>, conn: Connection, trusted: bool) -> Option<NodeId> {
         let id = conn.remote_id();
         let addr = conn.observed_addr();
-        let (new, replaced) = {
+        let (new, replaced, moved) = {
             let mut book = self.book.lock().unwrap();
             let new = !book.contains_key(&id);
             if new && !self.room(&mut book, trusted) {
@@ -428,8 +458,9 @@ impl Peers {
             (e.failures, e.next_dial) = (0, None);
             let was_connected = e.connected();
             let replaced = e.conn.replace(conn.clone());
+            let moved = e.note_path();
             self.save(&id, e);
-            (new || !was_connected, replaced)
+            (new || !was_connected, replaced, moved)
         };
         if let Some(old) = replaced.filter(|old| old.quinn().stable_id() != conn.quinn().stable_id()) {
             old.close(blixard_protocol::ErrorCode::Ok, "replaced by a newer connection");
@@ -439,7 +470,12 @@ impl Peers {
             info!(peer = %id, ?addr, "peer connected");
             let _ = self.events.send(P2pEvent::PeerConnected(id));
         }
+        self.path_changed(id, moved);
         self.update_gauge();
+        // Turned off while this dial was under way: do not keep it.
+        if !self.is_enabled() {
+            conn.close(blixard_protocol::ErrorCode::Unavailable, P2P_OFF);
+        }
         self.watch_close(id, conn);
         Some(id)
     }
@@ -491,8 +527,12 @@ impl Peers {
     /// observed (none through a relay): it shows as connected at once. It
     /// is saved only once it asks for something (or is configured).
     pub(crate) fn note_incoming(self: &Arc<Self>, conn: &Connection) {
+        if !self.is_enabled() {
+            conn.close(blixard_protocol::ErrorCode::Unavailable, P2P_OFF);
+            return;
+        }
         let id = conn.remote_id();
-        let (new, now_connected) = {
+        let (new, now_connected, moved) = {
             let mut book = self.book.lock().unwrap();
             let new = !book.contains_key(&id);
             if new && !self.room(&mut book, false) {
@@ -502,7 +542,8 @@ impl Peers {
             e.last_seen = now_secs();
             let now_connected = !e.connected();
             e.incoming = Some(conn.clone());
-            (new, now_connected)
+            let moved = e.note_path();
+            (new, now_connected, moved)
         };
         if new {
             let _ = self.events.send(P2pEvent::PeerDiscovered(self.info(&id)));
@@ -511,7 +552,42 @@ impl Peers {
             let _ = self.events.send(P2pEvent::PeerConnected(id));
             self.update_gauge();
         }
+        self.path_changed(id, moved);
         self.watch_close(id, conn.clone());
+    }
+
+    fn path_changed(&self, id: NodeId, path: Option<PeerPath>) {
+        if let Some(path) = path {
+            info!(peer = %id, %path, "peer path changed");
+            let _ = self.events.send(P2pEvent::PathChanged(id, path));
+        }
+    }
+
+    /// True while P2P is on.
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.enabled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Turns P2P on or off. Off closes every connection (peers are told
+    /// why), turns away peers that connect and dials nothing; on dials the
+    /// peers worth dialing again.
+    pub(crate) fn set_enabled(self: &Arc<Self>, on: bool) {
+        let was = self.enabled.swap(on, std::sync::atomic::Ordering::SeqCst);
+        if was == on {
+            return;
+        }
+        if on {
+            info!("P2P turned on");
+            for (saved, trusted) in self.dial_at_start() {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let _ = me.connect(saved, trusted).await;
+                });
+            }
+        } else {
+            info!("P2P turned off: connections closed, peers turned away");
+            self.close_all(blixard_protocol::ErrorCode::Unavailable, P2P_OFF);
+        }
     }
 
     /// Peers that refused us in the last minute, as "id: reason".
@@ -540,6 +616,9 @@ impl Peers {
     /// allowlisted, or that served us), and peers connected to us right now
     /// (alive, so given only [`QUICK_DIAL`]: a stranger cannot make us wait).
     pub(crate) async fn connections(self: &Arc<Self>) -> Vec<Connection> {
+        if !self.is_enabled() {
+            return Vec::new();
+        }
         let now = tokio::time::Instant::now();
         let (mut open, idle): (Vec<Connection>, Vec<(NodeId, NodeAddr, Duration)>) = {
             let book = self.book.lock().unwrap();
@@ -580,10 +659,12 @@ impl Peers {
         for (id, conn) in conns {
             match tokio::time::timeout(self.ping_timeout, client::ping(&conn)).await {
                 Ok(Ok(pong)) => {
-                    if let Some(e) = self.book.lock().unwrap().get_mut(&id) {
+                    let moved = self.book.lock().unwrap().get_mut(&id).and_then(|e| {
                         e.rtt = Some(pong.rtt);
                         e.last_seen = now_secs();
-                    }
+                        e.note_path()
+                    });
+                    self.path_changed(id, moved);
                     self.metrics.peer_rtt.observe(pong.rtt.as_secs_f64());
                 }
                 Ok(Err(e)) => {
@@ -603,6 +684,9 @@ impl Peers {
     /// Asks every connected peer for the peers it knows and dials new ones
     /// ([`MAX_EXCHANGE_DIALS`] per round at most).
     pub(crate) async fn discovery_round(self: &Arc<Self>) {
+        if !self.is_enabled() {
+            return;
+        }
         let me = self.endpoint.node_id();
         let mut dialed = 0;
         for conn in self.connections().await {
@@ -636,7 +720,14 @@ impl Peers {
     fn info(&self, id: &NodeId) -> PeerInfo {
         let book = self.book.lock().unwrap();
         let e = book.get(id);
+        let (bytes_sent, bytes_received) = e.map_or((0, 0), |e| {
+            let stats = [&e.conn, &e.incoming].into_iter().flatten().map(|c| c.quinn().stats());
+            stats.fold((0, 0), |(sent, received), s| (sent + s.udp_tx.bytes, received + s.udp_rx.bytes))
+        });
         PeerInfo {
+            path: e.and_then(|e| e.live()).map(|c| PeerPath::Direct { addr: c.quinn().remote_address() }),
+            bytes_sent,
+            bytes_received,
             id: *id,
             addr: e
                 .and_then(|e| e.direct_addrs.first().copied())
@@ -663,13 +754,16 @@ impl Peers {
         self.metrics.peers.set(self.connected_count() as i64);
     }
 
-    /// Closes every connection.
-    pub(crate) fn close_all(&self) {
-        let mut book = self.book.lock().unwrap();
-        for e in book.values_mut() {
-            for c in [e.conn.take(), e.incoming.take()].into_iter().flatten() {
-                c.close(blixard_protocol::ErrorCode::Ok, "shutting down");
-            }
+    /// Closes every connection, telling each peer why.
+    pub(crate) fn close_all(&self, code: blixard_protocol::ErrorCode, why: &str) {
+        let open: Vec<(NodeId, Connection)> = {
+            let book = self.book.lock().unwrap();
+            let each = book.iter().flat_map(|(id, e)| [&e.conn, &e.incoming].map(|c| c.clone().map(|c| (*id, c))));
+            each.flatten().collect()
+        };
+        for (id, c) in open {
+            c.close(code, why);
+            self.lost(&id, &c, why);
         }
     }
 }
@@ -731,7 +825,8 @@ mod tests {
             Endpoint::bind(blixard_protocol::SecretKey::generate(), "127.0.0.1:0".parse().unwrap(), Default::default())
                 .unwrap();
         let (events, _) = broadcast::channel(16);
-        let peers = Peers::open(endpoint, &db, events, Arc::new(Metrics::new()), &config).unwrap();
+        let peers =
+            Peers::open(endpoint, &db, events, Arc::new(Metrics::new()), &config, Arc::new(true.into())).unwrap();
         let listed: Vec<NodeId> = peers.list().into_iter().map(|p| p.id).collect();
         assert!(listed.contains(&ids[0]), "a configured peer is never aged out");
         assert!(!listed.contains(&ids[1]), "an old unconfigured peer is forgotten");

@@ -32,6 +32,8 @@ pub(crate) struct Inner {
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) download_limiter: Option<Arc<dyn RateLimiter>>,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// P2P on (true) or off: the dispatcher starts transfers only while on.
+    pub(crate) p2p_on: tokio::sync::watch::Sender<bool>,
 }
 
 impl Inner {
@@ -54,7 +56,7 @@ impl Inner {
         for (_, t) in self.transfers.table.lock().unwrap().running.drain() {
             t.abort();
         }
-        self.peers.close_all();
+        self.peers.close_all(blixard_protocol::ErrorCode::Ok, "shutting down");
         self.endpoint.close(blixard_protocol::ErrorCode::Unavailable, "shutting down");
         let _ = self.store.flush();
     }

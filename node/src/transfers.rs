@@ -413,6 +413,23 @@ impl TransferTable {
         Ok(())
     }
 
+    /// Stops every running transfer and queues it again at its priority
+    /// (what it verified is kept; its attempts start over). Returns how many.
+    pub(crate) fn requeue_running(&self) -> usize {
+        let mut t = self.table.lock().unwrap();
+        let running: Vec<_> = t.running.drain().collect();
+        for (id, task) in &running {
+            task.abort();
+            self.metrics.transfers_active.dec();
+            let Some(info) = t.all.get_mut(id) else { continue };
+            info.state = TransferState::Queued;
+            let priority = info.priority;
+            t.queue.push(*id, priority);
+        }
+        self.metrics.transfers_queued.set(t.queue.len() as i64);
+        running.len()
+    }
+
     /// One transfer.
     pub(crate) fn transfer(&self, id: TransferId) -> Option<TransferInfo> {
         self.table.lock().unwrap().all.get(&id).cloned()

@@ -938,3 +938,85 @@ async fn a_changed_priority_reorders_the_queue_at_once() {
     }
     assert!(leecher.set_priority(a, TransferPriority::High).is_err(), "an ended transfer has no priority to change");
 }
+
+/// The typed client drives a node: a wrong token is a 401 `ControlApi`
+/// error, the event stream reads typed events, and turning P2P off on a
+/// seeder stops a peer's download from it (the peer is told why, cannot
+/// connect, and its transfer makes no progress) until it is turned on again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_turns_p2p_off_and_a_peers_download_stops_until_it_is_on() {
+    use blixard_node::client::{ControlClient, EventLine};
+    let dir = TempDir::new().unwrap();
+    // 16 MiB at 40 Mbit/s: about 3.4 s, so it is mid-way when turned off.
+    let seeder = node(dir.path(), 1, limited(40.0)).await;
+    let size = 16 * 1024 * 1024;
+    upload(&seeder, dir.path(), "img", size).await;
+    let leecher = node(dir.path(), 2, P2pConfig::default()).await;
+    control::serve(seeder.clone(), 0).await.unwrap();
+    let client = ControlClient::find(seeder.data_dir().unwrap()).unwrap();
+    let stranger = ControlClient::new(client.addr(), "0".repeat(64));
+    match stranger.status().await {
+        Err(blixard_node::Error::ControlApi { status: 401, message }) => {
+            assert!(message.contains("token"), "{message}")
+        }
+        other => panic!("a wrong token must be refused: {other:?}"),
+    }
+    assert!(client.status().await.unwrap().p2p_enabled);
+    let mut events = client.events().await.unwrap();
+    link(&leecher, &seeder).await;
+    let id = vm(&leecher, "img", TransferPriority::Normal);
+    wait_progress(&leecher, id, |p| p.bytes > 2 * 1024 * 1024).await;
+
+    assert!(!client.set_p2p_enabled(false).await.unwrap());
+    assert!(!client.status().await.unwrap().p2p_enabled);
+    // Its connections are closed and peers turned away.
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap().unwrap();
+        if let EventLine::Event(P2pEvent::PeerDisconnected(p)) = line {
+            assert_eq!(p, leecher.node_id());
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = leecher.transfer(id).unwrap().progress.unwrap().bytes;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t = leecher.transfer(id).unwrap();
+    assert!(t.state.is_active(), "{t:?}");
+    assert_eq!(t.progress.unwrap().bytes, held, "no byte moves while the seeder's P2P is off");
+    // Turned away at the handshake: TLS 1.3 lets the dialer finish first,
+    // so it may see the connection open, then closed at once.
+    let _ = leecher.connect_peer(&format!("{}@{}", seeder.node_id(), seeder.addr())).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(leecher.peers().iter().all(|p| !p.connected), "{:?}", leecher.peers());
+    assert!(seeder.peers().iter().all(|p| !p.connected));
+    assert_eq!(leecher.transfer(id).unwrap().progress.unwrap().bytes, held);
+    assert!(matches!(seeder.connect_peer(&leecher.addr().to_string()).await, Err(blixard_node::Error::P2pOff)));
+
+    assert!(client.set_p2p_enabled(true).await.unwrap());
+    // The leecher dials its configured seeder again by itself.
+    let done = tokio::time::timeout(Duration::from_secs(60), leecher.wait(id)).await.unwrap().unwrap();
+    assert_eq!(done.state, TransferState::Completed);
+    let shares = done.progress.unwrap().shares;
+    assert_eq!(shares.iter().map(|s| s.peer).collect::<Vec<_>>(), vec![seeder.node_id()]);
+}
+
+/// A node with P2P off keeps its own downloads queued (not failed), and
+/// runs them once it is on again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_p2p_off_keeps_its_downloads_queued() {
+    let dir = TempDir::new().unwrap();
+    let seeder = node(dir.path(), 1, limited(40.0)).await;
+    upload(&seeder, dir.path(), "img", 8 * 1024 * 1024).await;
+    let leecher = node(dir.path(), 2, P2pConfig::default()).await;
+    link(&leecher, &seeder).await;
+    let id = vm(&leecher, "img", TransferPriority::Normal);
+    wait_progress(&leecher, id, |p| p.bytes > 1024 * 1024).await;
+    leecher.set_p2p_enabled(false);
+    assert_eq!(leecher.transfer(id).unwrap().state, TransferState::Queued);
+    assert_eq!(leecher.stats().peers_connected, 0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(leecher.transfer(id).unwrap().state, TransferState::Queued, "nothing starts while off");
+    leecher.set_p2p_enabled(true);
+    let done = tokio::time::timeout(Duration::from_secs(60), leecher.wait(id)).await.unwrap().unwrap();
+    assert_eq!(done.state, TransferState::Completed);
+}

@@ -165,7 +165,7 @@ impl ClientCertVerifier for ClientVerifier {
         let id = node_id_of(end_entity)?;
         if let Some(filter) = &self.filter {
             if !filter(&id) {
-                tracing::warn!(node = %id, "refused a connection from a node not on the allowlist");
+                tracing::debug!(node = %id, "the client filter refused a connection");
                 return Err(rustls::Error::General(format!("node {id} is not allowed")));
             }
         }

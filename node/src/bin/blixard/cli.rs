@@ -9,68 +9,23 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use blixard_node::{
-    control::{ControlFile, DownloadRequest, ResourceFile},
-    PeerInfo, ResourceInfo, Stats, TransferInfo, TransferPriority, TransferState,
+    client::ControlClient,
+    control::{DownloadRequest, ResourceFile},
+    TransferInfo, TransferPriority, TransferState,
 };
 use blixard_store::ResourceKind;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{de::DeserializeOwned, Serialize};
 
-/// A connection to a node's control API.
-pub struct Control {
-    base: String,
-    token: String,
-    agent: ureq::Agent,
-}
-
-impl Control {
-    /// Finds the node whose data dir is `data_dir`.
-    pub fn find(data_dir: &Path) -> Result<Control> {
-        let file = ControlFile::read(data_dir).map_err(|e| {
-            anyhow!(
-                "no running node found at {} ({e}); start one with `blixard node --id N`, \
-                 or pick it with --node N / --data-dir DIR",
-                data_dir.display()
-            )
-        })?;
-        let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(5)).build();
-        Ok(Control { base: format!("http://{}", file.addr), token: file.token, agent })
-    }
-
-    fn call<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&impl Serialize>) -> Result<T> {
-        let req = self
-            .agent
-            .request(method, &format!("{}{path}", self.base))
-            .set("Authorization", &format!("Bearer {}", self.token));
-        let res = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        match res {
-            Ok(r) => r.into_json().context("reading the node's answer"),
-            Err(ureq::Error::Status(code, r)) => {
-                let msg = r.into_json::<blixard_node::control::ApiError>().map(|e| e.error).unwrap_or_default();
-                bail!("{msg} (HTTP {code})")
-            }
-            Err(e) => bail!("cannot reach the node's control API at {}: {e} (is the node running?)", self.base),
-        }
-    }
-
-    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.call("GET", path, None::<&()>)
-    }
-
-    fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
-        self.call("POST", path, Some(body))
-    }
-
-    fn patch<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
-        self.call("PATCH", path, Some(body))
-    }
-
-    fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.call("DELETE", path, None::<&()>)
-    }
+/// The client of the node whose data dir is `data_dir`, or an error that
+/// says how to start or pick one.
+pub fn find(data_dir: &Path) -> Result<ControlClient> {
+    ControlClient::find(data_dir).map_err(|e| {
+        anyhow!(
+            "no running node found at {} ({e}); start one with `blixard node --id N`, \
+             or pick it with --node N / --data-dir DIR",
+            data_dir.display()
+        )
+    })
 }
 
 /// Set when the user presses Ctrl-C (the binary installs the handler).
@@ -81,7 +36,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 /// `blixard vm upload`.
-pub fn upload(node: &Control, name: &str, version: &str, file: &Path) -> Result<()> {
+pub async fn upload(node: &ControlClient, name: &str, version: &str, file: &Path) -> Result<()> {
     let path = absolute(file)?;
     let size = std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?.len();
     let bar = ProgressBar::new(size).with_style(progress_style());
@@ -95,19 +50,21 @@ pub fn upload(node: &Control, name: &str, version: &str, file: &Path) -> Result<
         path: path.clone(),
         overwrite: false,
     };
-    // The import runs in the node while this thread follows its progress.
-    let info: ResourceInfo = std::thread::scope(|scope| {
-        let call = scope.spawn(|| node.post::<ResourceInfo>("/v1/upload", &body));
-        while !call.is_finished() {
-            if let Ok(uploads) = node.get::<Vec<blixard_node::UploadProgress>>("/v1/uploads") {
-                if let Some(u) = uploads.iter().find(|u| u.path == path) {
-                    bar.set_position(u.bytes);
+    // The import runs in the node while this follows its progress.
+    let call = node.upload(&body);
+    let mut call = std::pin::pin!(call);
+    let info = loop {
+        tokio::select! {
+            done = &mut call => break done?,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if let Ok(uploads) = node.uploads().await {
+                    if let Some(u) = uploads.iter().find(|u| u.path == path) {
+                        bar.set_position(u.bytes);
+                    }
                 }
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
-        call.join().unwrap_or_else(|_| Err(anyhow!("the upload request panicked")))
-    })?;
+    };
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!(
@@ -134,7 +91,13 @@ pub struct DownloadHow {
 
 /// `blixard vm download`: queues the download and follows it with a
 /// progress bar; Ctrl-C cancels it unless `detach` (which returns at once).
-pub fn download(node: &Control, name: &str, version: &str, output: Option<&Path>, how: DownloadHow) -> Result<()> {
+pub async fn download(
+    node: &ControlClient,
+    name: &str,
+    version: &str,
+    output: Option<&Path>,
+    how: DownloadHow,
+) -> Result<()> {
     let DownloadHow { priority, force, hash, detach, limit_mbps } = how;
     // Check the output first: a bad path fails before any transfer.
     let output = output.map(absolute).transpose()?;
@@ -158,7 +121,7 @@ pub fn download(node: &Control, name: &str, version: &str, output: Option<&Path>
         hash,
         limit_mbps,
     };
-    let id: blixard_node::TransferId = node.post("/v1/download", &req)?;
+    let id = node.download(&req).await?;
     if detach {
         println!("{id} queued; follow it with `blixard transfers`, stop it with `blixard cancel {id}`");
         return Ok(());
@@ -171,13 +134,12 @@ pub fn download(node: &Control, name: &str, version: &str, output: Option<&Path>
     let done = loop {
         if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
             bar.finish_and_clear();
-            let cancelled: Result<()> = node.delete(&format!("/v1/transfers/{id}"));
-            match cancelled {
+            match node.cancel(id).await {
                 Ok(()) => bail!("interrupted: download {id} cancelled (what was verified is kept for next time)"),
                 Err(e) => bail!("interrupted, but cancelling download {id} failed: {e}"),
             }
         }
-        let t: TransferInfo = node.get(&format!("/v1/transfers/{id}"))?;
+        let t: TransferInfo = node.transfer(id).await?;
         if let Some(p) = t.progress.as_ref().filter(|p| p.total > 0) {
             if !sized {
                 // Known only now (or re-attached mid-way): start the rate
@@ -201,7 +163,7 @@ pub fn download(node: &Control, name: &str, version: &str, output: Option<&Path>
             TransferState::Queued | TransferState::Running => {}
             _ => break t,
         }
-        std::thread::sleep(Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     bar.finish_and_clear();
     match done.state {
@@ -226,7 +188,7 @@ pub fn download(node: &Control, name: &str, version: &str, output: Option<&Path>
     if let Some(path) = output {
         let (kind, name, version) = ("vm-image".into(), name.into(), version.into());
         let body = ResourceFile { kind, name, version, path: path.clone(), overwrite: force };
-        let () = node.post("/v1/export", &body)?;
+        node.export(&body).await?;
         println!("written to {}", path.display());
     }
     Ok(())
@@ -239,8 +201,8 @@ fn progress_style() -> ProgressStyle {
 }
 
 /// `blixard transfers`: every transfer the node knows, newest last.
-pub fn transfers(node: &Control) -> Result<()> {
-    let mut all: Vec<TransferInfo> = node.get("/v1/transfers")?;
+pub async fn transfers(node: &ControlClient) -> Result<()> {
+    let mut all = node.transfers().await?;
     all.sort_by_key(|t| t.id);
     if all.is_empty() {
         println!("no transfers");
@@ -266,23 +228,26 @@ pub fn transfers(node: &Control) -> Result<()> {
 }
 
 /// `blixard transfers priority ID PRIORITY`.
-pub fn set_priority(node: &Control, id: blixard_node::TransferId, priority: TransferPriority) -> Result<()> {
-    let t: TransferInfo =
-        node.patch(&format!("/v1/transfers/{id}"), &blixard_node::control::TransferChange { priority })?;
+pub async fn set_priority(
+    node: &ControlClient,
+    id: blixard_node::TransferId,
+    priority: TransferPriority,
+) -> Result<()> {
+    let t = node.set_priority(id, priority).await?;
     println!("{id} is now {} ({})", t.priority, format!("{:?}", t.state).to_lowercase());
     Ok(())
 }
 
 /// `blixard cancel ID`.
-pub fn cancel(node: &Control, id: blixard_node::TransferId) -> Result<()> {
-    let () = node.delete(&format!("/v1/transfers/{id}"))?;
+pub async fn cancel(node: &ControlClient, id: blixard_node::TransferId) -> Result<()> {
+    node.cancel(id).await?;
     println!("{id} cancelled");
     Ok(())
 }
 
 /// `blixard vm list`.
-pub fn list(node: &Control, remote: bool) -> Result<()> {
-    let local: Vec<ResourceInfo> = node.get("/v1/resources")?;
+pub async fn list(node: &ControlClient, remote: bool) -> Result<()> {
+    let local = node.resources().await?;
     println!("{:<10} {:<24} {:<12} {:>12}  hash", "where", "name", "version", "size");
     for r in local.iter().filter(|r| r.kind == ResourceKind::VmImage) {
         println!(
@@ -295,7 +260,7 @@ pub fn list(node: &Control, remote: bool) -> Result<()> {
         );
     }
     if remote {
-        let others: Vec<blixard_node::RemoteResource> = node.get("/v1/resources/remote")?;
+        let others = node.remote_resources().await?;
         for o in others.iter().filter(|o| o.resource.kind == ResourceKind::VmImage) {
             let r = &o.resource;
             let trust = if o.trusted { String::new() } else { format!("  untrusted publisher {}", o.publisher) };
@@ -313,8 +278,8 @@ pub fn list(node: &Control, remote: bool) -> Result<()> {
 }
 
 /// `blixard peers`.
-pub fn peers(node: &Control) -> Result<()> {
-    let peers: Vec<PeerInfo> = node.get("/v1/peers")?;
+pub async fn peers(node: &ControlClient) -> Result<()> {
+    let peers = node.peers().await?;
     if peers.is_empty() {
         println!(
             "no peers known: give the node --p2p-peer ADDR; if you did, the peer was unreachable (see the node's log)"
@@ -322,14 +287,22 @@ pub fn peers(node: &Control) -> Result<()> {
     }
     for p in peers {
         let rtt = p.rtt_ms.map_or("-".into(), |r| format!("{r:.2} ms"));
-        println!("{}  {:<22} {:<12} rtt {rtt}", p.id, p.addr, if p.connected { "connected" } else { "disconnected" });
+        let path = p.path.map_or_else(|| p.addr.to_string(), |path| path.to_string());
+        println!(
+            "{}  {:<28} {:<12} rtt {rtt}  sent {} received {}",
+            p.id,
+            path,
+            if p.connected { "connected" } else { "disconnected" },
+            indicatif::HumanBytes(p.bytes_sent),
+            indicatif::HumanBytes(p.bytes_received)
+        );
     }
     Ok(())
 }
 
 /// `blixard status`.
-pub fn status(node: &Control) -> Result<()> {
-    let s: Stats = node.get("/v1/status")?;
+pub async fn status(node: &ControlClient) -> Result<()> {
+    let s = node.status().await?;
     println!("node      {}", s.node_id);
     println!("address   {}", s.addr);
     println!("peers     {} connected, {} known", s.peers_connected, s.peers_known);
@@ -340,12 +313,13 @@ pub fn status(node: &Control) -> Result<()> {
         indicatif::HumanBytes(s.bytes_received)
     );
     println!("resources {}", s.resources);
+    println!("p2p       {}", if s.p2p_enabled { "on" } else { "off" });
     Ok(())
 }
 
 /// `blixard gc`.
-pub fn gc(node: &Control) -> Result<()> {
-    let r: blixard_node::cache::GcReport = node.post("/v1/gc", &())?;
+pub async fn gc(node: &ControlClient) -> Result<()> {
+    let r = node.gc().await?;
     for e in &r.evicted {
         println!("evicted  {} {} {} ({})", e.kind, e.name, e.version, indicatif::HumanBytes(e.size));
     }
@@ -359,9 +333,8 @@ pub fn gc(node: &Control) -> Result<()> {
 }
 
 /// `blixard verify`: one line per blob, a summary; fails if any is damaged.
-pub fn verify(node: &Control, repair: bool) -> Result<()> {
-    let reports: Vec<blixard_node::control::VerifyInfo> =
-        node.post("/v1/verify", &blixard_node::control::VerifyRequest { repair })?;
+pub async fn verify(node: &ControlClient, repair: bool) -> Result<()> {
+    let reports = node.verify(repair).await?;
     let mut damaged = 0;
     for r in &reports {
         let state = if r.complete { "complete" } else { "partial" };

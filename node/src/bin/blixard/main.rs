@@ -171,9 +171,12 @@ struct Target {
 }
 
 impl Target {
-    fn control(&self) -> Result<cli::Control> {
-        let dir = self.data_dir.clone().unwrap_or_else(|| default_data_dir(self.node));
-        cli::Control::find(&dir)
+    fn control(&self) -> Result<blixard_node::client::ControlClient> {
+        cli::find(&self.dir())
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| default_data_dir(self.node))
     }
 }
 
@@ -477,34 +480,25 @@ async fn main() -> Result<()> {
                     cli::INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
                 });
             }
-            tokio::task::spawn_blocking(move || -> Result<()> {
-                let node = target.control()?;
-                match command {
-                    VmCommand::Upload { name, version, file } => cli::upload(&node, &name, &version, &file),
-                    VmCommand::Download { name, version, priority, output, force, hash, detach, limit_mbps } => {
-                        let how = cli::DownloadHow { priority, force, hash, detach, limit_mbps };
-                        cli::download(&node, &name, &version, output.as_deref(), how)
-                    }
-                    VmCommand::List { remote } => cli::list(&node, remote),
+            let node = target.control()?;
+            match command {
+                VmCommand::Upload { name, version, file } => cli::upload(&node, &name, &version, &file).await?,
+                VmCommand::Download { name, version, priority, output, force, hash, detach, limit_mbps } => {
+                    let how = cli::DownloadHow { priority, force, hash, detach, limit_mbps };
+                    cli::download(&node, &name, &version, output.as_deref(), how).await?
                 }
-            })
-            .await??;
+                VmCommand::List { remote } => cli::list(&node, remote).await?,
+            }
         }
-        Command::Transfers { target, change: None } => {
-            tokio::task::spawn_blocking(move || cli::transfers(&target.control()?)).await??
-        }
+        Command::Transfers { target, change: None } => cli::transfers(&target.control()?).await?,
         Command::Transfers { target, change: Some(TransfersCommand::Priority { id, priority }) } => {
-            tokio::task::spawn_blocking(move || cli::set_priority(&target.control()?, id, priority)).await??
+            cli::set_priority(&target.control()?, id, priority).await?
         }
-        Command::Cancel { target, id } => {
-            tokio::task::spawn_blocking(move || cli::cancel(&target.control()?, id)).await??
-        }
-        Command::Peers { target } => tokio::task::spawn_blocking(move || cli::peers(&target.control()?)).await??,
-        Command::Status { target } => tokio::task::spawn_blocking(move || cli::status(&target.control()?)).await??,
-        Command::Gc { target } => tokio::task::spawn_blocking(move || cli::gc(&target.control()?)).await??,
-        Command::Verify { target, repair } => {
-            tokio::task::spawn_blocking(move || cli::verify(&target.control()?, repair)).await??
-        }
+        Command::Cancel { target, id } => cli::cancel(&target.control()?, id).await?,
+        Command::Peers { target } => cli::peers(&target.control()?).await?,
+        Command::Status { target } => cli::status(&target.control()?).await?,
+        Command::Gc { target } => cli::gc(&target.control()?).await?,
+        Command::Verify { target, repair } => cli::verify(&target.control()?, repair).await?,
         Command::Demo { size } => demo::run(size).await?,
         Command::Conformance { peer, hash } => {
             let (Some(id), Some(&addr)) = (peer.id, peer.direct_addrs.first()) else {
