@@ -6,6 +6,7 @@ mod daemon;
 mod demo;
 mod swarm_bench;
 mod transfer_bench;
+mod tui;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -112,6 +113,13 @@ enum Command {
     },
     /// The peers a node knows.
     Peers {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// A live view of a node: peers, transfers, resources, events; keys to
+    /// connect, upload, download and queue, and to turn P2P off and on
+    /// (`?` lists them).
+    Tui {
         #[command(flatten)]
         target: Target,
     },
@@ -497,6 +505,7 @@ async fn main() -> Result<()> {
         Command::Cancel { target, id } => cli::cancel(&target.control()?, id).await?,
         Command::Peers { target } => cli::peers(&target.control()?).await?,
         Command::Status { target } => cli::status(&target.control()?).await?,
+        Command::Tui { target } => tui::main(target.dir()).await?,
         Command::Gc { target } => cli::gc(&target.control()?).await?,
         Command::Verify { target, repair } => cli::verify(&target.control()?, repair).await?,
         Command::Demo { size } => demo::run(size).await?,
