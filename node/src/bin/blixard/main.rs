@@ -413,7 +413,11 @@ async fn main() -> Result<()> {
         }
         e.exit()
     });
-    init_logging(matches!(cli.command, Command::Node { .. }));
+    // The TUI owns the terminal: log lines on stderr would tear its screen
+    // (what goes wrong shows in the view instead).
+    if !matches!(cli.command, Command::Tui { .. }) {
+        init_logging(matches!(cli.command, Command::Node { .. }));
+    }
     if !matches!(cli.command, Command::Node { .. }) {
         restore_sigpipe();
     }

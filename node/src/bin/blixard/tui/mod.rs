@@ -150,7 +150,7 @@ impl NodeApi for LiveNode {
                 };
                 let id = c.download(&request).await?;
                 let limit = limit_mbps.map(|m| format!(", limit {m} Mbit/s")).unwrap_or_default();
-                format!("{id} queued: {} {} at {priority}{limit}", resource.name, resource.version)
+                format!("transfer {id} queued: {} {} at {priority}{limit}", resource.name, resource.version)
             }
             Action::Refresh { .. } | Action::Quit => String::new(),
         })
@@ -280,6 +280,12 @@ fn spawn_remote<A: NodeApi>(api: &Arc<A>, tx: &mpsc::Sender<Update>) {
 /// `blixard tui`: takes over the terminal (restored on exit and on panic)
 /// and runs the view against the node in `dir`.
 pub async fn main(dir: PathBuf) -> Result<()> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "blixard tui needs a terminal (stdin and stdout); for scripts use `blixard status`, `peers`, `transfers`"
+        );
+    }
     let api = Arc::new(LiveNode::new(dir));
     let mut terminal = ratatui::try_init()?;
     let result = run(&mut terminal, api, crossterm::event::EventStream::new(), TICK).await;
