@@ -1020,3 +1020,37 @@ async fn a_node_with_p2p_off_keeps_its_downloads_queued() {
     let done = tokio::time::timeout(Duration::from_secs(60), leecher.wait(id)).await.unwrap().unwrap();
     assert_eq!(done.state, TransferState::Completed);
 }
+
+/// A peer that comes back from another address (same identity, new port)
+/// is announced with `PathChanged`, and listed with its new path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_back_at_another_address_is_a_path_change() {
+    let dir = TempDir::new().unwrap();
+    let seeder = node(dir.path(), 1, P2pConfig::default()).await;
+    upload(&seeder, dir.path(), "img", 64 * 1024).await;
+    let mut events = seeder.events();
+    let first = node(dir.path(), 2, P2pConfig::default()).await;
+    link(&first, &seeder).await;
+    let id = vm(&first, "img", TransferPriority::Normal); // it asks: the seeder keeps it
+    first.wait(id).await.unwrap();
+    let (who, old) = (first.node_id(), first.addr());
+    first.shutdown().await;
+    drop(first);
+    let again = node(dir.path(), 2, P2pConfig::default()).await; // same key, new port
+    assert_eq!(again.node_id(), who);
+    assert_ne!(again.addr(), old);
+    link(&again, &seeder).await;
+    let path = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(P2pEvent::PathChanged(peer, path)) = events.recv().await {
+                assert_eq!(peer, who);
+                return path;
+            }
+        }
+    })
+    .await
+    .expect("no PathChanged");
+    assert_eq!(path, blixard_node::PeerPath::Direct { addr: again.addr() });
+    let listed = seeder.peers().into_iter().find(|p| p.id == who).unwrap();
+    assert_eq!(listed.path, Some(path));
+}
