@@ -68,6 +68,9 @@ pub enum Error {
     /// A length or count exceeded its documented limit.
     #[error("{what} is {actual}, over the limit of {limit}")]
     Limit { what: &'static str, actual: u64, limit: u64 },
+    /// A relay refused, closed or broke the relay protocol.
+    #[error("relay: {0}")]
+    Relay(String),
     /// A deadline passed: the whole request, or no progress for too long.
     #[error("timed out: {0}")]
     Timeout(String),

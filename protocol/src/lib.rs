@@ -56,6 +56,7 @@ pub mod identity;
 pub mod limits;
 pub mod plan;
 pub mod rate;
+pub mod relay;
 pub mod relay_frame;
 pub mod response;
 pub mod server;

@@ -203,6 +203,21 @@ pub(crate) fn server_config(key: &SecretKey, filter: Option<ClientFilter>) -> Re
     Ok(cfg)
 }
 
+/// The relay's TLS configuration (TCP): the same certificates and client
+/// check as QUIC, its own ALPN, so a relay and a node port never mix up.
+pub(crate) fn relay_server_config(key: &SecretKey) -> Result<rustls::ServerConfig> {
+    let mut cfg = server_config(key, None)?;
+    cfg.alpn_protocols = vec![crate::relay::ALPN.to_vec()];
+    Ok(cfg)
+}
+
+/// A relay client's TLS configuration, pinning the relay's id.
+pub(crate) fn relay_client_config(key: &SecretKey, relay: NodeId) -> Result<rustls::ClientConfig> {
+    let mut cfg = client_config(key, ServerVerifier::new(Some(relay)))?;
+    cfg.alpn_protocols = vec![crate::relay::ALPN.to_vec()];
+    Ok(cfg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

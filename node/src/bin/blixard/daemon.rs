@@ -62,7 +62,7 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() -> std::io::Result<()> {
+pub async fn shutdown_signal() -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     tokio::select! {

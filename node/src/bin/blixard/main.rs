@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod daemon;
 mod demo;
+mod relay;
 mod swarm_bench;
 mod transfer_bench;
 mod tui;
@@ -88,6 +89,29 @@ enum Command {
         /// peers, the allowlist and this node are trusted already).
         #[arg(long = "trust", env = "BLIXARD_P2P_TRUST", value_delimiter = ',')]
         trust: Vec<blixard_protocol::NodeId>,
+    },
+    /// Run a relay: forwards QUIC datagrams over TLS/TCP between nodes that
+    /// cannot reach each other over UDP, and answers the UDP echo probe on
+    /// the same port. Prints `blixard relay id=<relay-id> addr=<addr>`.
+    Relay {
+        /// TCP (and UDP probe) address.
+        #[arg(long, default_value = "0.0.0.0:3340")]
+        bind: SocketAddr,
+        /// Where the relay's identity key is kept (clients pin its id).
+        #[arg(long, default_value = "blixard-data/relay")]
+        data_dir: PathBuf,
+        /// Serve Prometheus metrics on this address (`/metrics`).
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
+        /// Clients logged in at once.
+        #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
+        max_clients: usize,
+        /// TCP connections from one IP at once.
+        #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+        max_per_ip: usize,
+        /// Each client's read rate, megabits per second (default 2000).
+        #[arg(long, default_value_t = 2000.0, value_parser = mbps)]
+        client_rate_mbps: f64,
     },
     /// VM images: upload into a node, download through its peers, list.
     Vm {
@@ -416,9 +440,9 @@ async fn main() -> Result<()> {
     // The TUI owns the terminal: log lines on stderr would tear its screen
     // (what goes wrong shows in the view instead).
     if !matches!(cli.command, Command::Tui { .. }) {
-        init_logging(matches!(cli.command, Command::Node { .. }));
+        init_logging(matches!(cli.command, Command::Node { .. } | Command::Relay { .. }));
     }
-    if !matches!(cli.command, Command::Node { .. }) {
+    if !matches!(cli.command, Command::Node { .. } | Command::Relay { .. }) {
         restore_sigpipe();
     }
     match cli.command {
@@ -513,6 +537,15 @@ async fn main() -> Result<()> {
         Command::Gc { target } => cli::gc(&target.control()?).await?,
         Command::Verify { target, repair } => cli::verify(&target.control()?, repair).await?,
         Command::Demo { size } => demo::run(size).await?,
+        Command::Relay { bind, data_dir, metrics, max_clients, max_per_ip, client_rate_mbps } => {
+            let limits = blixard_protocol::relay::RelayLimits {
+                max_clients,
+                max_per_ip,
+                rate_bytes_per_sec: Some((client_rate_mbps * 1e6 / 8.0) as u64),
+                ..Default::default()
+            };
+            relay::run(relay::RelayArgs { bind, data_dir, metrics, limits }).await?
+        }
         Command::Conformance { peer, hash } => {
             let (Some(id), Some(&addr)) = (peer.id, peer.direct_addrs.first()) else {
                 bail!("conformance needs the peer's identity and a direct address: NODE_ID@HOST:PORT, not {peer}");

@@ -1,0 +1,40 @@
+//! The relay: a TLS-over-TCP server that forwards QUIC datagrams between
+//! node ids for nodes that cannot reach each other over UDP, its client,
+//! and the UDP echo probe it answers. Frames are in
+//! [`crate::relay_frame`]; the whole protocol is in `docs/RELAY.md`.
+//!
+//! ```
+//! # #[tokio::main] async fn main() -> blixard_protocol::Result<()> {
+//! use blixard_protocol::{relay::{Incoming, RelayClient, RelayLimits, RelayServer}, RelayAddr, SecretKey};
+//!
+//! let server = RelayServer::bind(SecretKey::generate(), "127.0.0.1:0".parse().unwrap(), RelayLimits::default()).await?;
+//! let relay = RelayAddr { id: server.node_id(), addr: server.addr() };
+//! let (a, b) = (SecretKey::generate(), SecretKey::generate());
+//! let alice = RelayClient::connect(&a, relay).await?;
+//! let mut bob = RelayClient::connect(&b, relay).await?;
+//! alice.send(b.node_id(), 0, 0, "hello".into());
+//! match bob.recv().await {
+//!     Some(Incoming::Datagrams { src, datagrams }) => assert_eq!((src, &datagrams.payload[..]), (a.node_id(), &b"hello"[..])),
+//!     other => panic!("{other:?}"),
+//! }
+//! # Ok(()) }
+//! ```
+
+mod client;
+pub mod probe;
+mod server;
+
+pub use client::{Incoming, RelayClient, CONNECT_TIMEOUT, DEAD_AFTER, KEEPALIVE, SEND_QUEUE_FRAMES};
+pub use server::{code, RelayLimits, RelayServer, RelayStats};
+
+/// The relay's TLS ALPN.
+pub const ALPN: &[u8] = b"blixard-relay/1";
+/// The relay's default port (TCP, and UDP for the probe).
+pub const DEFAULT_PORT: u16 = 3340;
+
+/// The TLS configuration of a relay client logged in as `key`'s node and
+/// pinning `relay` (for other client implementations and tests; the
+/// client here uses it).
+pub fn client_tls_config(key: &crate::SecretKey, relay: crate::NodeId) -> crate::Result<rustls::ClientConfig> {
+    crate::tls::relay_client_config(key, relay)
+}
