@@ -170,7 +170,8 @@ async fn a_flooding_client_is_held_at_its_rate_while_others_flow() {
                 tokio::task::yield_now().await;
             }
         }
-        flooder
+        // Gone: what it still had queued is dropped with it.
+        drop(flooder);
     });
     let count = tokio::spawn(async move {
         let mut got = 0u64;
@@ -199,7 +200,7 @@ async fn a_flooding_client_is_held_at_its_rate_while_others_flow() {
             other => panic!("the other pair stalled at {received} bytes: {other:?}"),
         }
     }
-    let _flooder = flood.await.unwrap();
+    flood.await.unwrap();
     let (got, took) = count.await.unwrap();
     let per_sec = got as f64 / took;
     eprintln!("flooder relayed at {per_sec:.0} B/s (limit {rate}); the other pair moved {received} bytes");

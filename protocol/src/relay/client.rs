@@ -20,9 +20,10 @@ use crate::{
     Error, NodeId, RelayAddr, Result, SecretKey,
 };
 
-/// Frames waiting to be sent to the relay; more are dropped (datagrams
-/// may be lost; QUIC recovers).
-pub const SEND_QUEUE_FRAMES: usize = 1024;
+/// Frames waiting to be sent to the relay (or read by the owner); more
+/// are dropped (datagrams may be lost; QUIC recovers). At most 16 MiB of
+/// 64 KiB batches.
+pub const SEND_QUEUE_FRAMES: usize = 256;
 /// Time to connect, handshake and log in.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A keepalive after this much silence (the relay closes idle clients
