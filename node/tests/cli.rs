@@ -2,53 +2,22 @@
 //! `blixard conformance` pointed at it, as an implementer would run them.
 
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
 };
 
 use blixard_store::{ResourceKind, Store};
 
-const BIN: &str = env!("CARGO_BIN_EXE_blixard");
+mod common;
 
-/// A running `blixard node`, killed on drop.
-struct Node {
-    child: Child,
-    id: String,
-    addr: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{start_node as start, NodeProcess as Node, BIN};
 
 fn start_node(data: &Path) -> Node {
-    start_node_with(data, &[])
+    start(1, data, &[])
 }
 
 fn start_node_with(data: &Path, extra: &[&str]) -> Node {
-    let mut child = Command::new(BIN)
-        .args(["node", "--id", "1", "--bind", "127.0.0.1:0", "--enable-p2p", "--data-dir"])
-        .arg(data)
-        .args(extra)
-        .env_remove("BLIXARD_P2P_PORT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start blixard node");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-            .to_string()
-    };
-    let (id, addr) = (field("id="), field("addr="));
-    Node { child, id, addr }
+    start(1, data, extra)
 }
 
 fn conformance(node: &Node) -> Output {

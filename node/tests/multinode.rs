@@ -1,47 +1,16 @@
 //! The documented multi-node example, as processes: three `blixard node`s,
 //! `vm upload` on node 1, `vm download` on node 3, the bytes verified.
 
-use std::{
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Child, Command, Stdio},
-};
+use std::{path::Path, process::Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_blixard");
+mod common;
 
-struct Node {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{start_node, NodeProcess as Node, BIN};
 
 fn start(id: u64, data: &Path, peers: &[&Node], extra: &[&str]) -> Node {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["node", "--id", &id.to_string(), "--bind", "127.0.0.1:0", "--enable-p2p", "--data-dir"])
-        .arg(data)
-        .args(extra)
-        .env_remove("BLIXARD_P2P_PORT")
-        .env_remove("BLIXARD_P2P_CACHE_DIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for p in peers {
-        cmd.args(["--p2p-peer", &p.addr]);
-    }
-    let mut child = cmd.spawn().expect("start blixard node");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .unwrap_or_else(|| panic!("no addr in {line:?}"))
-        .to_string();
-    Node { child, addr }
+    let mut args: Vec<&str> = peers.iter().flat_map(|p| ["--p2p-peer", p.addr.as_str()]).collect();
+    args.extend_from_slice(extra);
+    start_node(id, data, &args)
 }
 
 fn blixard(args: &[&str], data: &Path) -> std::process::Output {

@@ -3,31 +3,16 @@
 //! all is at most 10% more than the blob.
 
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use blixard_node::{control::ControlFile, TransferInfo, TransferState};
 
-const BIN: &str = env!("CARGO_BIN_EXE_blixard");
+mod common;
 
-fn start(id: u64, data: &Path, args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["node", "--id", &id.to_string(), "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .args(args)
-        .env_remove("BLIXARD_P2P_PORT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split_whitespace().find_map(|w| w.strip_prefix("addr=")).expect("addr").to_string();
-    (child, addr)
-}
+use common::{start_node, BIN};
 
 fn get(data: &Path, path: &str) -> String {
     let c = ControlFile::read(data).unwrap();
@@ -47,7 +32,8 @@ fn metric(text: &str, name: &str) -> f64 {
 fn a_killed_download_resumes_after_restart_and_refetches_little() {
     let dir = tempfile::tempdir().unwrap();
     let (d1, d2) = (dir.path().join("seeder"), dir.path().join("leecher"));
-    let (mut seeder, seeder_addr) = start(1, &d1, &["--bandwidth-limit-mbps", "160"]);
+    let mut seeder = start_node(1, &d1, &["--bandwidth-limit-mbps", "160"]);
+    let seeder_addr = seeder.addr.clone();
     let size = 64 * 1024 * 1024;
     let image = dir.path().join("image.img");
     std::fs::write(&image, (0..size as u32).map(|i| (i.wrapping_mul(2654435761) >> 9) as u8).collect::<Vec<u8>>())
@@ -61,7 +47,7 @@ fn a_killed_download_resumes_after_restart_and_refetches_little() {
         .unwrap();
     assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
 
-    let (mut leecher, _) = start(2, &d2, &["--p2p-peer", &seeder_addr]);
+    let mut leecher = start_node(2, &d2, &["--p2p-peer", &seeder_addr]);
     let c = ControlFile::read(&d2).unwrap();
     let id: blixard_node::TransferId = ureq::post(&format!("http://{}/v1/download", c.addr))
         .set("Authorization", &format!("Bearer {}", c.token))
@@ -81,12 +67,11 @@ fn a_killed_download_resumes_after_restart_and_refetches_little() {
         assert!(Instant::now() < deadline, "no progress: {t:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    leecher.kill().unwrap(); // SIGKILL
-    leecher.wait().unwrap();
+    leecher.kill(); // SIGKILL
 
     // Restart with the same data dir and no peers given: the saved address
     // book and the persisted queue must carry on by themselves.
-    let (mut leecher, _) = start(2, &d2, &[]);
+    let mut leecher = start_node(2, &d2, &[]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let done = loop {
         let t: TransferInfo = serde_json::from_str(&get(&d2, &format!("/v1/transfers/{id}"))).unwrap();
@@ -109,8 +94,6 @@ fn a_killed_download_resumes_after_restart_and_refetches_little() {
     let refetched = sent - size as f64;
     eprintln!("sent {sent} bytes for a {size}-byte blob: {:.1}% re-fetched", 100.0 * refetched / size as f64);
     assert!(refetched <= 0.10 * size as f64, "re-fetched {refetched} bytes");
-    let _ = leecher.kill();
-    let _ = seeder.kill();
-    let _ = leecher.wait();
-    let _ = seeder.wait();
+    leecher.kill();
+    seeder.kill();
 }

@@ -4,44 +4,21 @@
 //! not installed (CI installs it).
 
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use blixard_node::{client::ControlClient, TransferState};
 
-const BIN: &str = env!("CARGO_BIN_EXE_blixard");
+mod common;
 
-/// A running `blixard node`, killed on drop.
-struct NodeProcess {
-    child: Child,
-    id: String,
-    addr: String,
-}
+use common::{start_node, BIN};
 
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &Path, extra: &[&str]) -> NodeProcess {
-    let mut child = Command::new(BIN)
-        .args(["node", "--id", "1", "--bind", "127.0.0.1:0", "--max-retry-attempts", "10", "--data-dir"])
-        .arg(data)
-        .args(extra)
-        .env_remove("BLIXARD_P2P_PORT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).unwrap().to_string();
-    NodeProcess { id: field("id="), addr: field("addr="), child }
+fn start(data: &Path, extra: &[&str]) -> common::NodeProcess {
+    let mut args = vec!["--max-retry-attempts", "10"];
+    args.extend_from_slice(extra);
+    start_node(1, data, &args)
 }
 
 fn blixard(args: &[&str], data: &Path) {
