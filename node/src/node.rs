@@ -663,7 +663,7 @@ impl Node {
             node_id: self.node_id(),
             addr: self.addr(),
             peers_connected: self.inner.peers.connected_count(),
-            peers_known: self.inner.peers.list().len(),
+            peers_known: self.inner.peers.known_count(),
             transfers_active: t.running.len(),
             transfers_queued: t.queue.len(),
             bytes_sent: m.bytes_sent.get(),

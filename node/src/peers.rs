@@ -745,6 +745,11 @@ impl Peers {
         out
     }
 
+    /// Known peers (without building each one's info).
+    pub(crate) fn known_count(&self) -> usize {
+        self.book.lock().unwrap().len()
+    }
+
     /// Connected peers (either direction).
     pub(crate) fn connected_count(&self) -> usize {
         self.book.lock().unwrap().values().filter(|e| e.connected()).count()

@@ -207,6 +207,11 @@ impl App {
         rows
     }
 
+    /// Transfers queued or running.
+    pub fn active_transfers(&self) -> Vec<TransferInfo> {
+        self.transfers.iter().filter(|t| t.state.is_active()).cloned().collect()
+    }
+
     fn selected_row(&self) -> Option<ResourceRow> {
         self.rows().into_iter().nth(self.selected)
     }

@@ -131,7 +131,7 @@ fn offline(frame: &mut Frame, area: Rect, app: &App, why: &str) {
 }
 
 fn overview(frame: &mut Frame, area: Rect, app: &App) {
-    let active: Vec<TransferInfo> = app.transfers.iter().filter(|t| t.state.is_active()).cloned().collect();
+    let active = app.active_transfers();
     let rows = (active.len() as u16 + 3).clamp(4, 10);
     let [info, moving, recent] =
         Layout::vertical([Constraint::Length(8), Constraint::Length(rows), Constraint::Min(3)]).areas(area);
@@ -326,7 +326,7 @@ fn p2p(frame: &mut Frame, area: Rect, app: &App) {
             area,
         );
     }
-    let active: Vec<TransferInfo> = app.transfers.iter().filter(|t| t.state.is_active()).cloned().collect();
+    let active = app.active_transfers();
     transfers(frame, moving, app, &active);
 }
 
