@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use blixard_protocol::NodeId;
+use blixard_protocol::{NodeId, RelayAddr};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -77,6 +77,17 @@ pub struct P2pConfig {
     /// `TransferProgress` event and the transfer's record). Default 500 ms.
     #[serde(with = "secs")]
     pub progress_interval: Duration,
+    /// Relays this node may keep a connection to, as
+    /// `RELAY_ID@HOST:PORT` (or `relay://RELAY_ID@HOST:PORT`); the nearest
+    /// that answers (lowest round trip) is home, and peers reach this node
+    /// through it when UDP does not get through. Peers' own relays are used
+    /// to reach them whatever this says. Default none.
+    #[serde(with = "relay_list")]
+    pub relays: Vec<RelayAddr>,
+    /// Also run a relay server in this node, on this TCP address (and the
+    /// UDP echo probe on the same port), with the node's identity as the
+    /// relay's. Default none.
+    pub relay_server: Option<SocketAddr>,
 }
 
 /// The default of [`P2pConfig::max_peers`].
@@ -102,6 +113,8 @@ impl Default for P2pConfig {
             max_cache_size: None,
             gc_interval: Duration::from_secs(3600),
             progress_interval: Duration::from_millis(500),
+            relays: Vec::new(),
+            relay_server: None,
         }
     }
 }
@@ -181,6 +194,27 @@ mod secs {
     }
 }
 
+/// Relays as `RELAY_ID@HOST:PORT` strings in TOML.
+mod relay_list {
+    use blixard_protocol::RelayAddr;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(relays: &[RelayAddr], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(relays.iter().map(|r| r.to_string()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RelayAddr>, D::Error> {
+        let texts = Vec::<String>::deserialize(d)?;
+        texts
+            .iter()
+            .map(|t| {
+                t.parse()
+                    .map_err(|e| serde::de::Error::custom(format!("relay {t:?}: {e} (expected RELAY_ID@HOST:PORT)")))
+            })
+            .collect()
+    }
+}
+
 /// How a node is started.
 ///
 /// ```
@@ -231,6 +265,22 @@ mod tests {
         let err = P2pConfig::from_toml("max_concurrent_transfer = 1\n").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
         assert!(P2pConfig::from_toml("bandwidth_limit_mbps = -1.0\n").is_err());
+    }
+
+    #[test]
+    fn relays_in_toml_are_id_at_address() {
+        let id = "7f".repeat(32);
+        let c = P2pConfig::from_toml(&format!(
+            "relays = [\"{id}@10.0.0.1:3340\", \"relay://{id}@10.0.0.2:3340\"]\nrelay_server = \"0.0.0.0:3340\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.relays.len(), 2);
+        assert_eq!(c.relays[1].addr.to_string(), "10.0.0.2:3340");
+        assert_eq!(c.relay_server, Some("0.0.0.0:3340".parse().unwrap()));
+        let round = P2pConfig::from_toml(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(round.relays, c.relays);
+        let err = P2pConfig::from_toml("relays = [\"10.0.0.1:3340\"]\n").unwrap_err().to_string();
+        assert!(err.contains("RELAY_ID@HOST:PORT"), "{err}");
     }
 
     #[test]

@@ -42,12 +42,30 @@ pub enum PeerPath {
         /// The address packets go to.
         addr: SocketAddr,
     },
+    /// Through a relay (JSON:
+    /// `{"relay":{"relay":{"id":"<hex>","addr":"1.2.3.4:3340"}}}`).
+    Relay {
+        /// The relay.
+        relay: blixard_protocol::RelayAddr,
+    },
+}
+
+impl PeerPath {
+    /// The path of a connection (`None`: a relayed mapping given up).
+    pub(crate) fn of(conn: &blixard_protocol::Connection) -> Option<PeerPath> {
+        Some(match conn.path()? {
+            blixard_protocol::endpoint::Path::Direct(addr) => PeerPath::Direct { addr },
+            blixard_protocol::endpoint::Path::Relay(relay) => PeerPath::Relay { relay },
+            _ => return None,
+        })
+    }
 }
 
 impl std::fmt::Display for PeerPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PeerPath::Direct { addr } => write!(f, "direct {addr}"),
+            PeerPath::Relay { relay } => write!(f, "relay {}", relay.id),
         }
     }
 }
@@ -254,6 +272,12 @@ mod tests {
                 crate::TransferFailure { reason: FailureReason::Timeout, message: "slow".into() },
             ),
             P2pEvent::PathChanged(peer, PeerPath::Direct { addr }),
+            P2pEvent::PathChanged(
+                peer,
+                PeerPath::Relay {
+                    relay: blixard_protocol::RelayAddr { id: peer, addr: "10.0.0.1:3340".parse().unwrap() },
+                },
+            ),
         ];
         for e in all {
             assert_eq!(P2pEvent::from_json(&e.to_json()).as_ref(), Ok(&e));

@@ -4,6 +4,7 @@
 //! `blixard_p2p_transfer_duration`) and a few more. Served by the control
 //! API at `/metrics` in the Prometheus text format.
 
+use blixard_protocol::relay::PathStats;
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// The node's metrics.
@@ -29,6 +30,12 @@ pub struct Metrics {
     pub cache_evictions: IntCounter,
     /// Bytes of blobs held only for downloaded resources (the cache).
     pub cache_bytes: IntGauge,
+    /// Datagram bytes sent through relays (synced from the socket's
+    /// counters at each read).
+    pub relay_bytes_sent: IntCounter,
+    /// Datagram bytes received through relays.
+    pub relay_bytes_received: IntCounter,
+    paths: std::sync::Mutex<Option<std::sync::Arc<PathStats>>>,
 }
 
 impl Default for Metrics {
@@ -84,12 +91,38 @@ impl Metrics {
                 "Downloaded resources evicted to keep the cache under max_cache_size",
             ),
             cache_bytes: gauge("blixard_p2p_cache_bytes", "Bytes of blobs held only for downloaded resources"),
+            relay_bytes_sent: counter("blixard_p2p_relay_bytes_sent_total", "QUIC datagram bytes sent through relays"),
+            relay_bytes_received: counter(
+                "blixard_p2p_relay_bytes_received_total",
+                "QUIC datagram bytes received through relays",
+            ),
+            paths: std::sync::Mutex::new(None),
             registry,
+        }
+    }
+
+    /// Follows the relay counters of the node's socket.
+    pub(crate) fn watch_paths(&self, stats: std::sync::Arc<PathStats>) {
+        *self.paths.lock().unwrap() = Some(stats);
+    }
+
+    /// Brings the relay counters up to the socket's.
+    pub(crate) fn sync(&self) {
+        // Under the lock: two readers must not both add the same growth.
+        if let Some(p) = self.paths.lock().unwrap().as_ref() {
+            use std::sync::atomic::Ordering::Relaxed;
+            for (counter, now) in [
+                (&self.relay_bytes_sent, p.relay_bytes_sent.load(Relaxed)),
+                (&self.relay_bytes_received, p.relay_bytes_received.load(Relaxed)),
+            ] {
+                counter.inc_by(now.saturating_sub(counter.get()));
+            }
         }
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        self.sync();
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")

@@ -124,6 +124,16 @@ pub struct Stats {
     /// P2P is on (serving, dialing, downloading).
     #[serde(default = "yes")]
     pub p2p_enabled: bool,
+    /// The relay this node keeps a connection to (peers that cannot reach
+    /// it over UDP come through it).
+    #[serde(default)]
+    pub home_relay: Option<blixard_protocol::RelayAddr>,
+    /// Datagram bytes sent through relays.
+    #[serde(default)]
+    pub relay_bytes_sent: u64,
+    /// Datagram bytes received through relays.
+    #[serde(default)]
+    pub relay_bytes_received: u64,
 }
 
 fn yes() -> bool {
@@ -241,12 +251,36 @@ impl Node {
             })
         };
         let endpoint_options = EndpointOptions { client_filter: Some(client_filter), ..Default::default() };
-        let endpoint = match endpoint_socket {
-            EndpointSocket::Bind(addr) => Endpoint::bind(key, addr, endpoint_options)
-                .map_err(|e| Error::start(format!("cannot listen on UDP {addr} (port in use?)"), e))?,
-            EndpointSocket::Socket(socket) => Endpoint::from_std_socket(key, socket, endpoint_options)
-                .map_err(|e| Error::start("the given UDP socket", e))?,
+        let relay_key = match config.relay_server {
+            Some(_) => Some(
+                blixard_protocol::SecretKey::from_pkcs8(key.pkcs8_der())
+                    .map_err(|e| Error::start("the relay's key", e))?,
+            ),
+            None => None,
         };
+        let socket = match endpoint_socket {
+            EndpointSocket::Bind(addr) => {
+                blixard_protocol::endpoint::bind_udp(addr, endpoint_options.tuning.socket_buffer_bytes)
+                    .map_err(|e| Error::start(format!("cannot listen on UDP {addr} (port in use?)"), e))?
+            }
+            EndpointSocket::Socket(socket) => socket,
+        };
+        let endpoint = Endpoint::with_relays(key, socket, config.relays.clone(), endpoint_options)
+            .map_err(|e| Error::start("the QUIC endpoint", e))?;
+        let relay_server = match (config.relay_server, relay_key) {
+            (Some(addr), Some(key)) => {
+                let server =
+                    blixard_protocol::relay::RelayServer::bind(key, addr, Default::default()).await.map_err(|e| {
+                        Error::start(format!("cannot run the relay on TCP and UDP {addr} (port in use?)"), e)
+                    })?;
+                info!(relay = %server.node_id(), addr = %server.addr(), "relay server running");
+                Some(server)
+            }
+            _ => None,
+        };
+        if let Some(paths) = endpoint.path_socket() {
+            metrics.watch_paths(paths.stats().clone());
+        }
         let peers = Arc::new(Peers::open(endpoint.clone(), &db, events.clone(), metrics.clone(), &config, p2p_on)?);
         let limits = bandwidth::Limits::new(config.bandwidth_limit_bytes(), metrics.clone());
         let exchange = peers.clone();
@@ -286,6 +320,7 @@ impl Node {
             download_limiter: limits.download,
             tasks: Mutex::new(Vec::new()),
             p2p_on: tokio::sync::watch::Sender::new(true),
+            relay_server: Mutex::new(relay_server),
         });
         inner.transfers.resume_pending(pending_records);
         let node = Node { _stop_on_drop: Arc::new(StopOnDrop(Arc::downgrade(&inner))), inner };
@@ -343,6 +378,11 @@ impl Node {
         self.inner.endpoint.local_addr()
     }
 
+    /// The address of the relay this node runs (`relay_server`), if any.
+    pub fn relay_server_addr(&self) -> Option<SocketAddr> {
+        self.inner.relay_server.lock().unwrap().as_ref().map(|s| s.addr())
+    }
+
     /// Its store.
     pub fn store(&self) -> &Store {
         &self.inner.store
@@ -354,11 +394,11 @@ impl Node {
         self.inner.data_dir.as_deref()
     }
 
-    /// Its address for others to dial: its id and local address (a node
+    /// Its address for others to dial: its id, local address (a node
     /// bound to an unspecified address, 0.0.0.0 or ::, lists it as is; give
-    /// peers a reachable one).
+    /// peers a reachable one) and home relay, once connected to one.
     pub fn node_addr(&self) -> NodeAddr {
-        NodeAddr::direct(Some(self.node_id()), self.addr())
+        NodeAddr { relay: self.inner.endpoint.home_relay(), ..NodeAddr::direct(Some(self.node_id()), self.addr()) }
     }
 
     /// Its metrics.
@@ -659,6 +699,7 @@ impl Node {
     pub fn stats(&self) -> Stats {
         let t = self.inner.transfers.table.lock().unwrap();
         let m = &self.inner.metrics;
+        m.sync();
         Stats {
             node_id: self.node_id(),
             addr: self.addr(),
@@ -670,6 +711,9 @@ impl Node {
             bytes_received: m.bytes_received.get(),
             resources: self.inner.store.resources(None).map(|r| r.len()).unwrap_or(0),
             p2p_enabled: self.p2p_enabled(),
+            home_relay: self.inner.endpoint.home_relay(),
+            relay_bytes_sent: m.relay_bytes_sent.get(),
+            relay_bytes_received: m.relay_bytes_received.get(),
         }
     }
 

@@ -138,7 +138,11 @@ impl Entry {
     /// Notes the path of its live connection; the new path if it changed
     /// from a known one.
     fn note_path(&mut self) -> Option<PeerPath> {
-        let now = self.live().map(|c| PeerPath::Direct { addr: c.quinn().remote_address() })?;
+        let now = self.live().and_then(PeerPath::of)?;
+        if let PeerPath::Relay { relay } = now {
+            // Reached through it: a way back.
+            self.relay = Some(relay);
+        }
         let before = self.path.replace(now.clone());
         (before.is_some() && before != Some(now.clone())).then_some(now)
     }
@@ -692,8 +696,18 @@ impl Peers {
         for conn in self.connections().await {
             let Ok(Ok(list)) = tokio::time::timeout(self.ping_timeout, client::peers(&conn)).await else { continue };
             for p in list {
-                let known =
-                    self.book.lock().unwrap().get(&p.id).is_some_and(|e| e.conn.is_some() || e.next_dial.is_some());
+                let known = {
+                    let mut book = self.book.lock().unwrap();
+                    let e = book.get_mut(&p.id);
+                    let known = e.as_ref().is_some_and(|e| e.conn.is_some() || e.next_dial.is_some());
+                    // A relay learned for a peer we know: another way to it.
+                    if let (Some(e), Some(relay)) = (e, p.relay) {
+                        if e.relay.is_none() {
+                            e.relay = Some(relay.into());
+                        }
+                    }
+                    known
+                };
                 if p.id == me || known || !self.allowed(&p.id) || dialed >= MAX_EXCHANGE_DIALS {
                     continue;
                 }
@@ -707,14 +721,26 @@ impl Peers {
         }
     }
 
-    /// What this node tells others in a peers response: the peers it is
-    /// connected to (either way) at a known address.
+    /// What this node tells others in a peers response: itself first if
+    /// it has a home relay (so the asker can reach it through it), then
+    /// the peers it is connected to (either way) at a known address or
+    /// relay.
     pub(crate) fn exchange_list(&self) -> Vec<wire::PeerEntry> {
+        let me = self.endpoint.home_relay().map(|relay| wire::PeerEntry {
+            id: self.endpoint.node_id(),
+            addrs: Vec::new(),
+            relay: Some(relay.into()),
+        });
         let book = self.book.lock().unwrap();
-        book.iter()
-            .filter(|(_, e)| e.connected() && !e.direct_addrs.is_empty())
-            .map(|(id, e)| wire::PeerEntry { id: *id, addrs: e.direct_addrs.iter().map(|a| (*a).into()).collect() })
-            .collect()
+        let others = book
+            .iter()
+            .filter(|(_, e)| e.connected() && !(e.direct_addrs.is_empty() && e.relay.is_none()))
+            .map(|(id, e)| wire::PeerEntry {
+                id: *id,
+                addrs: e.direct_addrs.iter().map(|a| (*a).into()).collect(),
+                relay: e.relay.map(Into::into),
+            });
+        me.into_iter().chain(others).collect()
     }
 
     fn info(&self, id: &NodeId) -> PeerInfo {
@@ -725,7 +751,7 @@ impl Peers {
             stats.fold((0, 0), |(sent, received), s| (sent + s.udp_tx.bytes, received + s.udp_rx.bytes))
         });
         PeerInfo {
-            path: e.and_then(|e| e.live()).map(|c| PeerPath::Direct { addr: c.quinn().remote_address() }),
+            path: e.and_then(|e| e.live()).and_then(PeerPath::of),
             bytes_sent,
             bytes_received,
             id: *id,

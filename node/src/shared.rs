@@ -34,6 +34,8 @@ pub(crate) struct Inner {
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     /// P2P on (true) or off: the dispatcher starts transfers only while on.
     pub(crate) p2p_on: tokio::sync::watch::Sender<bool>,
+    /// The relay this node runs for others (`relay_server`), if any.
+    pub(crate) relay_server: Mutex<Option<blixard_protocol::relay::RelayServer>>,
 }
 
 impl Inner {
@@ -58,6 +60,7 @@ impl Inner {
         }
         self.peers.close_all(blixard_protocol::ErrorCode::Ok, "shutting down");
         self.endpoint.close(blixard_protocol::ErrorCode::Unavailable, "shutting down");
+        self.relay_server.lock().unwrap().take();
         let _ = self.store.flush();
     }
 }

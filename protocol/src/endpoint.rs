@@ -2,13 +2,16 @@
 //! checks, accepting, and the transport tuning.
 //!
 //! The endpoint is built over any `quinn::AsyncUdpSocket`: [`Endpoint::bind`]
-//! uses a plain UDP socket with large buffers, [`Endpoint::with_socket`]
-//! takes a custom one (relay fallback and hole punching plug in there).
+//! uses a plain UDP socket with large buffers, [`Endpoint::with_relays`] a
+//! [`PathSocket`] (UDP and relays under one endpoint: a peer is dialed at
+//! its direct addresses and through its relay at once), and
+//! [`Endpoint::with_socket`] any other.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use quinn::{crypto::rustls::QuicClientConfig, crypto::rustls::QuicServerConfig, VarInt};
 
+pub use crate::relay::{Path, PathSocket};
 use crate::{
     limits::MAX_STREAMS_PER_CONNECTION,
     tls::{self, ClientFilter, ServerVerifier},
@@ -92,15 +95,6 @@ impl Tuning {
     }
 }
 
-/// What a custom socket knows about the addresses quinn sees. A peer
-/// reached through a relay has a mapped address that is no address to give
-/// anyone (in a pong, the peer book or peer exchange): such a socket answers
-/// `None` for it. Without one, every address quinn sees is real.
-pub trait PathResolver: Send + Sync {
-    /// The real UDP address behind `seen`, if it is one.
-    fn direct_addr(&self, seen: SocketAddr) -> Option<SocketAddr>;
-}
-
 /// Options for an endpoint.
 ///
 /// ```
@@ -117,11 +111,9 @@ pub struct EndpointOptions {
     /// Accept only clients this returns true for (allowlists); all if `None`.
     pub client_filter: Option<ClientFilter>,
     /// quinn's endpoint-wide settings (connection-id generation, reset
-    /// keys, the QUIC bit). The relay's socket needs `grease_quic_bit(false)`
-    /// so that probe datagrams can be told apart from QUIC.
+    /// keys, the QUIC bit). [`Endpoint::with_relays`] turns greasing the
+    /// QUIC bit off so that probe datagrams can be told apart from QUIC.
     pub quinn: quinn::EndpointConfig,
-    /// Tells real addresses from mapped ones, for custom sockets.
-    pub paths: Option<Arc<dyn PathResolver>>,
 }
 
 /// A QUIC endpoint speaking the Blixard protocol as one node.
@@ -147,7 +139,7 @@ pub struct Endpoint {
     inner: quinn::Endpoint,
     key: Arc<SecretKey>,
     tuning: Tuning,
-    paths: Option<Arc<dyn PathResolver>>,
+    paths: Option<Arc<PathSocket>>,
 }
 
 /// A connection to an authenticated peer.
@@ -155,7 +147,7 @@ pub struct Endpoint {
 pub struct Connection {
     inner: quinn::Connection,
     remote: NodeId,
-    paths: Option<Arc<dyn PathResolver>>,
+    paths: Option<Arc<PathSocket>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -196,10 +188,19 @@ impl Connection {
     /// The peer's real UDP address as this endpoint sees it, if the path is
     /// direct (`None` through a relay).
     pub fn observed_addr(&self) -> Option<SocketAddr> {
+        match self.path()? {
+            Path::Direct(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The way this connection's datagrams go (`None`: a relayed peer whose
+    /// mapping was given up, the connection is dying).
+    pub fn path(&self) -> Option<Path> {
         let seen = self.inner.remote_address();
         match &self.paths {
-            Some(p) => p.direct_addr(seen),
-            None => Some(seen),
+            Some(p) => p.path(seen),
+            None => Some(Path::Direct(seen)),
         }
     }
 
@@ -218,7 +219,7 @@ impl Connection {
         self.inner.rtt()
     }
 
-    fn from_quinn(inner: quinn::Connection, paths: Option<Arc<dyn PathResolver>>) -> Result<Self> {
+    fn from_quinn(inner: quinn::Connection, paths: Option<Arc<PathSocket>>) -> Result<Self> {
         let certs = inner
             .peer_identity()
             .and_then(|i| i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
@@ -232,7 +233,7 @@ impl Connection {
 impl Endpoint {
     /// Binds a UDP socket at `addr` (port 0 picks a free one).
     pub fn bind(key: SecretKey, addr: SocketAddr, options: EndpointOptions) -> Result<Self> {
-        let socket = udp_socket(addr, options.tuning.socket_buffer_bytes)?;
+        let socket = bind_udp(addr, options.tuning.socket_buffer_bytes)?;
         let runtime = quinn::default_runtime().ok_or(Error::NoRuntime)?;
         let socket = runtime.wrap_udp_socket(socket).map_err(|source| Error::Bind { addr, source })?;
         Self::with_socket(key, socket, options)
@@ -251,10 +252,38 @@ impl Endpoint {
         Self::with_socket(key, socket, options)
     }
 
+    /// Builds an endpoint over `socket` (bound by the caller, e.g. with
+    /// [`bind_udp`]) and relays: `relays` are the candidates for this
+    /// node's home relay (the nearest is kept connected); with none, peers'
+    /// relays are still used to reach them. Needs a tokio runtime.
+    pub fn with_relays(
+        key: SecretKey,
+        socket: std::net::UdpSocket,
+        relays: Vec<crate::RelayAddr>,
+        mut options: EndpointOptions,
+    ) -> Result<Self> {
+        let addr = socket.local_addr().map_err(Error::LocalAddr)?;
+        let runtime = quinn::default_runtime().ok_or(Error::NoRuntime)?;
+        let udp = runtime.wrap_udp_socket(socket).map_err(|source| Error::Bind { addr, source })?;
+        let key = Arc::new(key);
+        let paths = PathSocket::new(key.clone(), udp, relays).map_err(Error::LocalAddr)?;
+        options.quinn.grease_quic_bit(false);
+        Self::build(key, paths.clone(), Some(paths), options)
+    }
+
     /// Builds an endpoint over a custom socket.
     pub fn with_socket(
         key: SecretKey,
         socket: Arc<dyn quinn::AsyncUdpSocket>,
+        options: EndpointOptions,
+    ) -> Result<Self> {
+        Self::build(Arc::new(key), socket, None, options)
+    }
+
+    fn build(
+        key: Arc<SecretKey>,
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+        paths: Option<Arc<PathSocket>>,
         options: EndpointOptions,
     ) -> Result<Self> {
         let crypto = QuicServerConfig::try_from(tls::server_config(&key, options.client_filter.clone())?)
@@ -265,7 +294,7 @@ impl Endpoint {
         let addr = socket.local_addr().map_err(Error::LocalAddr)?;
         let inner = quinn::Endpoint::new_with_abstract_socket(options.quinn, Some(server), socket, runtime)
             .map_err(|source| Error::Bind { addr, source })?;
-        Ok(Endpoint { inner, key: Arc::new(key), tuning: options.tuning, paths: options.paths })
+        Ok(Endpoint { inner, key, tuning: options.tuning, paths })
     }
 
     /// This node's id.
@@ -283,9 +312,35 @@ impl Endpoint {
         self.key.clone()
     }
 
-    /// The bound address.
+    /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.inner.local_addr().expect("a bound socket has an address")
+        let addr = self.inner.local_addr().expect("a bound socket has an address");
+        match (&self.paths, addr) {
+            // quinn sees IPv4 in `::ffff:` form under a path socket.
+            (Some(_), SocketAddr::V6(a)) => match a.ip().to_ipv4_mapped() {
+                Some(ip) => SocketAddr::new(ip.into(), a.port()),
+                None => addr,
+            },
+            _ => addr,
+        }
+    }
+
+    /// The socket with relays under this endpoint, if it has one.
+    pub fn path_socket(&self) -> Option<&Arc<PathSocket>> {
+        self.paths.as_ref()
+    }
+
+    /// The relay this node keeps a connection to, once chosen.
+    pub fn home_relay(&self) -> Option<crate::RelayAddr> {
+        self.paths.as_ref().and_then(|p| p.relays().home())
+    }
+
+    /// This node's address: its id, its bound address (if not a wildcard),
+    /// and its home relay.
+    pub fn node_addr(&self) -> NodeAddr {
+        let local = self.local_addr();
+        let direct_addrs = if local.ip().is_unspecified() { Vec::new() } else { vec![local] };
+        NodeAddr { id: Some(self.node_id()), direct_addrs, relay: self.home_relay() }
     }
 
     /// The underlying quinn endpoint.
@@ -316,16 +371,22 @@ impl Endpoint {
         }
     }
 
-    /// Dials a node at every direct address it has at once; the first
-    /// handshake to finish wins and the others are dropped. With an id, the
-    /// peer must be that node. A wrong identity is reported before other
-    /// failures, since retrying will not fix it.
+    /// Dials a node at every direct address it has and through its relay
+    /// (if it has one, its id is known and this endpoint has a path
+    /// socket) at once; the first handshake to finish wins and the others
+    /// are dropped. With an id, the peer must be that node. A wrong
+    /// identity is reported before other failures, since retrying will not
+    /// fix it.
     pub async fn connect_node(&self, node: &NodeAddr) -> Result<Connection> {
-        if node.direct_addrs.is_empty() {
+        let relayed = match (&self.paths, node.relay, node.id) {
+            (Some(p), Some(relay), Some(id)) => Some(p.relay_addr(id, relay)),
+            _ => None,
+        };
+        if node.direct_addrs.is_empty() && relayed.is_none() {
             return Err(Error::NoPath(node.to_string()));
         }
         let mut dials = tokio::task::JoinSet::new();
-        for &addr in &node.direct_addrs {
+        for &addr in node.direct_addrs.iter().chain(relayed.as_ref()) {
             let (me, id) = (self.clone(), node.id);
             dials.spawn(async move { me.connect(addr, id).await });
         }
@@ -363,7 +424,9 @@ impl Endpoint {
     }
 }
 
-fn udp_socket(addr: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket> {
+/// Binds a UDP socket at `addr` with `buffer`-byte send and receive
+/// buffers (as far as the kernel allows), for [`Endpoint::with_relays`].
+pub fn bind_udp(addr: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let bind = |source| Error::Bind { addr, source };
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(bind)?;

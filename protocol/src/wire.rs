@@ -234,19 +234,43 @@ pub struct Pong {
     pub observed: WireAddr,
 }
 
-/// A known peer, as peer exchange carries it: its id and direct addresses.
+/// A known peer, as peer exchange carries it: its id, direct addresses
+/// and home relay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerEntry {
     /// Its node id.
     pub id: NodeId,
     /// Addresses it was reached at, at most [`MAX_ADDRS_PER_PEER`].
     pub addrs: Vec<WireAddr>,
+    /// The relay it keeps a connection to, if known.
+    pub relay: Option<WireRelay>,
+}
+
+/// A relay as the wire carries it: its id and TCP address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRelay {
+    /// The relay's node id.
+    pub id: NodeId,
+    /// Its address.
+    pub addr: WireAddr,
+}
+
+impl From<crate::RelayAddr> for WireRelay {
+    fn from(r: crate::RelayAddr) -> Self {
+        WireRelay { id: r.id, addr: r.addr.into() }
+    }
+}
+
+impl From<WireRelay> for crate::RelayAddr {
+    fn from(r: WireRelay) -> Self {
+        crate::RelayAddr { id: r.id, addr: r.addr.into() }
+    }
 }
 
 impl From<&PeerEntry> for crate::NodeAddr {
     fn from(p: &PeerEntry) -> Self {
         let direct_addrs = p.addrs.iter().take(MAX_ADDRS_PER_PEER).map(|a| SocketAddr::from(*a)).collect();
-        crate::NodeAddr { id: Some(p.id), direct_addrs, relay: None }
+        crate::NodeAddr { id: Some(p.id), direct_addrs, relay: p.relay.map(Into::into) }
     }
 }
 

@@ -172,6 +172,21 @@ fn response_frame_vectors_match_the_codec() {
             peers: vec![PeerEntry {
                 id: NodeId(h(0)),
                 addrs: vec!["198.51.100.1:7002".parse::<std::net::SocketAddr>().unwrap().into()],
+                relay: None,
+            }],
+        },
+    );
+    one(
+        "response-peers-relay",
+        "peers response: one peer (id 00..1f) with no direct address, home relay id 20..3f at 203.0.113.10:3340",
+        PeersResponse {
+            peers: vec![PeerEntry {
+                id: NodeId(h(0)),
+                addrs: vec![],
+                relay: Some(WireRelay {
+                    id: NodeId(h(32)),
+                    addr: "203.0.113.10:3340".parse::<std::net::SocketAddr>().unwrap().into(),
+                }),
             }],
         },
     );

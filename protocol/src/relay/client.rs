@@ -50,6 +50,7 @@ pub enum Incoming {
 #[derive(Debug)]
 pub struct RelayClient {
     relay: RelayAddr,
+    login_rtt: Duration,
     tx: mpsc::Sender<RelayFrame>,
     rx: mpsc::Receiver<Incoming>,
     tasks: [JoinHandle<()>; 2],
@@ -80,6 +81,7 @@ impl RelayClient {
                 .map_err(|e| Error::Connect { addr: relay.addr, reason: format!("TLS: {e}") })?;
             let mut out = bytes::BytesMut::new();
             RelayFrame::Login { version: RELAY_VERSION }.encode(&mut out)?;
+            let sent = std::time::Instant::now();
             tokio::io::AsyncWriteExt::write_all(&mut tls, &out).await.map_err(Error::StreamIo)?;
             let mut decoder = FrameDecoder::default();
             let mut buf = vec![0u8; 4096];
@@ -100,9 +102,9 @@ impl RelayClient {
                     }
                 }
             }
-            Ok((tls, decoder))
+            Ok((tls, decoder, sent.elapsed()))
         };
-        let (tls, decoder) = tokio::time::timeout(CONNECT_TIMEOUT, connect).await.map_err(|_| {
+        let (tls, decoder, login_rtt) = tokio::time::timeout(CONNECT_TIMEOUT, connect).await.map_err(|_| {
             Error::Timeout(format!("relay {} did not log us in within {CONNECT_TIMEOUT:?}", relay.addr))
         })??;
         let (reader, writer) = tokio::io::split(tls);
@@ -111,7 +113,19 @@ impl RelayClient {
         let writer = tokio::spawn(write_loop(writer, out_rx, KEEPALIVE));
         let reader = tokio::spawn(read_loop(reader, decoder, in_tx, tx.clone()));
         debug!(%relay, "logged in to the relay");
-        Ok(RelayClient { relay, tx, rx, tasks: [writer, reader] })
+        Ok(RelayClient { relay, login_rtt, tx, rx, tasks: [writer, reader] })
+    }
+
+    /// The time from sending the login to its acknowledgement: one round
+    /// trip to the relay (how the nearest relay is chosen).
+    pub fn login_rtt(&self) -> Duration {
+        self.login_rtt
+    }
+
+    /// A handle that queues datagrams on this connection (for a socket
+    /// that sends from many tasks while one task reads).
+    pub fn sender(&self) -> RelaySender {
+        RelaySender(self.tx.clone())
     }
 
     /// The relay.
@@ -122,8 +136,7 @@ impl RelayClient {
     /// Queues datagrams for `dst`; false if the queue is full (they are
     /// dropped) or the connection is gone (see [`Self::is_closed`]).
     pub fn send(&self, dst: NodeId, ecn: u8, segment_size: u16, payload: Bytes) -> bool {
-        let frame = RelayFrame::SendTo { dst, datagrams: Datagrams { ecn, segment_size, payload } };
-        !matches!(self.tx.try_send(frame), Err(TrySendError::Full(_) | TrySendError::Closed(_)))
+        RelaySender(self.tx.clone()).send(dst, ecn, segment_size, payload)
     }
 
     /// The next thing the relay sends; `None` once the connection is gone.
@@ -139,6 +152,23 @@ impl RelayClient {
     /// True once the connection ended (the relay closed it, or it died).
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed() || self.tasks.iter().any(|t| t.is_finished())
+    }
+}
+
+/// Queues datagrams on one relay connection; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RelaySender(mpsc::Sender<RelayFrame>);
+
+impl RelaySender {
+    /// As [`RelayClient::send`].
+    pub fn send(&self, dst: NodeId, ecn: u8, segment_size: u16, payload: Bytes) -> bool {
+        let frame = RelayFrame::SendTo { dst, datagrams: Datagrams { ecn, segment_size, payload } };
+        self.0.try_send(frame).is_ok()
+    }
+
+    /// True once the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
     }
 }
 

@@ -21,11 +21,15 @@
 //! ```
 
 mod client;
+mod links;
 pub mod probe;
 mod server;
+mod socket;
 
-pub use client::{Incoming, RelayClient, CONNECT_TIMEOUT, DEAD_AFTER, KEEPALIVE, SEND_QUEUE_FRAMES};
+pub use client::{Incoming, RelayClient, RelaySender, CONNECT_TIMEOUT, DEAD_AFTER, KEEPALIVE, SEND_QUEUE_FRAMES};
+pub use links::{Relays, LINK_IDLE, MAX_LINKS, MAX_RECONNECT, RECONNECT};
 pub use server::{code, RelayLimits, RelayServer, RelayStats};
+pub use socket::{Path, PathSocket, PathStats, MAX_MAPPED_PEERS, MAX_RELAYED_DATAGRAM};
 
 /// The relay's TLS ALPN.
 pub const ALPN: &[u8] = b"blixard-relay/1";

@@ -19,9 +19,6 @@ pub struct NodeArgs {
 
 /// Runs until Ctrl-C or SIGTERM.
 pub async fn run(args: NodeArgs) -> Result<()> {
-    if let Ok(relay) = std::env::var("BLIXARD_P2P_RELAY") {
-        warn!(%relay, "BLIXARD_P2P_RELAY is set, but this build has no relay support yet; connecting directly");
-    }
     let node =
         Node::spawn(NodeOptions { id: args.id, data_dir: args.data_dir.clone(), bind: args.bind, config: args.config })
             .await?;

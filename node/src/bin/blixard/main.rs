@@ -89,6 +89,15 @@ enum Command {
         /// peers, the allowlist and this node are trusted already).
         #[arg(long = "trust", env = "BLIXARD_P2P_TRUST", value_delimiter = ',')]
         trust: Vec<blixard_protocol::NodeId>,
+        /// A relay to keep a connection to, RELAY_ID@HOST:PORT or
+        /// relay://RELAY_ID@HOST:PORT (repeatable, or comma-separated in
+        /// BLIXARD_P2P_RELAY); the nearest is home. Peers that cannot
+        /// reach this node over UDP come through it.
+        #[arg(long = "relay", env = "BLIXARD_P2P_RELAY", value_delimiter = ',')]
+        relays: Vec<blixard_protocol::RelayAddr>,
+        /// Also run a relay on this TCP address (its id is this node's id).
+        #[arg(long)]
+        relay_server: Option<SocketAddr>,
     },
     /// Run a relay: forwards QUIC datagrams over TLS/TCP between nodes that
     /// cannot reach each other over UDP, and answers the UDP echo probe on
@@ -462,6 +471,8 @@ async fn main() -> Result<()> {
             max_cache_size,
             allow,
             trust,
+            relays,
+            relay_server,
         } => {
             if let Ok(port) = std::env::var("BLIXARD_P2P_PORT") {
                 bind.set_port(port.parse().with_context(|| format!("BLIXARD_P2P_PORT={port:?} is not a port"))?);
@@ -499,6 +510,12 @@ async fn main() -> Result<()> {
             }
             if !trust.is_empty() {
                 c.trust = trust;
+            }
+            if !relays.is_empty() {
+                c.relays = relays;
+            }
+            if relay_server.is_some() {
+                c.relay_server = relay_server;
             }
             c.validate().with_context(|| match &config {
                 Some(path) => format!("settings from {}, the environment and flags", path.display()),

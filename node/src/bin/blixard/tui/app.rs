@@ -484,6 +484,9 @@ pub(crate) mod tests {
             bytes_received: 3 << 30,
             resources: 1,
             p2p_enabled: p2p,
+            home_relay: None,
+            relay_bytes_sent: 0,
+            relay_bytes_received: 0,
         }
     }
 
