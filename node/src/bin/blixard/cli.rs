@@ -314,6 +314,14 @@ pub async fn status(node: &ControlClient) -> Result<()> {
     );
     println!("resources {}", s.resources);
     println!("p2p       {}", if s.p2p_enabled { "on" } else { "off" });
+    match &s.home_relay {
+        Some(r) => println!(
+            "relay     {r} ({} sent, {} received through relays)",
+            indicatif::HumanBytes(s.relay_bytes_sent),
+            indicatif::HumanBytes(s.relay_bytes_received)
+        ),
+        None => println!("relay     none"),
+    }
     Ok(())
 }
 

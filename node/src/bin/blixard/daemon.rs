@@ -44,8 +44,9 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     })
     .await;
     // One line for scripts and tests: the id and actual addresses.
+    let relay = node.relay_server_addr().map(|a| format!(" relay={}@{a}", node.node_id())).unwrap_or_default();
     println!(
-        "blixard node {} id={} addr={} control={} data={}",
+        "blixard node {} id={} addr={} control={} data={}{relay}",
         args.id,
         node.node_id(),
         node.addr(),

@@ -5,6 +5,7 @@ mod cli;
 mod daemon;
 mod demo;
 mod relay;
+mod relay_bench;
 mod swarm_bench;
 mod transfer_bench;
 mod tui;
@@ -335,6 +336,19 @@ enum BenchScenario {
         #[arg(long)]
         json: bool,
     },
+    /// The same get of one image on 127.0.0.1, directly and through a
+    /// relay in this process, alternating: relayed throughput vs direct.
+    Relay {
+        /// Size of the generated image.
+        #[arg(long, default_value = "256MiB", value_parser = bench::parse_size)]
+        size: u64,
+        /// Runs of each, alternating; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// The serving side of `bench transfer` (started by it).
     #[command(hide = true)]
     TransferServer {
@@ -586,6 +600,12 @@ async fn main() -> Result<()> {
         Command::Bench { scenario: BenchScenario::Swarm { size, peers, upload_limit_mbps, json } } => {
             let figures =
                 swarm_bench::run(swarm_bench::SwarmArgs { size, peers, limit_mbps: upload_limit_mbps }).await?;
+            for f in figures {
+                f.print(json);
+            }
+        }
+        Command::Bench { scenario: BenchScenario::Relay { size, runs, json } } => {
+            let figures = relay_bench::run(relay_bench::RelayBenchArgs { size, runs: runs.max(1) }).await?;
             for f in figures {
                 f.print(json);
             }
