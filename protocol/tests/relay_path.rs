@@ -128,3 +128,14 @@ async fn a_relay_that_restarts_is_reconnected_and_the_connection_lives_on() {
     assert_eq!(conn.quinn().close_reason(), None);
     drop(relay);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_is_a_relay_that_answers_when_another_is_down() {
+    let server = relay_at(SecretKey::generate(), "127.0.0.1:0".parse().unwrap()).await;
+    let up = RelayAddr { id: server.node_id(), addr: server.addr() };
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let down = RelayAddr { id: SecretKey::generate().node_id(), addr: dead };
+    let a = endpoint(vec![down, up]);
+    assert_eq!(home_of(&a).await, up);
+    assert_eq!(a.path_socket().unwrap().relays().connected(), vec![up]);
+}
