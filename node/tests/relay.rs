@@ -15,9 +15,14 @@ use bytes::Bytes;
 
 async fn node(dir: &std::path::Path, id: u64, relays: Vec<RelayAddr>) -> Node {
     let config = P2pConfig { relays, ..Default::default() };
-    Node::spawn(NodeOptions { id, data_dir: dir.join(format!("node-{id}")), bind: "127.0.0.1:0".parse().unwrap(), config })
-        .await
-        .unwrap()
+    Node::spawn(NodeOptions {
+        id,
+        data_dir: dir.join(format!("node-{id}")),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        config,
+    })
+    .await
+    .unwrap()
 }
 
 fn image(dir: &std::path::Path, size: usize) -> std::path::PathBuf {
@@ -113,7 +118,8 @@ async fn a_node_whose_relay_is_unreachable_still_works_directly() {
     let dir = tempfile::tempdir().unwrap();
     let seeder = node(dir.path(), 1, vec![relay]).await;
     let leecher = node(dir.path(), 2, vec![relay]).await;
-    let uploaded = seeder.upload_resource(ResourceKind::VmImage, "img", "1", &image(dir.path(), 4 << 20)).await.unwrap();
+    let uploaded =
+        seeder.upload_resource(ResourceKind::VmImage, "img", "1", &image(dir.path(), 4 << 20)).await.unwrap();
     leecher.connect_peer(&format!("{}@{}", seeder.node_id(), seeder.addr())).await.unwrap();
     let t = leecher.request_download(ResourceKind::VmImage, "img", "1", TransferPriority::Normal).unwrap();
     let done = tokio::time::timeout(Duration::from_secs(30), leecher.wait(t)).await.expect("stalled").unwrap();
@@ -140,7 +146,8 @@ async fn a_node_runs_a_relay_for_the_others() {
     let leecher = node(dir.path(), 3, vec![relay]).await;
     wait_home(&seeder).await;
     wait_home(&leecher).await;
-    let uploaded = seeder.upload_resource(ResourceKind::VmImage, "img", "1", &image(dir.path(), 2 << 20)).await.unwrap();
+    let uploaded =
+        seeder.upload_resource(ResourceKind::VmImage, "img", "1", &image(dir.path(), 2 << 20)).await.unwrap();
     // Known only by its relay: the leecher reaches it through the hub.
     leecher.connect_peer(&format!("{}@relay={relay}", seeder.node_id())).await.unwrap();
     let t = leecher.request_download(ResourceKind::VmImage, "img", "1", TransferPriority::Normal).unwrap();
