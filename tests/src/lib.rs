@@ -16,7 +16,7 @@
 //! lets only TCP out). [`Lab`] removes its namespaces and kills what runs
 //! in them when dropped, so a failing test cleans up too.
 //!
-//! It needs root, `ip` and `nft`; [`Lab::unavailable`] says why not, and
+//! It needs root, `ip` and `nft`; [`unavailable`] says why not, and
 //! tests skip with that reason (or fail, with `BLIXARD_LAB_REQUIRED=1`, as
 //! CI sets, so the lab cannot silently stop running).
 
@@ -116,7 +116,7 @@ pub struct Lab {
 }
 
 /// A process started in the lab; killed with the lab, or earlier with
-/// [`LabProcess::kill`].
+/// [`Lab::kill`].
 pub struct LabProcess {
     /// The first line it printed.
     pub line: String,
