@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use blixard_store::{ranges, BlobStatus, ChunkRanges, Hash, Store};
+use blixard_store::{ranges, BlobStatus, ChunkRanges, Hash, SeedOutcome, Store};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
@@ -157,6 +157,99 @@ async fn fetch(
         }
         Err(e) => Err(report.explain(e, &options.deadlines)),
     }
+}
+
+/// What [`get_tree`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeOutcome {
+    /// What seeding from the tree did: bytes copied from local blobs, zero
+    /// bytes kept as holes, damaged base bytes left for the network.
+    pub seed: SeedOutcome,
+    /// Response bytes read (the size header and the tree).
+    pub wire_bytes: u64,
+}
+
+/// Tree bytes handed to the store at once.
+const TREE_BATCH: usize = 1 << 20;
+
+/// Fetches the tree of `hash` (`size` bytes, as its claim says) and seeds
+/// the store's partial blob with it (see [`Store::start_seed`]): groups
+/// equal to those of the local blobs `bases` are copied from them, verified;
+/// zero groups become holes; the rest is left missing, for [`get`]. The
+/// tree is verified as it streams in: a lying or short one is an error and
+/// records nothing. A blob of one group has no tree: nothing is asked.
+pub async fn get_tree(
+    conn: &Connection,
+    store: &Store,
+    hash: Hash,
+    size: u64,
+    bases: &[Hash],
+    options: &GetOptions,
+) -> Result<TreeOutcome> {
+    if size <= blixard_store::ranges::GROUP_BYTES {
+        return Ok(TreeOutcome::default());
+    }
+    let (mut send, recv) = conn.quinn().open_bi().await.map_err(Error::Connection)?;
+    frame::write_frame(&mut send, &Request::GetTree(GetTreeRequest { hash: hash.0 })).await?;
+    send.finish()?;
+    let (reader, report) = WatchedRead::new(recv, options.deadlines, options.progress.clone());
+    let mut chunks = Chunks::new(reader, options.limiter.clone());
+    let result = receive_tree(store, &mut chunks, hash, size, bases).await;
+    let wire_bytes = report.bytes.load(std::sync::atomic::Ordering::Relaxed);
+    match result {
+        Ok(seed) => Ok(TreeOutcome { seed, wire_bytes }),
+        Err(e) => Err(report.explain(e, &options.deadlines)),
+    }
+}
+
+/// Reads a tree response (size header, then parents) into a seeder.
+async fn receive_tree(
+    store: &Store,
+    chunks: &mut impl ChunkSource,
+    hash: Hash,
+    size: u64,
+    bases: &[Hash],
+) -> Result<SeedOutcome> {
+    let mut header = Vec::with_capacity(8);
+    let mut buf = Vec::new();
+    while header.len() < 8 {
+        let Some(mut c) = chunks.next_chunk().await? else {
+            return Err(Error::Malformed { what: "tree response", reason: "it ended before its size".into() });
+        };
+        let take = (8 - header.len()).min(c.len());
+        header.extend_from_slice(&c.split_to(take));
+        buf.extend_from_slice(&c);
+    }
+    let claimed = u64::from_le_bytes(header.try_into().expect("8 bytes"));
+    if claimed != size {
+        return Err(blixard_store::Error::SizeMismatch { hash, claimed, known: size }.into());
+    }
+    let blocking = |e: tokio::task::JoinError| Error::Store(e.into());
+    let (s, bases) = (store.clone(), bases.to_vec());
+    let mut seeder =
+        tokio::task::spawn_blocking(move || s.start_seed(hash, size, &bases)).await.map_err(blocking)??;
+    loop {
+        let next = chunks.next_chunk().await?;
+        if let Some(c) = &next {
+            // Cheap check before buffering: the store checks exactly.
+            if (buf.len() + c.len()) as u64 > seeder.remaining() + TREE_BATCH as u64 {
+                return Err(Error::Malformed {
+                    what: "tree response",
+                    reason: "longer than the tree of its size".into(),
+                });
+            }
+            buf.extend_from_slice(c);
+        }
+        if buf.len() >= TREE_BATCH || (next.is_none() && !buf.is_empty()) {
+            let piece = std::mem::take(&mut buf);
+            seeder =
+                tokio::task::spawn_blocking(move || seeder.push(&piece).map(|()| seeder)).await.map_err(blocking)??;
+        }
+        if next.is_none() {
+            break;
+        }
+    }
+    Ok(tokio::task::spawn_blocking(move || seeder.finish()).await.map_err(blocking)??)
 }
 
 /// Chunks taken from the stream per read (one lock of the connection).

@@ -219,6 +219,30 @@ pub async fn run(id: NodeId, addr: SocketAddr, hash: Option<Hash>, scratch: &Pat
             Ok("complete, size matches".into())
         })
         .await;
+
+        r.check("get tree", async {
+            let groups = ranges::chunk_count(size).div_ceil(16).max(1);
+            if groups < 2 {
+                return Ok("one group: no tree to ask for".into());
+            }
+            let store = Store::open(scratch.join("tree")).map_err(|e| e.to_string())?;
+            let out = client::get_tree(&conn, &store, target, size, &[], &Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let want = 8 + (groups - 1) * 64;
+            if out.wire_bytes != want {
+                return Err(format!("{} bytes, expected {want}", out.wire_bytes));
+            }
+            let missing = Hash(rand_bytes());
+            match client::get_tree(&conn, &store, missing, size, &[], &Default::default()).await {
+                Err(Error::Remote(ErrorCode::NotFound)) => {}
+                other => {
+                    return Err(format!("the tree of an unknown hash: expected not found (code 5), got {other:?}"))
+                }
+            }
+            Ok(format!("{} parents verified top-down; unknown hash: not found", groups - 1))
+        })
+        .await;
     }
 
     r.check("unknown hash", async {

@@ -10,6 +10,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use blixard_store::{ranges, BlobStatus, ChunkRanges, Hash, ResourceKind, Store};
+use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
@@ -299,6 +300,7 @@ async fn handle_stream(ctx: Arc<ServerContext>, mut send: quinn::SendStream, mut
     let _ = recv.stop(ErrorCode::Ok.varint());
     let (mut send, result) = match request {
         Request::Get(_) | Request::GetMany(_) | Request::GetSeq(_) => answer_blobs(&ctx, request, send, peer).await,
+        Request::GetTree(t) => send_tree(&ctx, send, wire::hash(&t.hash), peer).await,
         other => {
             let r = answer(&ctx, other, &mut send, remote).await;
             (send, r)
@@ -371,8 +373,8 @@ async fn answer(
                 .collect::<std::result::Result<_, _>>()?;
             frame::write_frame(send, &ListResponse { items, truncated }).await.map_err(write)
         }
-        // Blob requests are answered by `answer_blobs`.
-        Request::Get(_) | Request::GetMany(_) | Request::GetSeq(_) => Err(ErrorCode::Internal),
+        // Blob and tree requests are answered by `answer_blobs` and `send_tree`.
+        Request::Get(_) | Request::GetMany(_) | Request::GetSeq(_) | Request::GetTree(_) => Err(ErrorCode::Internal),
         Request::Ping => {
             // Through a relay there is no address to report: the unspecified one.
             let observed = remote.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -540,4 +542,63 @@ async fn send_blob(
         }
     };
     (send, result)
+}
+
+/// Tree bytes read per piece (verified as read, then sent).
+const TREE_PIECE: usize = 256 * 1024;
+
+/// Sends a complete blob's tree: its size, then every parent record in
+/// pre-order, each checked against the hash as it is read (a tree damaged
+/// at rest is never served). Counted and paced like a blob response.
+async fn send_tree(
+    ctx: &ServerContext,
+    mut send: quinn::SendStream,
+    hash: Hash,
+    peer: &Peer,
+) -> (quinn::SendStream, std::result::Result<(), ErrorCode>) {
+    let store = ctx.store.clone();
+    let opened = tokio::task::spawn_blocking(move || store.tree_reader(&hash)).await;
+    let mut reader = match opened {
+        Ok(Ok(r)) => r,
+        Ok(Err(blixard_store::Error::NotFound(_))) => return (send, Err(ErrorCode::NotFound)),
+        Ok(Err(blixard_store::Error::Incomplete(_))) => return (send, Err(ErrorCode::NotHeld)),
+        Ok(Err(e)) => {
+            debug!(%hash, "cannot serve the tree: {e}");
+            return (send, Err(ErrorCode::Internal));
+        }
+        Err(_) => return (send, Err(ErrorCode::Internal)),
+    };
+    let Ok(_mine) = peer.responses.acquire().await else { return (send, Err(ErrorCode::Unavailable)) };
+    let _slot = ctx.admission.response(peer.id, peer.privileged).await;
+    let mut pace = watched::Pace::new(ctx.limits.response_stall, ctx.limits.min_response_rate);
+    let limiter = ctx.upload_limiter.as_deref();
+    let mut batch = vec![Bytes::copy_from_slice(&reader.size().to_le_bytes())];
+    loop {
+        if let Err(e) = watched::send_chunks(&mut send, &mut batch, limiter, &mut pace).await {
+            debug!(%hash, "sending the tree stopped: {e}");
+            let code =
+                if e.kind() == std::io::ErrorKind::TimedOut { ErrorCode::Unavailable } else { ErrorCode::Internal };
+            return (send, Err(code));
+        }
+        let piece = tokio::task::spawn_blocking(move || {
+            let piece = reader.next_piece(TREE_PIECE);
+            (reader, piece)
+        })
+        .await;
+        let next = match piece {
+            Ok((r, Ok(next))) => {
+                reader = r;
+                next
+            }
+            Ok((_, Err(e))) => {
+                warn!(%hash, "not serving its tree: {e}");
+                return (send, Err(ErrorCode::Internal));
+            }
+            Err(_) => return (send, Err(ErrorCode::Internal)),
+        };
+        match next {
+            Some(piece) => batch = vec![Bytes::from(piece)],
+            None => return (send, Ok(())),
+        }
+    }
 }

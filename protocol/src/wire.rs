@@ -35,10 +35,13 @@ pub enum Request {
     Ping,
     /// Tag 7: the peers this peer knows.
     Peers,
+    /// Tag 8: the whole tree (every parent) of a complete blob, to compare
+    /// with local blobs before fetching (`docs/PROTOCOL.md` §5.4).
+    GetTree(GetTreeRequest),
 }
 
 /// Number of request tags defined in this protocol version.
-pub const REQUEST_TAGS: u32 = 8;
+pub const REQUEST_TAGS: u32 = 9;
 
 /// Chunk ranges (1 KiB chunks) as sorted, strictly increasing boundaries:
 /// `[a, b, c]` is `a..b` and `c..` (an odd count leaves the last range open).
@@ -81,6 +84,13 @@ pub struct GetRequest {
     pub hash: [u8; 32],
     /// The chunks wanted.
     pub ranges: RangeSpec,
+}
+
+/// Get tree: the size and every parent record of one blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetTreeRequest {
+    /// The blob's BLAKE3 hash.
+    pub hash: [u8; 32],
 }
 
 /// Get many: blobs answered one after another, in request order.
@@ -370,7 +380,7 @@ fn check_request(req: &Request) -> std::result::Result<(), Rejection> {
         Request::GetSeq(s) => check_ranges(&s.children),
         Request::Lookup(l) => [&l.kind, &l.name, &l.version].into_iter().try_for_each(|s| check_str(s)),
         Request::List(l) => l.kind.as_deref().map_or(Ok(()), check_str),
-        Request::Observe(_) | Request::Ping | Request::Peers => Ok(()),
+        Request::Observe(_) | Request::Ping | Request::Peers | Request::GetTree(_) => Ok(()),
     }
 }
 

@@ -29,15 +29,25 @@ async fn lying_server(store: Store, lie: Lie) -> blixard_protocol::Endpoint {
             tokio::spawn(async move {
                 while let Ok((mut send, mut recv)) = conn.quinn().accept_bi().await {
                     let body = frame::read_frame_body(&mut recv, 65536).await.unwrap().unwrap();
-                    let wire::Request::Get(g) = wire::decode_request(&body).unwrap() else { panic!() };
-                    let hash = Hash(g.hash);
-                    let size = match store.status(&hash).unwrap() {
-                        BlobStatus::Complete { size } => size,
-                        s => panic!("{s:?}"),
-                    };
-                    let effective = wire::effective_ranges(&g.ranges.to_ranges().unwrap(), size);
                     let mut honest = Vec::new();
-                    store.write_encoded(&hash, &effective, &mut honest).unwrap();
+                    match wire::decode_request(&body).unwrap() {
+                        wire::Request::Get(g) => {
+                            let hash = Hash(g.hash);
+                            let size = match store.status(&hash).unwrap() {
+                                BlobStatus::Complete { size } => size,
+                                s => panic!("{s:?}"),
+                            };
+                            let effective = wire::effective_ranges(&g.ranges.to_ranges().unwrap(), size);
+                            store.write_encoded(&hash, &effective, &mut honest).unwrap();
+                        }
+                        wire::Request::GetTree(t) => {
+                            let hash = Hash(t.hash);
+                            let Ok(BlobStatus::Complete { size }) = store.status(&hash) else { panic!() };
+                            honest.extend_from_slice(&size.to_le_bytes());
+                            honest.extend_from_slice(&store.outboard_bytes(&hash).unwrap());
+                        }
+                        other => panic!("{other:?}"),
+                    }
                     match lie {
                         Lie::FlipBit(at) => honest[at] ^= 0x10,
                         Lie::Truncate(len) => honest.truncate(len),
@@ -227,5 +237,42 @@ async fn a_forged_claim_is_refused() {
         assert!(matches!(e, Error::BadClaim(_)) && e.is_peer_misbehaving(), "{e}");
         let e = client::list(&conn, None).await.unwrap_err();
         assert!(matches!(e, Error::BadClaim(_)), "{e}");
+    }
+}
+
+/// A lying tree (a flipped bit anywhere, cut short, a wrong size, bytes
+/// after it) fails, and seeding records nothing: the base's groups are not
+/// copied on the word of a tree that did not verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_tree_is_caught_and_seeds_nothing() {
+    let old = common::data(64 * 16384, 6);
+    let mut new = old.clone();
+    new[20 * 16384] ^= 1;
+    let tree_len = 63 * 64;
+    for lie in [
+        Lie::FlipBit(8),
+        Lie::FlipBit(8 + 64 * 10 + 40),
+        Lie::FlipBit(8 + tree_len - 1),
+        Lie::Truncate(8 + tree_len - 64),
+        Lie::Truncate(5),
+        Lie::SizeHeader(new.len() as u64 + 1),
+        Lie::TrailingGarbage,
+    ] {
+        let honest = common::server().await;
+        let hash = honest.add(new.clone()).await;
+        let liar = lying_server(honest.store.clone(), lie).await;
+        let c = common::client(&liar).await;
+        let base = c.store.import_bytes(old.clone()).await.unwrap();
+        let r = client::get_tree(&c.conn, &c.store, hash, new.len() as u64, &[base.hash], &Default::default()).await;
+        let e = r.unwrap_err();
+        let truncated = matches!(e, Error::Store(blixard_store::Error::Truncated { .. }) | Error::Malformed { .. });
+        assert!(e.is_peer_misbehaving() || truncated, "{lie:?}: {e}");
+        let held = match c.store.status(&hash).unwrap() {
+            BlobStatus::Partial { ranges, .. } => ranges,
+            BlobStatus::Absent => Default::default(),
+            s => panic!("{lie:?}: {s:?}"),
+        };
+        assert!(held.is_empty(), "{lie:?}: recorded {held:?}");
+        std::mem::forget(honest);
     }
 }

@@ -215,3 +215,31 @@ async fn allowlist_refuses_other_nodes_at_the_handshake() {
     };
     assert!(refused);
 }
+
+/// A new version is seeded from the old one: after the tree, only the
+/// changed groups are missing, and the get fetches only those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_seeds_a_new_version_from_the_old_one() {
+    let server = common::server().await;
+    let old = common::data(256 * 16384, 7);
+    let mut new = old.clone();
+    for g in [0usize, 99, 200, 201] {
+        new[g * 16384 + 100] ^= 0x55;
+    }
+    new[150 * 16384..160 * 16384].fill(0);
+    let hash = server.add(new.clone()).await;
+    let c = common::client(&server.endpoint).await;
+    let base = c.store.import_bytes(old.clone()).await.unwrap();
+    let size = new.len() as u64;
+    let tree = client::get_tree(&c.conn, &c.store, hash, size, &[base.hash], &Default::default()).await.unwrap();
+    assert_eq!(tree.wire_bytes, 8 + 255 * 64);
+    assert_eq!(tree.seed.zero_bytes, 10 * 16384);
+    assert_eq!(tree.seed.reused_bytes, (256 - 4 - 10) * 16384);
+    let got = client::get(&c.conn, &c.store, hash, &Default::default()).await.unwrap();
+    assert!(got.complete);
+    assert_eq!(got.data_bytes, 4 * 16384);
+    assert_eq!(c.store.read_to_vec(&hash).unwrap(), new);
+    // unknown and partial blobs have no tree to give
+    let unknown = client::get_tree(&c.conn, &c.store, Hash::of(b"nothing"), size, &[], &Default::default()).await;
+    assert!(matches!(unknown, Err(Error::Remote(ErrorCode::NotFound))), "{unknown:?}");
+}

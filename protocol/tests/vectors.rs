@@ -94,6 +94,7 @@ fn requests() -> Vec<(&'static str, &'static str, Request)> {
         ("request-list-kind", "list: kind logs", Request::List(ListRequest { kind: Some("logs".into()) })),
         ("request-ping", "ping", Request::Ping),
         ("request-peers", "peers", Request::Peers),
+        ("request-get-tree", "get tree: hash a0a1..bf", Request::GetTree(GetTreeRequest { hash: h(0xa0) })),
     ]
 }
 
@@ -322,6 +323,54 @@ async fn blob_response_vectors_match_our_encoder_bao_tree_and_our_decoder() {
             bad[i] ^= 1;
             let dst2 = Store::open(scratch.path().join("dst2")).unwrap();
             assert!(dst2.receive_encoded(hash, &effective, &mut &bad[..]).is_err(), "{name}: flip");
+        }
+    }
+}
+
+/// Tree responses (get tree): the size, then every parent in pre-order,
+/// which is bao-tree's pre-order outboard; walked top-down, the records
+/// prove every group's chaining value, and any flipped byte fails.
+#[tokio::test]
+async fn tree_response_vectors_match_our_server_bao_tree_and_the_walk() {
+    for (name, size) in [("tree-40000", 40_000usize), ("tree-100000", 100_000)] {
+        let data = blob(size);
+        let store = Store::temporary().unwrap();
+        let hash = store.import_bytes(data.clone()).await.unwrap().hash;
+        let mut reader = store.tree_reader(&hash).unwrap();
+        let mut ours = (size as u64).to_le_bytes().to_vec();
+        while let Some(piece) = reader.next_piece(1 << 16).unwrap() {
+            ours.extend_from_slice(&piece);
+        }
+        let groups = size.div_ceil(16384);
+        let about = format!(
+            "tree of a blob of {size} bytes (byte i is i mod 251): {groups} groups, {} parents\nhash {hash}",
+            groups - 1
+        );
+        check(&format!("{name}.hex"), &about, &ours);
+        let (_, vector) = read(&format!("{name}.hex"));
+        let ob = bao_tree::io::outboard::PreOrderMemOutboard::create(&data, bao_tree::BlockSize::from_chunk_log(4));
+        assert_eq!(hex::encode(&vector[8..]), hex::encode(&ob.data), "{name}: bao-tree's outboard differs");
+        let mut walk = blixard_store::TreeWalk::new(&hash, size as u64);
+        let mut cvs = Vec::new();
+        for rec in vector[8..].chunks(64) {
+            walk.push(rec, |g, cv| cvs.push((g, *cv))).unwrap();
+        }
+        assert!(walk.is_done());
+        let want: Vec<_> = (0..groups as u64)
+            .map(|g| {
+                let piece = &data[g as usize * 16384..((g as usize + 1) * 16384).min(size)];
+                let mut h = blake3::Hasher::new();
+                blake3::hazmat::HasherExt::set_input_offset(&mut h, g * 16384);
+                h.update(piece);
+                (g, blake3::hazmat::HasherExt::finalize_non_root(&h))
+            })
+            .collect();
+        assert_eq!(cvs, want, "{name}: group chaining values");
+        for i in 8..vector.len() {
+            let mut bad = vector[8..].to_vec();
+            bad[i - 8] ^= 1;
+            let mut walk = blixard_store::TreeWalk::new(&hash, size as u64);
+            assert!(bad.chunks(64).try_for_each(|rec| walk.push(rec, |_, _| {})).is_err(), "{name}: flip at {i}");
         }
     }
 }

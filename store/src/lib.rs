@@ -103,6 +103,7 @@ mod receive;
 mod resources;
 mod roots;
 mod salvage;
+mod seed;
 mod source_map;
 mod store;
 mod tree;
@@ -125,6 +126,7 @@ pub use receive::{ReceiveOutcome, BATCH_BYTES};
 pub use resources::{validate_resource_key, Resource, ResourceKind, MAX_NAME_LEN};
 pub use roots::{GcStats, Lease, MAX_TAG_LEN};
 pub use salvage::{open_or_set_aside, Recovery};
+pub use seed::{SeedOutcome, Seeder, TreeReader, TreeWalk, WalkError, MAX_SEED_BASES};
 pub use store::{BlobStatus, Store, StoreConfig, FORMAT_VERSION};
 pub use verify::VerifyReport;
 

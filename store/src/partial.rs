@@ -121,11 +121,41 @@ impl PartialBlob {
     /// Records a verified leaf already written at `offset`.
     fn record(&self, offset: u64, len: u64) -> Result<bool> {
         let range = ChunkRanges::from(ChunkNum(offset / 1024)..ChunkNum((offset + len).div_ceil(1024)));
+        self.record_ranges(range, len)
+    }
+
+    /// Writes verified bytes at `offset` through the page cache, without
+    /// recording them (see [`PartialBlob::record_ranges`]).
+    pub(crate) fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let path = || self.store.partial_path(&self.hash, "data");
+        self.data.write_all_at(data, offset).map_err(|e| Error::io("write", path())(e))
+    }
+
+    /// Makes `offset..offset + len` of the data file a hole (zeros that
+    /// take no disk), or writes zeros where the file system cannot punch.
+    pub(crate) fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: fallocate on a file descriptor we own, with plain integers.
+        let r = unsafe { libc::fallocate(self.data.as_raw_fd(), mode, offset as i64, len as i64) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+            return Err(Error::io("punch a hole in", self.store.partial_path(&self.hash, "data"))(e));
+        }
+        self.write_at(offset, &vec![0u8; len as usize])
+    }
+
+    /// Records verified ranges (whole groups) whose bytes were written, or
+    /// are holes of zeros; `bytes` counts toward the next checkpoint.
+    pub(crate) fn record_ranges(&self, range: ChunkRanges, bytes: u64) -> Result<bool> {
         let cfg = &self.store.inner.config;
         let (complete, due) = {
             let mut st = self.state.lock().unwrap();
             st.ranges |= range;
-            st.unsynced += len;
+            st.unsynced += bytes;
             let complete = st.ranges.is_superset(&ranges::all(self.size));
             let due = st.unsynced >= cfg.checkpoint_bytes || st.last_checkpoint.elapsed() >= cfg.checkpoint_interval;
             (complete, due)

@@ -11,6 +11,8 @@ pub use bao_tree::{ChunkNum, ChunkRanges};
 
 /// Bytes per chunk.
 pub const CHUNK_BYTES: u64 = 1024;
+/// Bytes per chunk group, the tree's leaves: what stores verify and record.
+pub const GROUP_BYTES: u64 = crate::tree::BLOCK_BYTES;
 
 /// Number of chunks in a blob of `size` bytes (a final partial chunk counts).
 pub fn chunk_count(size: u64) -> u64 {
