@@ -88,6 +88,13 @@ pub struct P2pConfig {
     /// UDP echo probe on the same port), with the node's identity as the
     /// relay's. Default none.
     pub relay_server: Option<SocketAddr>,
+    /// Before fetching a blob of more than one group, fetch its tree and
+    /// copy what local blobs already hold (other versions of the same name,
+    /// and bases the request names), each group verified against the new
+    /// tree, and keep zero groups as holes: only what differs crosses the
+    /// network (`docs/INCREMENTAL.md`). Costs 64 bytes per 16 KiB (0.4%)
+    /// when nothing matches. Default true.
+    pub incremental: bool,
 }
 
 /// The default of [`P2pConfig::max_peers`].
@@ -115,6 +122,7 @@ impl Default for P2pConfig {
             progress_interval: Duration::from_millis(500),
             relays: Vec::new(),
             relay_server: None,
+            incremental: true,
         }
     }
 }

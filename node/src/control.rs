@@ -259,15 +259,36 @@ pub struct DownloadRequest {
     /// only the node's).
     #[serde(default)]
     pub limit_mbps: Option<f64>,
+    /// Seed from this local version of the same name (besides the others).
+    #[serde(default)]
+    pub base_version: Option<String>,
+    /// Seed from this local blob too.
+    #[serde(default)]
+    pub base_hash: Option<blixard_store::Hash>,
 }
 
 async fn download(State(node): State<Node>, Json(req): Json<DownloadRequest>) -> Answer<TransferId> {
-    let mut request = crate::DownloadRequest::new(kind(&req.kind)?, req.name, req.version).priority(req.priority);
+    let kind = kind(&req.kind)?;
+    let mut request = crate::DownloadRequest::new(kind.clone(), &req.name, req.version).priority(req.priority);
     if let Some(h) = req.hash {
         request = request.hash(h);
     }
     if let Some(m) = req.limit_mbps {
         request = request.limit_mbps(m);
+    }
+    if let Some(v) = &req.base_version {
+        let found = node.store().resource(&kind, &req.name, v).map_err(Error::from)?;
+        let Some(r) = found else {
+            return Err(crate::Error::InvalidArgument(format!(
+                "no local version {v} of {kind} {} to seed from",
+                req.name
+            ))
+            .into());
+        };
+        request = request.base(r.hash);
+    }
+    if let Some(h) = req.base_hash {
+        request = request.base(h);
     }
     Ok(Json(node.download(request)?))
 }

@@ -117,6 +117,9 @@ async fn run_transfer(inner: &Arc<Inner>, id: TransferId) {
                 eta_secs: Some(0.0),
                 providers: 0,
                 shares,
+                fetched_bytes: live.wire.load(Ordering::Relaxed),
+                reused_bytes: live.reused.load(Ordering::Relaxed),
+                zero_bytes: live.zeros.load(Ordering::Relaxed),
             });
             inner.metrics.transfer_duration.observe(took.as_secs_f64());
             inner.metrics.transfers_finished.with_label_values(&["completed"]).inc();
@@ -195,11 +198,32 @@ async fn attempt_once(inner: &Inner, id: TransferId, info: &TransferInfo, live: 
         metrics: inner.metrics.clone(),
         limiter: transfer_limiter(inner, info.limit_mbps),
     };
-    let providers = conns.iter().map(|c| c.remote_id()).collect();
+    let providers: Vec<blixard_protocol::NodeId> = conns.iter().map(|c| c.remote_id()).collect();
+    if inner.config.incremental {
+        let bases = seed_bases(inner, info, hash);
+        download::seed(&ctx, hash, found.size, &providers, &bases, live).await;
+    }
     download::fetch(&ctx, hash, found.size, providers, live).await?;
     let r = inner.store.put_resource_and_release(kind, &info.name, &info.version, lease)?;
     inner.cache.downloaded(&r);
     Ok(r)
+}
+
+/// Local blobs to seed a download from: those the request named, then the
+/// other versions of the same name held complete, newest first (at most
+/// `MAX_SEED_BASES` in all).
+fn seed_bases(inner: &Inner, info: &TransferInfo, hash: Hash) -> Vec<Hash> {
+    let mut bases = info.bases.clone();
+    let mut versions = inner.store.resources(Some(&info.kind)).unwrap_or_default();
+    versions.retain(|r| r.name == info.name && r.version != info.version && r.hash != hash);
+    versions.sort_by_key(|r| std::cmp::Reverse(r.created_unix_ms));
+    for r in versions {
+        if !bases.contains(&r.hash) && matches!(inner.store.status(&r.hash), Ok(BlobStatus::Complete { .. })) {
+            bases.push(r.hash);
+        }
+    }
+    bases.truncate(blixard_store::MAX_SEED_BASES);
+    bases
 }
 
 /// The limiter a transfer's reads ask: its own limit (a bucket of its
@@ -251,6 +275,9 @@ async fn report_progress(inner: std::sync::Weak<Inner>, id: TransferId, every: D
                 v.sort_by_key(|s| std::cmp::Reverse(s.bytes));
                 v
             },
+            fetched_bytes: now.1,
+            reused_bytes: live.reused.load(Ordering::Relaxed),
+            zero_bytes: live.zeros.load(Ordering::Relaxed),
         };
         let Some(inner) = inner.upgrade() else { return };
         inner.transfers.update(id, |i| i.progress = Some(p.clone()));

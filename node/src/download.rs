@@ -36,6 +36,8 @@ use crate::{events::P2pEvent, metrics::Metrics, peers::Peers, Error, Result};
 
 /// Chunks per stripe: 4 MiB, a multiple of the 16-chunk group.
 const STRIPE_CHUNKS: u64 = 4096;
+/// Runs in one stripe at most (a request allows 1,024).
+const MAX_STRIPE_RUNS: usize = 256;
 /// A provider that makes no progress for this long loses its stripe.
 const STALL: Duration = Duration::from_secs(20);
 /// Failures (other than bad data) after which a provider is dropped.
@@ -64,6 +66,10 @@ pub(crate) struct Live {
     pub providers: AtomicUsize,
     /// Verified bytes from each provider.
     pub shares: Mutex<HashMap<NodeId, u64>>,
+    /// Bytes copied from local blobs by seeding.
+    pub reused: AtomicU64,
+    /// Zero bytes kept as holes by seeding.
+    pub zeros: AtomicU64,
 }
 
 /// Resolves `(kind, name, version)` to a claim: every connected peer is
@@ -126,6 +132,54 @@ pub(crate) async fn resolve(
         0 => Err(Error::Untrusted { what: what(), claims: describe(&found.iter().collect::<Vec<_>>()) }),
         _ => Err(Error::Conflict { what: what(), claims: describe(&trusted_claims) }),
     }
+}
+
+/// Seeds a download that has not started (see `Store::start_seed`): asks
+/// the providers in turn for the blob's tree until one gives it, then
+/// copies the groups equal to those of `bases` and keeps zero groups as
+/// holes, so [`fetch`] fetches only the rest. Best effort: a peer without
+/// the request (an older version), or without the whole blob, is skipped;
+/// one whose tree does not verify is cut off and reported; with no tree
+/// the download fetches everything, as it would have.
+pub(crate) async fn seed(ctx: &Context, hash: Hash, size: u64, peers: &[NodeId], bases: &[Hash], live: &Live) {
+    if size <= ranges::GROUP_BYTES {
+        return;
+    }
+    match ctx.store.missing(&hash) {
+        // Only a download that holds nothing yet: a resumed one was seeded.
+        Ok(Some(m)) if m == ChunkRanges::all() || ranges::byte_count(&m, size) == size => {}
+        _ => return,
+    }
+    for peer in peers {
+        let Some(conn) = ctx.peers.current_or_dial(peer).await else { continue };
+        let options = GetOptions {
+            deadlines: Deadlines { total: None, stall: STALL },
+            progress: Some(live.wire.clone()),
+            limiter: ctx.limiter.clone(),
+        };
+        match client::get_tree(&conn, &ctx.store, hash, size, bases, &options).await {
+            Ok(out) => {
+                let s = &out.seed;
+                ctx.metrics.tree_bytes.inc_by(out.wire_bytes);
+                ctx.metrics.reused_bytes.inc_by(s.reused_bytes);
+                ctx.metrics.zero_bytes.inc_by(s.zero_bytes);
+                live.reused.fetch_add(s.reused_bytes, Ordering::Relaxed);
+                live.zeros.fetch_add(s.zero_bytes, Ordering::Relaxed);
+                info!(
+                    %hash, %peer, tree = out.wire_bytes, reused = s.reused_bytes, zeros = s.zero_bytes,
+                    damaged = s.damaged_bytes, bases = bases.len(), "seeded from local blobs"
+                );
+                return;
+            }
+            Err(e) if e.is_peer_misbehaving() => {
+                warn!(%peer, "cut off: its tree of {hash} did not verify: {e}");
+                let _ = ctx.events.send(P2pEvent::PeerMisbehaved(*peer, e.to_string()));
+                conn.close(blixard_protocol::ErrorCode::ProtocolViolation, "sent an unverifiable tree");
+            }
+            Err(e) => debug!(%peer, %hash, "no tree: {e}"),
+        }
+    }
+    debug!(%hash, "no provider gave the tree: fetching everything");
 }
 
 /// Fetches whatever the store lacks of `hash` (claimed `size`) from every
@@ -208,16 +262,31 @@ impl Work {
     }
 }
 
-/// The stripe (at most [`STRIPE_CHUNKS`] chunks, inside one stripe-aligned
-/// window) of the first of `available` at or after chunk `from`, wrapping
-/// round to the start. `available` must be bounded.
+/// The stripe at chunk `from` of `available` (wrapping round to the
+/// start): the part of the first run at or after `from` inside its
+/// stripe-aligned window, then the following runs, until it spans
+/// [`STRIPE_CHUNKS`] chunks or [`MAX_STRIPE_RUNS`] runs. So a contiguous
+/// blob is cut on stripe boundaries, and scattered groups (a new version
+/// that changed here and there) go many to a request instead of one.
+/// `available` must be bounded.
 fn stripe_at(available: &ChunkRanges, from: u64) -> Option<ChunkRanges> {
     let runs = ranges::to_vec(available, u64::MAX);
-    let run = runs.iter().find(|r| r.end > from).or(runs.first())?;
+    let first = runs.iter().position(|r| r.end > from).unwrap_or(0);
+    let run = runs.get(first)?;
     let at = from.clamp(run.start, run.end - 1);
     let window = at / STRIPE_CHUNKS * STRIPE_CHUNKS;
     let (start, end) = (window.max(run.start), (window + STRIPE_CHUNKS).min(run.end));
-    Some(ChunkRanges::from(ChunkNum(start)..ChunkNum(end)))
+    let mut stripe = ChunkRanges::from(ChunkNum(start)..ChunkNum(end));
+    let mut budget = STRIPE_CHUNKS - (end - start);
+    for run in runs[first + 1..].iter().take(MAX_STRIPE_RUNS - 1) {
+        if budget == 0 {
+            break;
+        }
+        let end = run.end.min(run.start + budget);
+        stripe |= ChunkRanges::from(ChunkNum(run.start)..ChunkNum(end));
+        budget -= end - run.start;
+    }
+    Some(stripe)
 }
 
 /// Watches what `conn`'s peer holds of `hash` into `held`, as it grows

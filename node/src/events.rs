@@ -99,7 +99,7 @@ pub struct RemoteResource {
 }
 
 /// Progress of one transfer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TransferProgress {
     /// Verified bytes held so far.
     pub bytes: u64,
@@ -114,6 +114,16 @@ pub struct TransferProgress {
     /// Verified bytes from each provider so far (this run of the transfer).
     #[serde(default)]
     pub shares: Vec<ProviderShare>,
+    /// Bytes read from the network so far (responses, the tree included).
+    #[serde(default)]
+    pub fetched_bytes: u64,
+    /// Bytes copied from blobs already held (equal groups of another
+    /// version), each verified against the new tree.
+    #[serde(default)]
+    pub reused_bytes: u64,
+    /// Bytes of zero groups: never fetched, kept as holes.
+    #[serde(default)]
+    pub zero_bytes: u64,
 }
 
 /// An upload (import) in progress.
@@ -248,6 +258,9 @@ mod tests {
             eta_secs: Some(1.0),
             providers: 1,
             shares: vec![ProviderShare { peer, bytes: 1 }],
+            fetched_bytes: 3,
+            reused_bytes: 4,
+            zero_bytes: 5,
         };
         let all = [
             P2pEvent::PeerDiscovered(PeerInfo {

@@ -35,6 +35,13 @@ pub struct Metrics {
     pub relay_bytes_sent: IntCounter,
     /// Datagram bytes received through relays.
     pub relay_bytes_received: IntCounter,
+    /// Bytes of downloads copied from blobs already held (verified against
+    /// the new tree), instead of fetched.
+    pub reused_bytes: IntCounter,
+    /// Bytes of downloads that were zero groups: never fetched, kept as holes.
+    pub zero_bytes: IntCounter,
+    /// Tree bytes fetched to compare new blobs with local ones.
+    pub tree_bytes: IntCounter,
     paths: std::sync::Mutex<Option<std::sync::Arc<PathStats>>>,
 }
 
@@ -95,6 +102,18 @@ impl Metrics {
             relay_bytes_received: counter(
                 "blixard_p2p_relay_bytes_received_total",
                 "QUIC datagram bytes received through relays",
+            ),
+            reused_bytes: counter(
+                "blixard_p2p_reused_bytes_total",
+                "Download bytes copied from blobs already held instead of fetched",
+            ),
+            zero_bytes: counter(
+                "blixard_p2p_zero_bytes_skipped_total",
+                "Download bytes that were zero groups, never fetched and kept as holes",
+            ),
+            tree_bytes: counter(
+                "blixard_p2p_tree_bytes_total",
+                "Tree bytes fetched to compare new blobs with local ones",
             ),
             paths: std::sync::Mutex::new(None),
             registry,

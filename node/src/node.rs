@@ -51,6 +51,7 @@ pub struct DownloadRequest {
     providers: Vec<NodeId>,
     priority: TransferPriority,
     limit_mbps: Option<f64>,
+    bases: Vec<blixard_store::Hash>,
 }
 
 impl DownloadRequest {
@@ -65,7 +66,18 @@ impl DownloadRequest {
             providers: Vec::new(),
             priority: TransferPriority::Normal,
             limit_mbps: None,
+            bases: Vec::new(),
         }
+    }
+
+    /// Seed the download from this local blob too: groups it shares with
+    /// the new one are copied from it (each verified against the new tree)
+    /// instead of fetched. Other local versions of the same name are used
+    /// anyway (see `docs/INCREMENTAL.md`); this adds any blob, e.g. a
+    /// similar image of another name.
+    pub fn base(mut self, hash: blixard_store::Hash) -> Self {
+        self.bases.push(hash);
+        self
     }
 
     /// This transfer's own download limit in megabits per second, under
@@ -134,6 +146,13 @@ pub struct Stats {
     /// Datagram bytes received through relays.
     #[serde(default)]
     pub relay_bytes_received: u64,
+    /// Download bytes copied from blobs already held instead of fetched
+    /// (since the node started).
+    #[serde(default)]
+    pub reused_bytes: u64,
+    /// Download bytes that were zero groups, never fetched (since start).
+    #[serde(default)]
+    pub zero_bytes_skipped: u64,
 }
 
 fn yes() -> bool {
@@ -588,14 +607,22 @@ impl Node {
     /// # Ok(()) }
     /// ```
     pub fn download(&self, request: DownloadRequest) -> Result<TransferId> {
-        let DownloadRequest { kind, name, version, hash, providers, priority, limit_mbps } = request;
+        let DownloadRequest { kind, name, version, hash, providers, priority, limit_mbps, bases } = request;
         blixard_store::validate_resource_key(&kind, &name, &version)?;
         if let Some(m) = limit_mbps.filter(|m| !(m.is_finite() && *m > 0.0)) {
             return Err(Error::InvalidArgument(format!(
                 "a transfer's limit must be positive megabits per second, not {m}"
             )));
         }
-        self.inner.transfers.request((kind, name, version), priority, hash, providers, limit_mbps)
+        for b in &bases {
+            if !matches!(self.inner.store.status(b)?, blixard_store::BlobStatus::Complete { .. }) {
+                return Err(Error::InvalidArgument(format!(
+                    "base {b} is not held complete here: nothing to seed from"
+                )));
+            }
+        }
+        let options = crate::transfers::RequestOptions { pinned: hash, providers, limit_mbps, bases };
+        self.inner.transfers.request((kind, name, version), priority, options)
     }
 
     /// Changes a queued or running transfer's priority; a queued one takes
@@ -714,6 +741,8 @@ impl Node {
             home_relay: self.inner.endpoint.home_relay(),
             relay_bytes_sent: m.relay_bytes_sent.get(),
             relay_bytes_received: m.relay_bytes_received.get(),
+            reused_bytes: m.reused_bytes.get(),
+            zero_bytes_skipped: m.zero_bytes.get(),
         }
     }
 

@@ -137,12 +137,29 @@ pub struct TransferInfo {
     /// Its own download limit, megabits per second, under the node's.
     #[serde(default)]
     pub limit_mbps: Option<f64>,
+    /// Local blobs the requester named to seed it from, besides other
+    /// versions of the same name (not kept across a restart).
+    #[serde(default)]
+    pub bases: Vec<blixard_store::Hash>,
     /// Attempts made.
     pub attempts: u32,
     /// Why it failed (or that it was cancelled).
     pub error: Option<TransferFailure>,
     /// Seconds it ran, once finished.
     pub duration_secs: Option<f64>,
+}
+
+/// What a download request chose besides its key and priority.
+#[derive(Debug, Default)]
+pub(crate) struct RequestOptions {
+    /// The content, whoever claims it.
+    pub pinned: Option<blixard_store::Hash>,
+    /// The only peers to ask (empty: any).
+    pub providers: Vec<NodeId>,
+    /// Its own limit, megabits per second.
+    pub limit_mbps: Option<f64>,
+    /// Local blobs to seed it from.
+    pub bases: Vec<blixard_store::Hash>,
 }
 
 /// A resource as the table keys it: kind, name, version.
@@ -205,6 +222,7 @@ impl Table {
             pinned: r.hash.is_some(),
             providers: r.providers,
             limit_mbps: r.limit_mbps,
+            bases: Vec::new(),
             attempts: 0,
             error: None,
             duration_secs: None,
@@ -318,14 +336,8 @@ impl TransferTable {
     /// (its priority raised if this one is higher) and gets the same id.
     /// With `pinned`, the blob is that hash, whoever claims it; with
     /// `providers`, only they are asked.
-    pub(crate) fn request(
-        &self,
-        key: Key,
-        priority: TransferPriority,
-        pinned: Option<blixard_store::Hash>,
-        providers: Vec<NodeId>,
-        limit_mbps: Option<f64>,
-    ) -> Result<TransferId> {
+    pub(crate) fn request(&self, key: Key, priority: TransferPriority, options: RequestOptions) -> Result<TransferId> {
+        let RequestOptions { pinned, providers, limit_mbps, bases } = options;
         let mut t = self.table.lock().unwrap();
         if let Some(id) = t.by_key.get(&key).copied() {
             if t.all.get(&id).is_some_and(|i| i.state.is_active()) {
@@ -343,6 +355,9 @@ impl TransferTable {
         self.pending.insert(id.0.to_be_bytes(), codec::encode("transfer", &record)?)?;
         info!(%id, kind = %record.kind, name = %record.name, version = %record.version, %priority, ?pinned, "download queued");
         t.enqueue(record);
+        if let Some(info) = t.all.get_mut(&id) {
+            info.bases = bases;
+        }
         self.metrics.transfers_queued.set(t.queue.len() as i64);
         drop(t);
         self.queued.notify_one();

@@ -87,6 +87,10 @@ pub struct DownloadHow {
     pub detach: bool,
     /// This download's own limit, megabits per second.
     pub limit_mbps: Option<f64>,
+    /// A local version to seed from.
+    pub base: Option<String>,
+    /// A local blob to seed from.
+    pub base_hash: Option<blixard_store::Hash>,
 }
 
 /// `blixard vm download`: queues the download and follows it with a
@@ -98,7 +102,7 @@ pub async fn download(
     output: Option<&Path>,
     how: DownloadHow,
 ) -> Result<()> {
-    let DownloadHow { priority, force, hash, detach, limit_mbps } = how;
+    let DownloadHow { priority, force, hash, detach, limit_mbps, base, base_hash } = how;
     // Check the output first: a bad path fails before any transfer.
     let output = output.map(absolute).transpose()?;
     if let Some(out) = &output {
@@ -120,6 +124,8 @@ pub async fn download(
         priority,
         hash,
         limit_mbps,
+        base_version: base,
+        base_hash,
     };
     let id = node.download(&req).await?;
     if detach {
@@ -168,13 +174,21 @@ pub async fn download(
     bar.finish_and_clear();
     match done.state {
         TransferState::Completed => {
-            let size = done.progress.as_ref().map_or(0, |p| p.total);
+            let p = done.progress.clone().unwrap_or_default();
             let secs = done.duration_secs.unwrap_or(0.0);
             println!(
                 "downloaded vm-image {name} {version}: {} in {secs:.1} s, verified, hash {}",
-                indicatif::HumanBytes(size),
+                indicatif::HumanBytes(p.total),
                 done.hash.map(|h| h.to_string()).unwrap_or_else(|| "unknown".into())
             );
+            if p.reused_bytes + p.zero_bytes > 0 || p.fetched_bytes > 0 {
+                println!(
+                    "  fetched {}, reused {} from local blobs, {} of zeros skipped",
+                    indicatif::HumanBytes(p.fetched_bytes),
+                    indicatif::HumanBytes(p.reused_bytes),
+                    indicatif::HumanBytes(p.zero_bytes)
+                );
+            }
         }
         _ => bail!(
             "download {id} {}: {}",
@@ -311,6 +325,11 @@ pub async fn status(node: &ControlClient) -> Result<()> {
         "traffic   {} sent, {} received",
         indicatif::HumanBytes(s.bytes_sent),
         indicatif::HumanBytes(s.bytes_received)
+    );
+    println!(
+        "saved     {} reused from local blobs, {} of zeros not fetched",
+        indicatif::HumanBytes(s.reused_bytes),
+        indicatif::HumanBytes(s.zero_bytes_skipped)
     );
     println!("resources {}", s.resources);
     println!("p2p       {}", if s.p2p_enabled { "on" } else { "off" });

@@ -263,6 +263,15 @@ enum VmCommand {
         /// --bandwidth-limit-mbps).
         #[arg(long, value_parser = mbps, allow_negative_numbers = true)]
         limit_mbps: Option<f64>,
+        /// Seed from this local version of the image: groups it shares with
+        /// the new one are copied, not fetched (other local versions of the
+        /// name are used anyway).
+        #[arg(long)]
+        base: Option<String>,
+        /// Seed from this local blob (hex hash), e.g. a similar image of
+        /// another name.
+        #[arg(long)]
+        base_hash: Option<blixard_store::Hash>,
     },
     /// VM images on the node (and, with --remote, on its peers).
     List {
@@ -550,8 +559,19 @@ async fn main() -> Result<()> {
             let node = target.control()?;
             match command {
                 VmCommand::Upload { name, version, file } => cli::upload(&node, &name, &version, &file).await?,
-                VmCommand::Download { name, version, priority, output, force, hash, detach, limit_mbps } => {
-                    let how = cli::DownloadHow { priority, force, hash, detach, limit_mbps };
+                VmCommand::Download {
+                    name,
+                    version,
+                    priority,
+                    output,
+                    force,
+                    hash,
+                    detach,
+                    limit_mbps,
+                    base,
+                    base_hash,
+                } => {
+                    let how = cli::DownloadHow { priority, force, hash, detach, limit_mbps, base, base_hash };
                     cli::download(&node, &name, &version, output.as_deref(), how).await?
                 }
                 VmCommand::List { remote } => cli::list(&node, remote).await?,

@@ -487,6 +487,8 @@ pub(crate) mod tests {
             home_relay: None,
             relay_bytes_sent: 0,
             relay_bytes_received: 0,
+            reused_bytes: 0,
+            zero_bytes_skipped: 0,
         }
     }
 
@@ -659,6 +661,7 @@ pub(crate) mod tests {
             eta_secs: Some(5.0),
             providers: 1,
             shares: Vec::new(),
+            ..Default::default()
         };
         let at = "12:00:00".to_string();
         app.apply(Update::Event {
@@ -711,11 +714,13 @@ pub(crate) mod tests {
                     blixard_node::ProviderShare { peer: NodeId([2; 32]), bytes: 700 << 20 },
                     blixard_node::ProviderShare { peer: NodeId([3; 32]), bytes: 324 << 20 },
                 ],
+                ..Default::default()
             }),
             hash: Some(blixard_node::Hash([2; 32])),
             pinned: false,
             providers: Vec::new(),
             limit_mbps: Some(400.0),
+            bases: Vec::new(),
             attempts: 1,
             error: None,
             duration_secs: None,

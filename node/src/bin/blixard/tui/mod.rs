@@ -147,6 +147,8 @@ impl NodeApi for LiveNode {
                     // The row the user picked: that content, whoever claims it.
                     hash: Some(resource.hash),
                     limit_mbps,
+                    base_version: None,
+                    base_hash: None,
                 };
                 let id = c.download(&request).await?;
                 let limit = limit_mbps.map(|m| format!(", limit {m} Mbit/s")).unwrap_or_default();
