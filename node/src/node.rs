@@ -153,6 +153,10 @@ pub struct Stats {
     /// Download bytes that were zero groups, never fetched (since start).
     #[serde(default)]
     pub zero_bytes_skipped: u64,
+    /// The store's blobs: their logical size and the disk their data takes
+    /// (zero pages are holes).
+    #[serde(default)]
+    pub store: blixard_store::StoreUsage,
 }
 
 fn yes() -> bool {
@@ -743,6 +747,7 @@ impl Node {
             relay_bytes_received: m.relay_bytes_received.get(),
             reused_bytes: m.reused_bytes.get(),
             zero_bytes_skipped: m.zero_bytes.get(),
+            store: self.inner.store.usage().unwrap_or_default(),
         }
     }
 

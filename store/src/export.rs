@@ -2,9 +2,10 @@
 //! the blob's tree on the way (bytes at rest can rot), through a temp file
 //! created next to the target with `O_CREAT | O_EXCL` under a random name
 //! (a planted file or link there is never written through) and renamed
-//! into place, so the target is never left half-written.
+//! into place, so the target is never left half-written. Zero pages are
+//! left as holes (`sparse`).
 
-use std::{os::unix::fs::FileExt, path::Path};
+use std::path::Path;
 
 use crate::{ranges, verify, Error, Hash, Result, Store};
 
@@ -65,11 +66,14 @@ impl Store {
         // Writing overlaps checking the next window: a writer thread takes
         // verified windows through a short queue.
         let file = tmp.as_file();
+        let size = opened.size;
         let damaged = std::thread::scope(|scope| {
             let (send, recv) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(2);
+            // Zero pages are not written: the new file keeps holes there.
             let writer = scope.spawn(move || -> std::io::Result<()> {
+                file.set_len(size)?;
                 for (at, bytes) in recv {
-                    file.write_all_at(&bytes, at)?;
+                    crate::sparse::write_sparse(file, &bytes, at, false)?;
                 }
                 Ok(())
             });

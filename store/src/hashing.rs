@@ -64,6 +64,11 @@ pub(crate) fn hash_file_into(
     copy_to: Option<&File>,
     progress: Progress,
 ) -> Result<Hash> {
+    if let Some(dst) = copy_to {
+        // Zero pages become holes punched with the size kept: the file must
+        // have its length first (preallocation gives it, where supported).
+        dst.set_len(size).map_err(Error::io("size", path))?;
+    }
     if size > 0 {
         match SourceMap::new(file, size as usize) {
             Ok(Some(map)) => {
@@ -228,7 +233,8 @@ fn copy_then_hash(
         for at in r.clone().step_by(COPY_STEP) {
             let step = at..(at + COPY_STEP).min(r.end);
             src.populate(step.clone());
-            let written = dst.write_all_at(&source[step.clone()], at as u64);
+            // Zero pages are punched out of the preallocated file: holes.
+            let written = crate::sparse::write_sparse(dst, &source[step.clone()], at as u64, true);
             src.release(step);
             written?;
         }
@@ -280,7 +286,7 @@ fn hash_read(
     // The first write error, told apart from read errors for the message.
     let write_error = std::sync::Mutex::new(None::<std::io::Error>);
     let write = |offset: u64, buf: &[u8]| -> std::io::Result<()> {
-        dst.write_all_at(buf, offset).map_err(|e| {
+        crate::sparse::write_sparse(dst, buf, offset, true).map(drop).map_err(|e| {
             let kind = e.kind();
             write_error.lock().unwrap().get_or_insert(e);
             std::io::Error::new(kind, "copy failed")

@@ -105,6 +105,7 @@ mod roots;
 mod salvage;
 mod seed;
 mod source_map;
+mod sparse;
 mod store;
 mod tree;
 mod verify;
@@ -127,6 +128,7 @@ pub use resources::{validate_resource_key, Resource, ResourceKind, MAX_NAME_LEN}
 pub use roots::{GcStats, Lease, MAX_TAG_LEN};
 pub use salvage::{open_or_set_aside, Recovery};
 pub use seed::{SeedOutcome, Seeder, TreeReader, TreeWalk, WalkError, MAX_SEED_BASES};
+pub use sparse::StoreUsage;
 pub use store::{BlobStatus, Store, StoreConfig, FORMAT_VERSION};
 pub use verify::VerifyReport;
 

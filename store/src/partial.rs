@@ -134,18 +134,8 @@ impl PartialBlob {
     /// Makes `offset..offset + len` of the data file a hole (zeros that
     /// take no disk), or writes zeros where the file system cannot punch.
     pub(crate) fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
-        use std::os::fd::AsRawFd;
-        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-        // SAFETY: fallocate on a file descriptor we own, with plain integers.
-        let r = unsafe { libc::fallocate(self.data.as_raw_fd(), mode, offset as i64, len as i64) };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
-            return Err(Error::io("punch a hole in", self.store.partial_path(&self.hash, "data"))(e));
-        }
-        self.write_at(offset, &vec![0u8; len as usize])
+        crate::sparse::punch_hole(&self.data, offset, len)
+            .map_err(Error::io("punch a hole in", self.store.partial_path(&self.hash, "data")))
     }
 
     /// Records verified ranges (whole groups) whose bytes were written, or

@@ -331,6 +331,12 @@ pub async fn status(node: &ControlClient) -> Result<()> {
         indicatif::HumanBytes(s.reused_bytes),
         indicatif::HumanBytes(s.zero_bytes_skipped)
     );
+    println!(
+        "store     {} blobs, {} logical, {} on disk",
+        s.store.blobs,
+        indicatif::HumanBytes(s.store.logical_bytes),
+        indicatif::HumanBytes(s.store.physical_bytes)
+    );
     println!("resources {}", s.resources);
     println!("p2p       {}", if s.p2p_enabled { "on" } else { "off" });
     match &s.home_relay {

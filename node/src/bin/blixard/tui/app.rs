@@ -489,6 +489,7 @@ pub(crate) mod tests {
             relay_bytes_received: 0,
             reused_bytes: 0,
             zero_bytes_skipped: 0,
+            store: Default::default(),
         }
     }
 
