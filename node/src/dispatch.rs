@@ -206,6 +206,7 @@ async fn attempt_once(inner: &Inner, id: TransferId, info: &TransferInfo, live: 
     download::fetch(&ctx, hash, found.size, providers, live).await?;
     let r = inner.store.put_resource_and_release(kind, &info.name, &info.version, lease)?;
     inner.cache.downloaded(&r);
+    inner.index_in_background(r.hash);
     Ok(r)
 }
 

@@ -150,6 +150,8 @@ pub(crate) async fn seed(ctx: &Context, hash: Hash, size: u64, peers: &[NodeId],
         Ok(Some(m)) if m == ChunkRanges::all() || ranges::byte_count(&m, size) == size => {}
         _ => return,
     }
+    // The content index only helps if local blobs have indexes to match.
+    let by_content = ctx.store.has_content_indexes().unwrap_or(false);
     for peer in peers {
         let Some(conn) = ctx.peers.current_or_dial(peer).await else { continue };
         let options = GetOptions {
@@ -157,17 +159,31 @@ pub(crate) async fn seed(ctx: &Context, hash: Hash, size: u64, peers: &[NodeId],
             progress: Some(live.wire.clone()),
             limiter: ctx.limiter.clone(),
         };
-        match client::get_tree(&conn, &ctx.store, hash, size, bases, &options).await {
+        let mut from = client::SeedSources { bases: bases.to_vec(), moved: Vec::new() };
+        let mut index_bytes = 0;
+        if by_content {
+            let before = live.wire.load(Ordering::Relaxed);
+            match client::get_index(&conn, hash, size, &options).await {
+                Ok(entries) => from.moved = find_moved(&ctx.store, hash, entries).await,
+                Err(e) if e.is_peer_misbehaving() => {
+                    warn!(%peer, "its content index of {hash} is malformed (ignored): {e}");
+                }
+                Err(e) => debug!(%peer, %hash, "no content index: {e}"),
+            }
+            index_bytes = live.wire.load(Ordering::Relaxed) - before;
+        }
+        match client::get_tree(&conn, &ctx.store, hash, size, &from, &options).await {
             Ok(out) => {
                 let s = &out.seed;
-                ctx.metrics.tree_bytes.inc_by(out.wire_bytes);
+                ctx.metrics.tree_bytes.inc_by(out.wire_bytes + index_bytes);
                 ctx.metrics.reused_bytes.inc_by(s.reused_bytes);
                 ctx.metrics.zero_bytes.inc_by(s.zero_bytes);
                 live.reused.fetch_add(s.reused_bytes, Ordering::Relaxed);
                 live.zeros.fetch_add(s.zero_bytes, Ordering::Relaxed);
                 info!(
-                    %hash, %peer, tree = out.wire_bytes, reused = s.reused_bytes, zeros = s.zero_bytes,
-                    damaged = s.damaged_bytes, bases = bases.len(), "seeded from local blobs"
+                    %hash, %peer, tree = out.wire_bytes, index = index_bytes, reused = s.reused_bytes,
+                    moved = s.moved_bytes, zeros = s.zero_bytes, damaged = s.damaged_bytes,
+                    bases = bases.len(), "seeded from local blobs"
                 );
                 return;
             }
@@ -180,6 +196,25 @@ pub(crate) async fn seed(ctx: &Context, hash: Hash, size: u64, peers: &[NodeId],
         }
     }
     debug!(%hash, "no provider gave the tree: fetching everything");
+}
+
+/// Looks up each chunk of a content index among local blobs: the chunks
+/// found, as their offset in the new blob and where they lie.
+async fn find_moved(
+    store: &Store,
+    hash: Hash,
+    entries: Vec<blixard_store::content_index::IndexEntry>,
+) -> Vec<(u64, blixard_store::content_index::ChunkLocation)> {
+    let store = store.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        entries
+            .iter()
+            .filter_map(|e| store.find_chunk(&e.hash, &hash).ok().flatten().map(|l| (e.offset, l)))
+            .filter(|(_, l)| l.len > 0)
+            .collect::<Vec<_>>()
+    })
+    .await;
+    found.unwrap_or_default()
 }
 
 /// Fetches whatever the store lacks of `hash` (claimed `size`) from every

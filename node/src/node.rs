@@ -344,6 +344,7 @@ impl Node {
             tasks: Mutex::new(Vec::new()),
             p2p_on: tokio::sync::watch::Sender::new(true),
             relay_server: Mutex::new(relay_server),
+            indexing: Arc::new(tokio::sync::Semaphore::new(1)),
         });
         inner.transfers.resume_pending(pending_records);
         let node = Node { _stop_on_drop: Arc::new(StopOnDrop(Arc::downgrade(&inner))), inner };
@@ -544,6 +545,7 @@ impl Node {
     fn publish(&self, kind: ResourceKind, name: &str, version: &str, imported: ImportOutcome) -> Result<ResourceInfo> {
         let r = self.inner.store.put_resource_and_release(&kind, name, version, imported.lease)?;
         self.inner.cache.uploaded(&kind, name, version);
+        self.inner.index_in_background(r.hash);
         let info = r.clone();
         info!(kind = %kind, name, version, hash = %r.hash, size = r.size, "uploaded");
         let _ = self.inner.events.send(P2pEvent::ResourceAvailable(info.clone()));

@@ -36,9 +36,31 @@ pub(crate) struct Inner {
     pub(crate) p2p_on: tokio::sync::watch::Sender<bool>,
     /// The relay this node runs for others (`relay_server`), if any.
     pub(crate) relay_server: Mutex<Option<blixard_protocol::relay::RelayServer>>,
+    /// One content index is built at a time (each reads a whole blob).
+    pub(crate) indexing: Arc<Semaphore>,
 }
 
 impl Inner {
+    /// Builds the content index of a complete blob in the background (see
+    /// `blixard_store::content_index`): peers downloading a similar blob
+    /// find moved bytes in it through the index, and this node's own later
+    /// downloads find chunks of theirs in it. Off with `incremental`.
+    pub(crate) fn index_in_background(&self, hash: blixard_store::Hash) {
+        if !self.config.incremental {
+            return;
+        }
+        let (store, permits) = (self.store.clone(), self.indexing.clone());
+        tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else { return };
+            let built = tokio::task::spawn_blocking(move || store.build_content_index(&hash)).await;
+            match built {
+                Ok(Ok(chunks)) => tracing::debug!(%hash, chunks, "content index built"),
+                Ok(Err(e)) => tracing::debug!(%hash, "no content index: {e}"),
+                Err(e) => tracing::warn!(%hash, "content index task failed: {e}"),
+            }
+        });
+    }
+
     /// See [`crate::Node::is_trusted`].
     pub(crate) fn is_trusted(&self, id: &blixard_protocol::NodeId) -> bool {
         let config = &self.config;

@@ -13,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use blixard_store::{ranges, BlobStatus, ChunkRanges, Hash, SeedOutcome, Store};
+use blixard_store::{
+    content_index::{ChunkLocation, IndexDecoder, IndexEntry},
+    ranges, BlobStatus, ChunkRanges, Hash, SeedOutcome, Store,
+};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
@@ -169,12 +172,51 @@ pub struct TreeOutcome {
     pub wire_bytes: u64,
 }
 
+/// Fetches the content index of `hash` (`size` bytes, as its claim says):
+/// its chunks, each with its offset, length and BLAKE3 hash, checked
+/// against the size as they stream in (`blixard_store::content_index`).
+/// A hint for finding moved bytes locally, never trusted: whatever it
+/// points at is verified against the blob's tree before it is used. A peer
+/// that has not built one answers [`ErrorCode::NotFound`].
+pub async fn get_index(conn: &Connection, hash: Hash, size: u64, options: &GetOptions) -> Result<Vec<IndexEntry>> {
+    let (mut send, recv) = conn.quinn().open_bi().await.map_err(Error::Connection)?;
+    frame::write_frame(&mut send, &Request::GetIndex(GetTreeRequest { hash: hash.0 })).await?;
+    send.finish()?;
+    let (reader, report) = WatchedRead::new(recv, options.deadlines, options.progress.clone());
+    let mut chunks = Chunks::new(reader, options.limiter.clone());
+    let read = async {
+        let mut decoder = IndexDecoder::new(size);
+        let mut entries = Vec::new();
+        while let Some(c) = chunks.next_chunk().await? {
+            decoder.push(&c, |e| entries.push(e)).map_err(bad_index)?;
+        }
+        decoder.finish().map_err(bad_index)?;
+        Ok(entries)
+    };
+    read.await.map_err(|e| report.explain(e, &options.deadlines))
+}
+
+fn bad_index(e: blixard_store::Error) -> Error {
+    Error::Malformed { what: "content index", reason: e.to_string() }
+}
+
 /// Tree bytes handed to the store at once.
 const TREE_BATCH: usize = 1 << 20;
 
+/// What a download is seeded from (see [`get_tree`]).
+#[derive(Debug, Clone, Default)]
+pub struct SeedSources {
+    /// Local blobs compared group by group at equal positions.
+    pub bases: Vec<Hash>,
+    /// Chunks of the new blob that local blobs hold (from its content
+    /// index, [`get_index`]): offset in the new blob, and where they lie.
+    pub moved: Vec<(u64, ChunkLocation)>,
+}
+
 /// Fetches the tree of `hash` (`size` bytes, as its claim says) and seeds
 /// the store's partial blob with it (see [`Store::start_seed`]): groups
-/// equal to those of the local blobs `bases` are copied from them, verified;
+/// equal to those of the local blobs `from.bases` (at the same position)
+/// or assembled from `from.moved` are copied, verified;
 /// zero groups become holes; the rest is left missing, for [`get`]. The
 /// tree is verified as it streams in: a lying or short one is an error and
 /// records nothing. A blob of one group has no tree: nothing is asked.
@@ -183,7 +225,7 @@ pub async fn get_tree(
     store: &Store,
     hash: Hash,
     size: u64,
-    bases: &[Hash],
+    from: &SeedSources,
     options: &GetOptions,
 ) -> Result<TreeOutcome> {
     if size <= blixard_store::ranges::GROUP_BYTES {
@@ -194,7 +236,7 @@ pub async fn get_tree(
     send.finish()?;
     let (reader, report) = WatchedRead::new(recv, options.deadlines, options.progress.clone());
     let mut chunks = Chunks::new(reader, options.limiter.clone());
-    let result = receive_tree(store, &mut chunks, hash, size, bases).await;
+    let result = receive_tree(store, &mut chunks, hash, size, from).await;
     let wire_bytes = report.bytes.load(std::sync::atomic::Ordering::Relaxed);
     match result {
         Ok(seed) => Ok(TreeOutcome { seed, wire_bytes }),
@@ -208,7 +250,7 @@ async fn receive_tree(
     chunks: &mut impl ChunkSource,
     hash: Hash,
     size: u64,
-    bases: &[Hash],
+    from: &SeedSources,
 ) -> Result<SeedOutcome> {
     let mut header = Vec::with_capacity(8);
     let mut buf = Vec::new();
@@ -225,9 +267,9 @@ async fn receive_tree(
         return Err(blixard_store::Error::SizeMismatch { hash, claimed, known: size }.into());
     }
     let blocking = |e: tokio::task::JoinError| Error::Store(e.into());
-    let (s, bases) = (store.clone(), bases.to_vec());
-    let mut seeder =
-        tokio::task::spawn_blocking(move || s.start_seed(hash, size, &bases)).await.map_err(blocking)??;
+    let (s, bases, moved) = (store.clone(), from.bases.clone(), from.moved.clone());
+    let start = move || s.start_seed(hash, size, &bases).map(|seeder| seeder.with_moved_chunks(moved));
+    let mut seeder = tokio::task::spawn_blocking(start).await.map_err(blocking)??;
     loop {
         let next = chunks.next_chunk().await?;
         if let Some(c) = &next {

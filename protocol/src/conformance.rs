@@ -226,7 +226,7 @@ pub async fn run(id: NodeId, addr: SocketAddr, hash: Option<Hash>, scratch: &Pat
                 return Ok("one group: no tree to ask for".into());
             }
             let store = Store::open(scratch.join("tree")).map_err(|e| e.to_string())?;
-            let out = client::get_tree(&conn, &store, target, size, &[], &Default::default())
+            let out = client::get_tree(&conn, &store, target, size, &Default::default(), &Default::default())
                 .await
                 .map_err(|e| e.to_string())?;
             let want = 8 + (groups - 1) * 64;
@@ -234,7 +234,7 @@ pub async fn run(id: NodeId, addr: SocketAddr, hash: Option<Hash>, scratch: &Pat
                 return Err(format!("{} bytes, expected {want}", out.wire_bytes));
             }
             let missing = Hash(rand_bytes());
-            match client::get_tree(&conn, &store, missing, size, &[], &Default::default()).await {
+            match client::get_tree(&conn, &store, missing, size, &Default::default(), &Default::default()).await {
                 Err(Error::Remote(ErrorCode::NotFound)) => {}
                 other => {
                     return Err(format!("the tree of an unknown hash: expected not found (code 5), got {other:?}"))

@@ -301,6 +301,7 @@ async fn handle_stream(ctx: Arc<ServerContext>, mut send: quinn::SendStream, mut
     let (mut send, result) = match request {
         Request::Get(_) | Request::GetMany(_) | Request::GetSeq(_) => answer_blobs(&ctx, request, send, peer).await,
         Request::GetTree(t) => send_tree(&ctx, send, wire::hash(&t.hash), peer).await,
+        Request::GetIndex(t) => send_index(&ctx, send, wire::hash(&t.hash), peer).await,
         other => {
             let r = answer(&ctx, other, &mut send, remote).await;
             (send, r)
@@ -374,7 +375,9 @@ async fn answer(
             frame::write_frame(send, &ListResponse { items, truncated }).await.map_err(write)
         }
         // Blob and tree requests are answered by `answer_blobs` and `send_tree`.
-        Request::Get(_) | Request::GetMany(_) | Request::GetSeq(_) | Request::GetTree(_) => Err(ErrorCode::Internal),
+        Request::Get(_) | Request::GetMany(_) | Request::GetSeq(_) | Request::GetTree(_) | Request::GetIndex(_) => {
+            Err(ErrorCode::Internal)
+        }
         Request::Ping => {
             // Through a relay there is no address to report: the unspecified one.
             let observed = remote.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -599,6 +602,42 @@ async fn send_tree(
         match next {
             Some(piece) => batch = vec![Bytes::from(piece)],
             None => return (send, Ok(())),
+        }
+    }
+}
+
+/// Sends a complete blob's content index, if it was built (not built on
+/// request: a stranger must not make the server read whole blobs).
+async fn send_index(
+    ctx: &ServerContext,
+    mut send: quinn::SendStream,
+    hash: Hash,
+    peer: &Peer,
+) -> (quinn::SendStream, std::result::Result<(), ErrorCode>) {
+    let store = ctx.store.clone();
+    let index = tokio::task::spawn_blocking(move || match store.status(&hash)? {
+        BlobStatus::Complete { .. } => store.content_index(&hash),
+        _ => Ok(None),
+    })
+    .await;
+    let index = match index {
+        Ok(Ok(Some(i))) => i,
+        Ok(Ok(None)) => return (send, Err(ErrorCode::NotFound)),
+        Ok(Err(e)) => {
+            debug!(%hash, "cannot serve the content index: {e}");
+            return (send, Err(ErrorCode::Internal));
+        }
+        Err(_) => return (send, Err(ErrorCode::Internal)),
+    };
+    let Ok(_mine) = peer.responses.acquire().await else { return (send, Err(ErrorCode::Unavailable)) };
+    let _slot = ctx.admission.response(peer.id, peer.privileged).await;
+    let mut pace = watched::Pace::new(ctx.limits.response_stall, ctx.limits.min_response_rate);
+    let mut batch: Vec<Bytes> = Bytes::from(index).chunks(TREE_PIECE).map(Bytes::copy_from_slice).collect();
+    match watched::send_chunks(&mut send, &mut batch, ctx.upload_limiter.as_deref(), &mut pace).await {
+        Ok(()) => (send, Ok(())),
+        Err(e) => {
+            debug!(%hash, "sending the content index stopped: {e}");
+            (send, Err(ErrorCode::Internal))
         }
     }
 }

@@ -38,10 +38,13 @@ pub enum Request {
     /// Tag 8: the whole tree (every parent) of a complete blob, to compare
     /// with local blobs before fetching (`docs/PROTOCOL.md` §5.4).
     GetTree(GetTreeRequest),
+    /// Tag 9: the content-defined index of a complete blob, to find moved
+    /// bytes in local blobs (`docs/PROTOCOL.md` §5.5).
+    GetIndex(GetTreeRequest),
 }
 
 /// Number of request tags defined in this protocol version.
-pub const REQUEST_TAGS: u32 = 9;
+pub const REQUEST_TAGS: u32 = 10;
 
 /// Chunk ranges (1 KiB chunks) as sorted, strictly increasing boundaries:
 /// `[a, b, c]` is `a..b` and `c..` (an odd count leaves the last range open).
@@ -86,7 +89,7 @@ pub struct GetRequest {
     pub ranges: RangeSpec,
 }
 
-/// Get tree: the size and every parent record of one blob.
+/// Get tree (and get index): one blob, by hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetTreeRequest {
     /// The blob's BLAKE3 hash.
@@ -380,7 +383,7 @@ fn check_request(req: &Request) -> std::result::Result<(), Rejection> {
         Request::GetSeq(s) => check_ranges(&s.children),
         Request::Lookup(l) => [&l.kind, &l.name, &l.version].into_iter().try_for_each(|s| check_str(s)),
         Request::List(l) => l.kind.as_deref().map_or(Ok(()), check_str),
-        Request::Observe(_) | Request::Ping | Request::Peers | Request::GetTree(_) => Ok(()),
+        Request::Observe(_) | Request::Ping | Request::Peers | Request::GetTree(_) | Request::GetIndex(_) => Ok(()),
     }
 }
 
@@ -408,7 +411,7 @@ mod tests {
         let mut extra = frame[4..].to_vec();
         extra.push(0);
         assert_eq!(decode_request(&extra).unwrap_err().code, ErrorCode::BadRequest);
-        assert_eq!(decode_request(&[9, 0, 0, 0]).unwrap_err().code, ErrorCode::UnknownRequest);
+        assert_eq!(decode_request(&[10, 0, 0, 0]).unwrap_err().code, ErrorCode::UnknownRequest);
         assert_eq!(decode_request(&[0, 0]).unwrap_err().code, ErrorCode::BadRequest);
         let unsorted = Request::Get(GetRequest { hash: [0; 32], ranges: RangeSpec(vec![5, 5]) });
         assert_eq!(decode_request(&encode_frame(&unsorted)[4..]).unwrap_err().code, ErrorCode::BadRequest);

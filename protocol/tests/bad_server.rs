@@ -46,6 +46,13 @@ async fn lying_server(store: Store, lie: Lie) -> blixard_protocol::Endpoint {
                             honest.extend_from_slice(&size.to_le_bytes());
                             honest.extend_from_slice(&store.outboard_bytes(&hash).unwrap());
                         }
+                        wire::Request::GetIndex(_) => {
+                            // a well-formed start, then a chunk of length 0
+                            honest.push(1);
+                            honest.extend_from_slice(&(64u64 * 16384).to_le_bytes());
+                            honest.extend_from_slice(&3u32.to_le_bytes());
+                            honest.extend_from_slice(&[0u8; 36]);
+                        }
                         other => panic!("{other:?}"),
                     }
                     match lie {
@@ -263,7 +270,8 @@ async fn a_lying_tree_is_caught_and_seeds_nothing() {
         let liar = lying_server(honest.store.clone(), lie).await;
         let c = common::client(&liar).await;
         let base = c.store.import_bytes(old.clone()).await.unwrap();
-        let r = client::get_tree(&c.conn, &c.store, hash, new.len() as u64, &[base.hash], &Default::default()).await;
+        let r =
+            client::get_tree(&c.conn, &c.store, hash, new.len() as u64, &sources(base.hash), &Default::default()).await;
         let e = r.unwrap_err();
         let truncated = matches!(e, Error::Store(blixard_store::Error::Truncated { .. }) | Error::Malformed { .. });
         assert!(e.is_peer_misbehaving() || truncated, "{lie:?}: {e}");
@@ -275,4 +283,20 @@ async fn a_lying_tree_is_caught_and_seeds_nothing() {
         assert!(held.is_empty(), "{lie:?}: recorded {held:?}");
         std::mem::forget(honest);
     }
+}
+
+fn sources(base: Hash) -> client::SeedSources {
+    client::SeedSources { bases: vec![base], ..Default::default() }
+}
+
+/// A malformed content index is refused as the peer's fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_index_is_refused() {
+    let honest = common::server().await;
+    let hash = honest.add(common::data(64 * 16384, 8)).await;
+    let liar = lying_server(honest.store.clone(), Lie::TrailingGarbage).await;
+    let c = common::client(&liar).await;
+    let e = client::get_index(&c.conn, hash, 64 * 16384, &Default::default()).await.unwrap_err();
+    assert!(e.is_peer_misbehaving() && e.to_string().contains("content index"), "{e}");
+    std::mem::forget(honest);
 }

@@ -231,7 +231,7 @@ async fn a_tree_seeds_a_new_version_from_the_old_one() {
     let c = common::client(&server.endpoint).await;
     let base = c.store.import_bytes(old.clone()).await.unwrap();
     let size = new.len() as u64;
-    let tree = client::get_tree(&c.conn, &c.store, hash, size, &[base.hash], &Default::default()).await.unwrap();
+    let tree = client::get_tree(&c.conn, &c.store, hash, size, &sources(base.hash), &Default::default()).await.unwrap();
     assert_eq!(tree.wire_bytes, 8 + 255 * 64);
     assert_eq!(tree.seed.zero_bytes, 10 * 16384);
     assert_eq!(tree.seed.reused_bytes, (256 - 4 - 10) * 16384);
@@ -240,6 +240,11 @@ async fn a_tree_seeds_a_new_version_from_the_old_one() {
     assert_eq!(got.data_bytes, 4 * 16384);
     assert_eq!(c.store.read_to_vec(&hash).unwrap(), new);
     // unknown and partial blobs have no tree to give
-    let unknown = client::get_tree(&c.conn, &c.store, Hash::of(b"nothing"), size, &[], &Default::default()).await;
+    let unknown =
+        client::get_tree(&c.conn, &c.store, Hash::of(b"nothing"), size, &Default::default(), &Default::default()).await;
     assert!(matches!(unknown, Err(Error::Remote(ErrorCode::NotFound))), "{unknown:?}");
+}
+
+fn sources(base: Hash) -> client::SeedSources {
+    client::SeedSources { bases: vec![base], ..Default::default() }
 }

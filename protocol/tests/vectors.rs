@@ -95,6 +95,7 @@ fn requests() -> Vec<(&'static str, &'static str, Request)> {
         ("request-ping", "ping", Request::Ping),
         ("request-peers", "peers", Request::Peers),
         ("request-get-tree", "get tree: hash a0a1..bf", Request::GetTree(GetTreeRequest { hash: h(0xa0) })),
+        ("request-get-index", "get index: hash a0a1..bf", Request::GetIndex(GetTreeRequest { hash: h(0xa0) })),
     ]
 }
 
@@ -202,8 +203,8 @@ fn invalid() -> Vec<(&'static str, &'static str, Vec<u8>, ErrorCode)> {
     vec![
         (
             "invalid/unknown-tag",
-            "request tag 9 (not defined in blixard/2)",
-            9u32.to_le_bytes().to_vec(),
+            "request tag 10 (not defined in blixard/2)",
+            10u32.to_le_bytes().to_vec(),
             ErrorCode::UnknownRequest,
         ),
         ("invalid/short", "a body shorter than a tag", vec![0, 0], ErrorCode::BadRequest),
@@ -372,5 +373,34 @@ async fn tree_response_vectors_match_our_server_bao_tree_and_the_walk() {
             let mut walk = blixard_store::TreeWalk::new(&hash, size as u64);
             assert!(bad.chunks(64).try_for_each(|rec| walk.push(rec, |_, _| {})).is_err(), "{name}: flip at {i}");
         }
+    }
+}
+
+/// The content index vector: what our store builds for the blob, what the
+/// chunker gives for its bytes, and what the decoder accepts.
+#[tokio::test]
+async fn content_index_vector_matches_the_chunker_and_the_decoder() {
+    use blixard_store::content_index::{chunk_bytes, decode_index, encode_index};
+    let size = 300_000usize;
+    // Content that chunks like real data (a periodic blob would cut only
+    // at the maximum): the BLAKE3 output stream of a fixed input.
+    let mut data = vec![0u8; size];
+    blake3::Hasher::new().update(b"blixard index vector").finalize_xof().fill(&mut data);
+    let store = Store::temporary().unwrap();
+    let out = store.import_bytes(data.clone()).await.unwrap();
+    store.build_content_index(&out.hash).unwrap();
+    let ours = store.content_index(&out.hash).unwrap().unwrap();
+    let entries = chunk_bytes(&data);
+    assert_eq!(ours, encode_index(size as u64, &entries));
+    let about = format!(
+        "content index (get index response) of a blob of {size} bytes, the BLAKE3 XOF output of \"blixard index vector\": {} chunks\nhash {}",
+        entries.len(),
+        out.hash
+    );
+    check("index-300000.hex", &about, &ours);
+    let (_, vector) = read("index-300000.hex");
+    assert_eq!(decode_index(size as u64, &vector[..]).unwrap(), entries);
+    for (e, next) in entries.iter().zip(entries.iter().skip(1)) {
+        assert_eq!(e.offset + e.len as u64, next.offset);
     }
 }

@@ -66,6 +66,9 @@ pub enum Error {
     /// An invalid argument from the caller.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A content index (from a peer, or read back) is malformed.
+    #[error("bad content index: {0}")]
+    BadIndex(String),
     /// A background task failed.
     #[error("background task failed: {0}")]
     Task(String),

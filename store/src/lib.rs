@@ -81,6 +81,7 @@ pub mod codec;
 #[cfg(not(feature = "fuzzing"))]
 mod codec;
 mod commit;
+pub mod content_index;
 mod decode;
 mod encode;
 #[cfg(feature = "fuzzing")]

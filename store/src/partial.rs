@@ -65,6 +65,10 @@ pub(crate) struct PartialBlob {
 }
 
 impl PartialBlob {
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub(crate) fn ranges(&self) -> ChunkRanges {
         self.state.lock().unwrap().ranges.clone()
     }

@@ -26,6 +26,7 @@ use blake3::hazmat::ChainingValue;
 use tracing::{debug, warn};
 
 use crate::{
+    content_index::ChunkLocation,
     opened::{Opened, Stored},
     partial::PartialBlob,
     ranges::{self, ChunkRanges},
@@ -123,6 +124,9 @@ pub struct SeedOutcome {
     pub tree_bytes: u64,
     /// Bytes copied from local blobs, each group verified first.
     pub reused_bytes: u64,
+    /// Of `reused_bytes`, those found by content elsewhere (at another
+    /// offset, or in another blob) through the new blob's content index.
+    pub moved_bytes: u64,
     /// Bytes of zero groups, kept as holes.
     pub zero_bytes: u64,
     /// Bytes of base groups whose tree promised a match but whose data at
@@ -228,6 +232,12 @@ pub struct Seeder {
     outcome: SeedOutcome,
     /// Group chaining values proven by the last push, in order.
     proven: Vec<(u64, ChainingValue)>,
+    /// Chunks of the new blob found in local blobs by content: offset in
+    /// the new blob and where the same bytes lie, by offset.
+    moved: Vec<(u64, ChunkLocation)>,
+    moved_next: usize,
+    /// Local blobs opened for `moved`.
+    sources: std::collections::HashMap<Hash, Option<Opened>>,
 }
 
 impl Store {
@@ -276,11 +286,26 @@ impl Store {
             zeros: vec![0u8; BLOCK_BYTES as usize],
             outcome: SeedOutcome::default(),
             proven: Vec::new(),
+            moved: Vec::new(),
+            moved_next: 0,
+            sources: Default::default(),
         })
     }
 }
 
 impl Seeder {
+    /// Adds chunks of the new blob that local blobs hold (found through its
+    /// content index, see `content_index`): each as its offset in the new
+    /// blob and where the same bytes lie. A group of the new blob that
+    /// these cover completely is assembled from them and copied if it
+    /// verifies against the new tree. Hints only: wrong ones cost a read.
+    pub fn with_moved_chunks(mut self, mut chunks: Vec<(u64, ChunkLocation)>) -> Self {
+        chunks.sort_by_key(|(at, _)| *at);
+        chunks.dedup_by_key(|(at, _)| *at);
+        self.moved = chunks;
+        self
+    }
+
     /// Bytes of tree still expected.
     pub fn remaining(&self) -> u64 {
         tree::outboard_size(self.size) - self.walk.records() * PARENT_BYTES - self.pending.len() as u64
@@ -370,8 +395,52 @@ impl Seeder {
             self.partial.punch_hole(g * BLOCK_BYTES, len as u64)?;
             self.outcome.zero_bytes += len as u64;
             self.add_seeded(g, 1, len as u64)?;
+            return Ok(());
+        }
+        if let Some(bytes) = self.assemble_moved(g, len as u64) {
+            if tree::leaf_hash(g, &bytes, false) == cv {
+                self.flush_copy()?;
+                self.partial.write_at(g * BLOCK_BYTES, &bytes)?;
+                self.outcome.reused_bytes += len as u64;
+                self.outcome.moved_bytes += len as u64;
+                self.add_seeded(g, 1, len as u64)?;
+            }
         }
         Ok(())
+    }
+
+    /// Group `g`'s bytes from the moved chunks that cover it, if they cover
+    /// all of it and every piece can be read.
+    fn assemble_moved(&mut self, g: u64, len: u64) -> Option<Vec<u8>> {
+        let (start, end) = (g * BLOCK_BYTES, g * BLOCK_BYTES + len);
+        let moved = &self.moved;
+        while self.moved_next < moved.len() && moved[self.moved_next].0 + moved[self.moved_next].1.len as u64 <= start {
+            self.moved_next += 1;
+        }
+        let mut pieces = Vec::new();
+        let mut pos = start;
+        for (at, loc) in &moved[self.moved_next..] {
+            if pos == end || *at > pos {
+                break;
+            }
+            let to = (at + loc.len as u64).min(end);
+            pieces.push((pos, to, *loc, *at));
+            pos = to;
+        }
+        if pos < end {
+            return None;
+        }
+        let mut buf = vec![0u8; len as usize];
+        for (from, to, loc, at) in pieces {
+            let store = self.partial.store();
+            let source = self.sources.entry(loc.blob).or_insert_with(|| store.open_blob(&loc.blob).ok()).as_ref()?;
+            let dst = &mut buf[(from - start) as usize..(to - start) as usize];
+            let read = read_up_to(&source.data, loc.offset + (from - at), dst).ok()?;
+            if read < dst.len() {
+                return None;
+            }
+        }
+        Some(buf)
     }
 
     /// Reads a copy run from its base, keeps the groups that verify against
@@ -647,6 +716,58 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let physical = std::fs::metadata(store.partial_path(&hash, "data")).unwrap().blocks() * 512;
         assert!(physical < 64 * 1024, "the partial data file holds {physical} bytes on disk");
+    }
+
+    /// 100 bytes inserted at 1 MiB shift every later group: position finds
+    /// nothing after it, the content index finds nearly all of it.
+    #[tokio::test]
+    async fn shifted_bytes_are_found_by_content() {
+        let store = Store::temporary().unwrap();
+        let old = image(8 << 20, 6);
+        let base = store.import_bytes(old.clone()).await.unwrap();
+        store.build_content_index(&base.hash).unwrap();
+        let mut new = old[..1 << 20].to_vec();
+        new.extend_from_slice(&[1u8; 100]);
+        new.extend_from_slice(&old[1 << 20..]);
+        let (hash, tree) = outboard_of(&new);
+        let moved: Vec<_> = crate::content_index::chunk_bytes(&new)
+            .into_iter()
+            .filter_map(|e| store.find_chunk(&e.hash, &hash).unwrap().map(|l| (e.offset, l)))
+            .collect();
+        let mut s = store.start_seed(hash, new.len() as u64, &[base.hash]).unwrap().with_moved_chunks(moved);
+        s.push(&tree).unwrap();
+        let out = s.finish().unwrap();
+        let missing = ranges::byte_count(&store.missing(&hash).unwrap().unwrap(), new.len() as u64);
+        assert!(out.moved_bytes > 0 && out.reused_bytes >= out.moved_bytes);
+        assert!(missing < 600 << 10, "{missing} bytes still missing: {out:?}");
+        let peer = Store::temporary().unwrap();
+        let _kept = peer.import_bytes(new.clone()).await.unwrap();
+        let want = store.missing(&hash).unwrap().unwrap();
+        let mut response = Vec::new();
+        peer.write_encoded(&hash, &want, &mut response).unwrap();
+        store.receive_encoded(hash, &want, &mut &response[..]).unwrap();
+        assert_eq!(store.read_to_vec(&hash).unwrap(), new);
+    }
+
+    /// A content index that lies (chunks said to be where other bytes lie)
+    /// costs reads, never a wrong byte: nothing it points at is recorded.
+    #[tokio::test]
+    async fn a_lying_content_index_records_nothing() {
+        let store = Store::temporary().unwrap();
+        let other = image(4 << 20, 7);
+        let local = store.import_bytes(other.clone()).await.unwrap();
+        let new = image(2 << 20, 8);
+        let (hash, tree) = outboard_of(&new);
+        // every chunk of the new blob "found" somewhere in the other blob
+        let moved = crate::content_index::chunk_bytes(&new)
+            .into_iter()
+            .map(|e| (e.offset, ChunkLocation { blob: local.hash, offset: e.offset + 12345, len: e.len }))
+            .collect();
+        let mut s = store.start_seed(hash, new.len() as u64, &[]).unwrap().with_moved_chunks(moved);
+        s.push(&tree).unwrap();
+        let out = s.finish().unwrap();
+        assert_eq!(out.moved_bytes, 0);
+        assert_eq!(store.missing(&hash).unwrap(), Some(ranges::all(new.len() as u64)));
     }
 
     #[tokio::test]

@@ -378,6 +378,7 @@ impl Store {
 
     /// Removes a blob's entry and every file it has.
     pub(crate) fn remove_blob(&self, hash: &Hash) -> Result<()> {
+        self.remove_content_index(hash)?;
         self.inner.blobs.remove(hash.as_bytes())?;
         self.inner.partials.lock().unwrap().remove(hash);
         for p in [
