@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod daemon;
 mod demo;
+mod incremental_bench;
 mod relay;
 mod relay_bench;
 mod swarm_bench;
@@ -358,6 +359,20 @@ enum BenchScenario {
         #[arg(long)]
         json: bool,
     },
+    /// What new versions cost on the wire: rewritten groups, an append, an
+    /// insertion, a mostly-zero image, an image sharing half its chunks;
+    /// each against its baseline (and rsync, if installed) in one run.
+    Incremental {
+        /// Size of the generated image.
+        #[arg(long, default_value = "1GiB", value_parser = bench::parse_size)]
+        size: u64,
+        /// Directory for the stores and files.
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// The serving side of `bench transfer` (started by it).
     #[command(hide = true)]
     TransferServer {
@@ -620,6 +635,12 @@ async fn main() -> Result<()> {
         Command::Bench { scenario: BenchScenario::Swarm { size, peers, upload_limit_mbps, json } } => {
             let figures =
                 swarm_bench::run(swarm_bench::SwarmArgs { size, peers, limit_mbps: upload_limit_mbps }).await?;
+            for f in figures {
+                f.print(json);
+            }
+        }
+        Command::Bench { scenario: BenchScenario::Incremental { size, dir, json } } => {
+            let figures = incremental_bench::run(incremental_bench::IncrementalBenchArgs { size, dir }).await?;
             for f in figures {
                 f.print(json);
             }
