@@ -225,6 +225,11 @@ pub struct ResourceFile {
     /// not followed).
     #[serde(default)]
     pub overwrite: bool,
+    /// Export only: hand the store's copy over (renamed to `path`, no bytes
+    /// copied, kept as a reference) where it can
+    /// (`blixard_store::ExportOptions::hand_over`).
+    #[serde(default)]
+    pub hand_over: bool,
 }
 
 async fn upload(State(node): State<Node>, Json(req): Json<ResourceFile>) -> Answer<crate::events::ResourceInfo> {
@@ -234,7 +239,7 @@ async fn upload(State(node): State<Node>, Json(req): Json<ResourceFile>) -> Answ
 
 async fn export(State(node): State<Node>, Json(req): Json<ResourceFile>) -> Answer<()> {
     let kind = kind(&req.kind)?;
-    let options = blixard_store::ExportOptions { overwrite: req.overwrite };
+    let options = blixard_store::ExportOptions { overwrite: req.overwrite, hand_over: req.hand_over };
     node.export_resource(&kind, &req.name, &req.version, &req.path, options).await?;
     Ok(Json(()))
 }

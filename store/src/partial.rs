@@ -257,6 +257,13 @@ impl PartialBlob {
         let _ = fs::remove_file(&po);
         self.state.lock().unwrap().complete = true;
         s.inner.partials.lock().unwrap().remove(h);
+        {
+            let mut fresh = s.inner.fresh.lock().unwrap();
+            if fresh.len() >= 64 {
+                fresh.clear();
+            }
+            fresh.insert(*h);
+        }
         debug!(hash = %h, size = self.size, "blob complete");
         Ok(())
     }

@@ -105,6 +105,9 @@ pub(crate) struct Inner {
     pub(crate) leases: Mutex<HashMap<Hash, usize>>,
     /// Held while roots (tags, resources, new blobs) change and during GC.
     pub(crate) roots: Mutex<()>,
+    /// Blobs a download of this process completed (verified as they
+    /// arrived), for `ExportOptions::hand_over`; at most `FRESH_MAX`.
+    pub(crate) fresh: Mutex<std::collections::HashSet<Hash>>,
     /// Partial blobs from disk whose held ranges were re-verified by this
     /// process (see `Store::check_resumed`).
     pub(crate) checked_partials: Mutex<std::collections::HashSet<Hash>>,
@@ -179,6 +182,7 @@ impl Store {
             config,
             partials: Mutex::new(HashMap::new()),
             checked_partials: Mutex::new(Default::default()),
+            fresh: Mutex::new(Default::default()),
             leases: Mutex::new(HashMap::new()),
             roots: Mutex::new(()),
             recovery: std::sync::OnceLock::new(),

@@ -123,7 +123,7 @@ async fn export_never_writes_through_a_link() {
 
     let e = store.export(h, &out, ExportOptions::default()).await.unwrap_err();
     assert!(matches!(e, Error::Exists(_)), "{e}");
-    store.export(h, &out, ExportOptions { overwrite: true }).await.unwrap();
+    store.export(h, &out, ExportOptions { overwrite: true, ..Default::default() }).await.unwrap();
     assert_eq!(fs::read(&victim).unwrap(), b"precious", "the link's target is untouched");
     assert!(!fs::symlink_metadata(&out).unwrap().file_type().is_symlink(), "the link itself was replaced");
     assert_eq!(fs::read(&out).unwrap(), bytes);

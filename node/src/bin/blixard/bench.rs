@@ -231,7 +231,7 @@ pub async fn import(args: ImportArgs) -> Result<Vec<Figure>> {
             for _ in 0..args.runs {
                 // Both are durable when timed: export syncs before its rename.
                 let start = Instant::now();
-                store.export(out.hash, &target, ExportOptions { overwrite: true }).await?;
+                store.export(out.hash, &target, ExportOptions { overwrite: true, ..Default::default() }).await?;
                 exported.push(size as f64 / start.elapsed().as_secs_f64() / 1e6);
                 std::fs::remove_file(&target)?;
                 let start = Instant::now();

@@ -49,6 +49,7 @@ pub async fn upload(node: &ControlClient, name: &str, version: &str, file: &Path
         version: version.into(),
         path: path.clone(),
         overwrite: false,
+        hand_over: false,
     };
     // The import runs in the node while this follows its progress.
     let call = node.upload(&body);
@@ -201,7 +202,8 @@ pub async fn download(
     }
     if let Some(path) = output {
         let (kind, name, version) = ("vm-image".into(), name.into(), version.into());
-        let body = ResourceFile { kind, name, version, path: path.clone(), overwrite: force };
+        // The download's own file becomes the output (no second copy).
+        let body = ResourceFile { kind, name, version, path: path.clone(), overwrite: force, hand_over: true };
         node.export(&body).await?;
         println!("written to {}", path.display());
     }

@@ -5,6 +5,7 @@ mod cli;
 mod daemon;
 mod demo;
 mod incremental_bench;
+mod output_bench;
 mod relay;
 mod relay_bench;
 mod swarm_bench;
@@ -373,6 +374,30 @@ enum BenchScenario {
         #[arg(long)]
         json: bool,
     },
+    /// A download that ends in a file (`vm download --output`: the store's
+    /// copy handed over) vs the download alone, the old copy out of the
+    /// store, and optionally sendme, in one network namespace.
+    Output {
+        /// Size of the generated image.
+        #[arg(long, default_value = "1GiB", value_parser = bench::parse_size)]
+        size: u64,
+        /// Runs of each; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Directory for the stores and files.
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+        /// A sendme binary (0.37) to time on the same file, as an external
+        /// program only.
+        #[arg(long)]
+        sendme: Option<PathBuf>,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Already inside the bench's network namespace.
+        #[arg(long, hide = true)]
+        in_netns: bool,
+    },
     /// The serving side of `bench transfer` (started by it).
     #[command(hide = true)]
     TransferServer {
@@ -642,6 +667,12 @@ async fn main() -> Result<()> {
         Command::Bench { scenario: BenchScenario::Incremental { size, dir, json } } => {
             let figures = incremental_bench::run(incremental_bench::IncrementalBenchArgs { size, dir }).await?;
             for f in figures {
+                f.print(json);
+            }
+        }
+        Command::Bench { scenario: BenchScenario::Output { size, runs, dir, sendme, json, in_netns } } => {
+            let args = output_bench::OutputBenchArgs { size, runs: runs.max(1), dir, sendme, json, in_netns };
+            for f in output_bench::run(args).await?.unwrap_or_default() {
                 f.print(json);
             }
         }

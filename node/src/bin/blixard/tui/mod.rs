@@ -128,7 +128,8 @@ impl NodeApi for LiveNode {
             Action::Connect(peer) => format!("connected to {}", c.connect(&peer).await?),
             Action::Upload { path, name, version } => {
                 let path = std::path::absolute(&path)?;
-                let file = ResourceFile { kind: "vm-image".into(), name, version, path, overwrite: false };
+                let file =
+                    ResourceFile { kind: "vm-image".into(), name, version, path, overwrite: false, hand_over: false };
                 let r = c.upload(&file).await?;
                 format!(
                     "uploaded {} {} ({}), hash {}",
