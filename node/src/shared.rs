@@ -40,6 +40,9 @@ pub(crate) struct Inner {
     pub(crate) indexing: Arc<Semaphore>,
 }
 
+/// How long after an upload or download its content index is started.
+const INDEX_DELAY: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Inner {
     /// Builds the content index of a complete blob in the background (see
     /// `blixard_store::content_index`): peers downloading a similar blob
@@ -50,7 +53,12 @@ impl Inner {
             return;
         }
         let (store, permits) = (self.store.clone(), self.indexing.clone());
-        tokio::spawn(async move {
+        // Aborted with the node's other tasks when it stops (before the build
+        // starts; a build under way finishes on the blocking pool).
+        let task = tokio::spawn(async move {
+            // Not at once: what usually follows a download (writing it out,
+            // starting the VM) should not share the disk and CPU with it.
+            tokio::time::sleep(INDEX_DELAY).await;
             let Ok(_permit) = permits.acquire_owned().await else { return };
             let built = tokio::task::spawn_blocking(move || store.build_content_index(&hash)).await;
             match built {
@@ -59,6 +67,9 @@ impl Inner {
                 Err(e) => tracing::warn!(%hash, "content index task failed: {e}"),
             }
         });
+        let mut tasks = self.tasks.lock().unwrap();
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
     }
 
     /// See [`crate::Node::is_trusted`].

@@ -141,12 +141,23 @@ impl Store {
         let Some(EntryRecord::Complete { size, data, outboard, durable: false }) = self.entry(hash)? else {
             return Ok(());
         };
-        for (owned, ext) in
-            [(matches!(data, DataLocation::Owned), "data"), (matches!(outboard, OutboardLocation::Owned), "obao4")]
-        {
-            if owned {
-                let p = self.blob_path(hash, ext);
-                File::open(&p).and_then(|f| f.sync_all()).map_err(Error::io("sync", &p))?;
+        // A data file handed over to an export (`ExportOptions::hand_over`)
+        // is synced where it went.
+        let data_path = match &data {
+            DataLocation::Owned => Some(self.blob_path(hash, "data")),
+            DataLocation::External { path, .. } => Some(std::path::PathBuf::from(path)),
+            DataLocation::Inline(_) => None,
+        };
+        let outboard_path = matches!(outboard, OutboardLocation::Owned).then(|| self.blob_path(hash, "obao4"));
+        for p in [data_path, outboard_path].into_iter().flatten() {
+            if let Err(e) = File::open(&p).and_then(|f| f.sync_all()) {
+                // Handed over meanwhile: whoever moved it syncs it.
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && !matches!(self.entry(hash)?, Some(EntryRecord::Complete { data: ref d, durable: false, .. }) if *d == data)
+                {
+                    return Ok(());
+                }
+                return Err(Error::io("sync", &p)(e));
             }
         }
         let dir = self.inner.dir.join("blobs");

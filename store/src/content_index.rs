@@ -231,12 +231,13 @@ impl Store {
                 hash: *blake3::hash(&c.data).as_bytes(),
             });
         }
+        // Plain inserts, not `apply_batch`: sled 0.34 takes a process-wide
+        // write lock for batches, which waits on every other database's
+        // flusher (and deadlocked with them, several stores in one process).
         let chunks = self.chunk_tree()?;
-        let mut batch = sled::Batch::default();
         for e in &entries {
-            batch.insert(&chunk_key(&e.hash, hash)[..], &chunk_value(e.offset, e.len)[..]);
+            chunks.insert(&chunk_key(&e.hash, hash)[..], &chunk_value(e.offset, e.len)[..])?;
         }
-        chunks.apply_batch(batch)?;
         index.insert(hash.as_bytes(), encode_index(size, &entries))?;
         Ok(entries.len() as u32)
     }
@@ -272,10 +273,12 @@ impl Store {
         let Some(v) = index.get(hash.as_bytes())? else { return Ok(()) };
         let size = u64::from_le_bytes(v[1..9].try_into().map_err(|_| Error::BadIndex("short header".into()))?);
         let chunks = self.chunk_tree()?;
-        let mut batch = sled::Batch::default();
+        let mut keys = Vec::new();
         let mut decoder = IndexDecoder::new(size);
-        decoder.push(&v, |e| batch.remove(&chunk_key(&e.hash, hash)[..]))?;
-        chunks.apply_batch(batch)?;
+        decoder.push(&v, |e| keys.push(chunk_key(&e.hash, hash)))?;
+        for k in keys {
+            chunks.remove(&k[..])?;
+        }
         index.remove(hash.as_bytes())?;
         Ok(())
     }

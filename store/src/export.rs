@@ -132,7 +132,8 @@ impl Store {
     /// See [`ExportOptions::hand_over`]; `None` if the data cannot be
     /// handed over (not an owned file, or another file system).
     fn hand_over(&self, hash: &Hash, target: &Path, overwrite: bool) -> Result<Option<u64>> {
-        let Some(EntryRecord::Complete { size, data: DataLocation::Owned, outboard, .. }) = self.entry(hash)? else {
+        let Some(EntryRecord::Complete { size, data: DataLocation::Owned, outboard, durable }) = self.entry(hash)?
+        else {
             return Ok(None);
         };
         let fresh = self.inner.fresh.lock().unwrap().remove(hash);
@@ -143,9 +144,10 @@ impl Store {
             }
         }
         let src = self.blob_path(hash, "data");
-        let file = std::fs::File::open(&src).map_err(Error::io("open", &src))?;
-        file.sync_all().map_err(Error::io("sync", &src))?;
-        let meta = file.metadata().map_err(Error::io("stat", &src))?;
+        // Not synced here: a blob not yet durable stays so (re-verified at
+        // the next open if a crash comes first) and is synced in the
+        // background where it now lies, as any completed download is.
+        let meta = std::fs::metadata(&src).map_err(Error::io("stat", &src))?;
         let mtime_ns = meta
             .modified()
             .ok()
@@ -170,6 +172,9 @@ impl Store {
         match rename(&src, &target, overwrite) {
             Ok(()) => {
                 let _ = std::fs::File::open(&dir).and_then(|d| d.sync_all());
+                if !durable {
+                    self.schedule_sync(*hash);
+                }
                 Ok(Some(size))
             }
             Err(e) => {

@@ -60,7 +60,17 @@ fn rerun_in_netns(args: &OutputBenchArgs) -> Result<bool> {
         cmd.arg("--json");
     }
     let status = cmd.status();
-    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    // Removed even if the bench failed; retried, as a namespace whose last
+    // process is still exiting can be busy for a moment.
+    let removed = (0..10).any(|i| {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        ok(Command::new("ip").args(["netns", "del", &ns]).stderr(Stdio::null()))
+    });
+    if !removed {
+        eprintln!("could not remove network namespace {ns}: remove it with `ip netns del {ns}`");
+    }
     if !status?.success() {
         bail!("the bench failed inside {ns}");
     }
