@@ -39,7 +39,7 @@ const COPY_RUN_GROUPS: u64 = 64;
 /// Verified records written to the partial outboard in one write (1 MiB).
 const RECORD_BATCH: usize = 1 << 20;
 /// Seeded bytes after which the ranges seeded so far are recorded (and so
-/// may be checkpointed).
+/// may be checkpointed); sooner if the store checkpoints more often.
 const RECORD_EVERY: u64 = 256 << 20;
 /// Bases compared with one new blob.
 pub const MAX_SEED_BASES: usize = 8;
@@ -483,7 +483,8 @@ impl Seeder {
             _ => self.seeded.push(first..first + count),
         }
         self.seeded_bytes += bytes;
-        if self.seeded_bytes >= RECORD_EVERY {
+        let every = RECORD_EVERY.min(self.partial.store().inner.config.checkpoint_bytes.max(1 << 20));
+        if self.seeded_bytes >= every {
             self.record_seeded()?;
         }
         Ok(())

@@ -155,3 +155,115 @@ fn kill_9_mid_write_loses_nothing_acknowledged() {
     eprintln!("{kills} kills, {partial_checks} checks of a partial blob, {completions} completions");
     assert!(partial_checks >= 6, "kills did not land mid-transfer often enough to test anything");
 }
+
+const SEED_CHILD_ENV: &str = "BLIXARD_SEED_CRASH_CHILD_DIR";
+
+/// The seeding child: seeds version 2 from version 1 (equal groups copied,
+/// zero groups punched), then fetches the rest, until killed or complete.
+#[test]
+fn seed_crash_child() {
+    let Ok(dir) = std::env::var(SEED_CHILD_ENV) else { return };
+    let dir = PathBuf::from(dir);
+    let src = Store::open(dir.join("src")).unwrap();
+    let dst = Store::open_with(dir.join("dst"), config()).unwrap();
+    let base: Hash = std::fs::read_to_string(dir.join("base")).unwrap().parse().unwrap();
+    let hash: Hash = std::fs::read_to_string(dir.join("hash")).unwrap().parse().unwrap();
+    let tree = src.outboard_bytes(&hash).unwrap();
+    let size = match src.status(&hash).unwrap() {
+        BlobStatus::Complete { size } => size,
+        s => panic!("{s:?}"),
+    };
+    loop {
+        match dst.status(&hash).unwrap() {
+            BlobStatus::Complete { .. } => return,
+            BlobStatus::Partial { ranges, .. } if !ranges.is_empty() => {
+                let missing = dst.missing(&hash).unwrap().unwrap();
+                let resp = common::response(&src, &hash, &missing);
+                common::receive(&dst, hash, &missing, &resp).unwrap();
+            }
+            _ => {
+                let mut seeder = dst.start_seed(hash, size, &[base]).unwrap();
+                for piece in tree.chunks(4096) {
+                    seeder.push(piece).unwrap();
+                }
+                seeder.finish().unwrap();
+            }
+        }
+    }
+}
+
+/// Seeding killed with SIGKILL at random moments, then reopened: whatever
+/// is recorded is version 2's bytes and serves to a third store that
+/// verifies it (its parents were durable before it was recorded).
+#[test]
+fn kill_9_mid_seed_records_only_verified_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = common::data(SIZE, SEED);
+    let mut v2 = v1.clone();
+    for g in (0..SIZE / 16384).step_by(37) {
+        v2[g * 16384 + 11] ^= 0x5a;
+    }
+    v2[3 << 20..5 << 20].fill(0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let hash = {
+        let src = Store::open(dir.path().join("src")).unwrap();
+        let out = rt.block_on(src.import_bytes(v2.clone())).unwrap();
+        src.set_tag_and_release("v2", out.lease).unwrap();
+        src.sync_all().unwrap();
+        out.hash
+    };
+    let base = {
+        let dst = Store::open_with(dir.path().join("dst"), config()).unwrap();
+        let out = rt.block_on(dst.import_bytes(v1.clone())).unwrap();
+        dst.set_tag_and_release("v1", out.lease).unwrap();
+        dst.sync_all().unwrap();
+        out.hash
+    };
+    std::fs::write(dir.path().join("hash"), hash.to_string()).unwrap();
+    std::fs::write(dir.path().join("base"), base.to_string()).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = rand::thread_rng();
+    let (mut kills, mut partial_checks, mut rounds) = (0, 0, 0);
+    while kills < 8 && rounds < 80 {
+        rounds += 1;
+        let mut child = Command::new(&exe)
+            .args(["--exact", "seed_crash_child", "--nocapture", "--test-threads=1"])
+            .env(SEED_CHILD_ENV, dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.gen_range(10..120)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        assert!(child.wait().is_ok());
+        let dst = Store::open_with(dir.path().join("dst"), config()).unwrap();
+        match dst.status(&hash).unwrap() {
+            BlobStatus::Complete { .. } => {
+                assert_eq!(dst.read_to_vec(&hash).unwrap(), v2, "complete blob has wrong bytes");
+                // start over: forget version 2, keep the base
+                drop(dst);
+                let dst = Store::open_with(dir.path().join("dst"), config()).unwrap();
+                dst.gc().unwrap();
+            }
+            BlobStatus::Partial { ranges: recorded, .. } if !recorded.is_empty() => {
+                let file = std::fs::read(dir.path().join("dst/partial").join(format!("{hash}.data"))).unwrap();
+                for r in ranges::to_vec(&recorded, SIZE as u64) {
+                    let (s, e) = ((r.start * 1024) as usize, ((r.end * 1024) as usize).min(SIZE));
+                    assert!(file[s..e] == v2[s..e], "recorded bytes {s}..{e} are not version 2's");
+                }
+                let third_dir = tempfile::tempdir().unwrap();
+                let third = Store::open(third_dir.path()).unwrap();
+                let resp = common::response(&dst, &hash, &recorded);
+                let out = common::receive(&third, hash, &recorded, &resp).expect("recorded ranges verify");
+                assert_eq!(out.held, recorded);
+                partial_checks += 1;
+            }
+            _ => {}
+        }
+    }
+    eprintln!("{kills} kills in {rounds} rounds, {partial_checks} partial blobs checked");
+    assert!(kills >= 3, "the child finished too fast to be killed: {kills} kills");
+    assert!(partial_checks >= 1, "no kill left anything recorded to check");
+}
