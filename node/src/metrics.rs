@@ -40,7 +40,7 @@ pub struct Metrics {
     pub reused_bytes: IntCounter,
     /// Bytes of downloads that were zero groups: never fetched, kept as holes.
     pub zero_bytes: IntCounter,
-    /// Tree bytes fetched to compare new blobs with local ones.
+    /// Tree and content-index bytes fetched to compare new blobs with local ones.
     pub tree_bytes: IntCounter,
     paths: std::sync::Mutex<Option<std::sync::Arc<PathStats>>>,
 }
@@ -113,7 +113,7 @@ impl Metrics {
             ),
             tree_bytes: counter(
                 "blixard_p2p_tree_bytes_total",
-                "Tree bytes fetched to compare new blobs with local ones",
+                "Tree and content-index bytes fetched to compare new blobs with local ones",
             ),
             paths: std::sync::Mutex::new(None),
             registry,

@@ -505,21 +505,19 @@ async fn send_blob(
     effective: ChunkRanges,
     peer: &Peer,
 ) -> (quinn::SendStream, std::result::Result<(), ErrorCode>) {
-    // This connection's cap first, then a fair share of the server's.
-    let Ok(_mine) = peer.responses.acquire().await else { return (send, Err(ErrorCode::Unavailable)) };
     {
         let mut served = peer.served.lock().unwrap();
         if served.len() < MAX_RECHECK && !served.contains(&hash) {
             served.push(hash);
         }
     }
-    let _slot = ctx.admission.response(peer.id, peer.privileged).await;
-    let mut pace = watched::Pace::new(ctx.limits.response_stall, ctx.limits.min_response_rate);
+    // This connection's cap first, then a fair share of the server's.
+    let Some(mut place) = take_place(ctx, peer).await else { return (send, Err(ErrorCode::Unavailable)) };
     let mut response = ctx.store.encode_response(hash, effective.clone());
     let limiter = ctx.upload_limiter.as_deref();
     let mut sent = Ok(());
     while let Some(mut batch) = response.next_batch().await {
-        sent = watched::send_chunks(&mut send, &mut batch, limiter, &mut pace).await;
+        sent = watched::send_chunks(&mut send, &mut batch, limiter, &mut place.pace).await;
         if sent.is_err() {
             break;
         }
@@ -547,6 +545,31 @@ async fn send_blob(
     (send, result)
 }
 
+/// A response's place: this connection's share, then a fair share of the
+/// server's slots, and the pace it must keep (held until dropped).
+struct Place<'a> {
+    _mine: tokio::sync::SemaphorePermit<'a>,
+    _slot: crate::admission::ResponseSlot,
+    pace: watched::Pace,
+}
+
+async fn take_place<'a>(ctx: &ServerContext, peer: &'a Peer) -> Option<Place<'a>> {
+    let mine = peer.responses.acquire().await.ok()?;
+    let slot = ctx.admission.response(peer.id, peer.privileged).await;
+    let pace = watched::Pace::new(ctx.limits.response_stall, ctx.limits.min_response_rate);
+    Some(Place { _mine: mine, _slot: slot, pace })
+}
+
+/// The code a response that stopped sending is reset with: a reader too
+/// slow for the pace frees its slot (`Unavailable`), anything else is ours.
+fn stopped(e: &std::io::Error) -> ErrorCode {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        ErrorCode::Unavailable
+    } else {
+        ErrorCode::Internal
+    }
+}
+
 /// Tree bytes read per piece (verified as read, then sent).
 const TREE_PIECE: usize = 256 * 1024;
 
@@ -571,17 +594,13 @@ async fn send_tree(
         }
         Err(_) => return (send, Err(ErrorCode::Internal)),
     };
-    let Ok(_mine) = peer.responses.acquire().await else { return (send, Err(ErrorCode::Unavailable)) };
-    let _slot = ctx.admission.response(peer.id, peer.privileged).await;
-    let mut pace = watched::Pace::new(ctx.limits.response_stall, ctx.limits.min_response_rate);
+    let Some(mut place) = take_place(ctx, peer).await else { return (send, Err(ErrorCode::Unavailable)) };
     let limiter = ctx.upload_limiter.as_deref();
     let mut batch = vec![Bytes::copy_from_slice(&reader.size().to_le_bytes())];
     loop {
-        if let Err(e) = watched::send_chunks(&mut send, &mut batch, limiter, &mut pace).await {
+        if let Err(e) = watched::send_chunks(&mut send, &mut batch, limiter, &mut place.pace).await {
             debug!(%hash, "sending the tree stopped: {e}");
-            let code =
-                if e.kind() == std::io::ErrorKind::TimedOut { ErrorCode::Unavailable } else { ErrorCode::Internal };
-            return (send, Err(code));
+            return (send, Err(stopped(&e)));
         }
         let piece = tokio::task::spawn_blocking(move || {
             let piece = reader.next_piece(TREE_PIECE);
@@ -629,15 +648,13 @@ async fn send_index(
         }
         Err(_) => return (send, Err(ErrorCode::Internal)),
     };
-    let Ok(_mine) = peer.responses.acquire().await else { return (send, Err(ErrorCode::Unavailable)) };
-    let _slot = ctx.admission.response(peer.id, peer.privileged).await;
-    let mut pace = watched::Pace::new(ctx.limits.response_stall, ctx.limits.min_response_rate);
+    let Some(mut place) = take_place(ctx, peer).await else { return (send, Err(ErrorCode::Unavailable)) };
     let mut batch: Vec<Bytes> = Bytes::from(index).chunks(TREE_PIECE).map(Bytes::copy_from_slice).collect();
-    match watched::send_chunks(&mut send, &mut batch, ctx.upload_limiter.as_deref(), &mut pace).await {
+    match watched::send_chunks(&mut send, &mut batch, ctx.upload_limiter.as_deref(), &mut place.pace).await {
         Ok(()) => (send, Ok(())),
         Err(e) => {
             debug!(%hash, "sending the content index stopped: {e}");
-            (send, Err(ErrorCode::Internal))
+            (send, Err(stopped(&e)))
         }
     }
 }
