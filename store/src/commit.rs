@@ -162,10 +162,14 @@ impl Store {
         }
         let dir = self.inner.dir.join("blobs");
         File::open(&dir).and_then(|f| f.sync_all()).map_err(Error::io("sync directory", &dir))?;
+        // Only the entry this synced: an export may have handed the data
+        // over meanwhile (then the new place is synced by its own turn).
         let _roots = self.inner.roots.lock().unwrap();
-        if let Some(EntryRecord::Complete { durable: false, .. }) = self.entry(hash)? {
-            self.put_entry(hash, &EntryRecord::Complete { size, data, outboard, durable: true })?;
-            self.flush()?;
+        if let Some(EntryRecord::Complete { data: now, durable: false, .. }) = self.entry(hash)? {
+            if now == data {
+                self.put_entry(hash, &EntryRecord::Complete { size, data, outboard, durable: true })?;
+                self.flush()?;
+            }
         }
         Ok(())
     }

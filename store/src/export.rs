@@ -132,8 +132,7 @@ impl Store {
     /// See [`ExportOptions::hand_over`]; `None` if the data cannot be
     /// handed over (not an owned file, or another file system).
     fn hand_over(&self, hash: &Hash, target: &Path, overwrite: bool) -> Result<Option<u64>> {
-        let Some(EntryRecord::Complete { size, data: DataLocation::Owned, outboard, durable }) = self.entry(hash)?
-        else {
+        let Some(EntryRecord::Complete { data: DataLocation::Owned, .. }) = self.entry(hash)? else {
             return Ok(None);
         };
         let fresh = self.inner.fresh.lock().unwrap().remove(hash);
@@ -143,6 +142,13 @@ impl Store {
                 return Err(Error::Damaged { hash: *hash, ranges: format!("{:?}", report.damaged) });
             }
         }
+        // The entry is switched under the roots lock, which a background
+        // sync (`make_durable`) also takes to mark the entry it synced.
+        let _roots = self.inner.roots.lock().unwrap();
+        let Some(EntryRecord::Complete { size, data: DataLocation::Owned, outboard, durable }) = self.entry(hash)?
+        else {
+            return Ok(None);
+        };
         let src = self.blob_path(hash, "data");
         // Not synced here: a blob not yet durable stays so (re-verified at
         // the next open if a crash comes first) and is synced in the
