@@ -2,7 +2,7 @@
 //! panics or over-allocates, and every frame accepted re-encodes to the
 //! bytes it came from.
 #![no_main]
-use blixard_protocol::relay_frame::FrameDecoder;
+use blixard_net::relay::frame::FrameDecoder;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use blixard_protocol::rate::{RateLimiter, TokenBucket};
+use blixard_net::rate::{RateLimiter, TokenBucket};
 
 use crate::metrics::Metrics;
 

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use blixard_protocol::rate::{AllOf, RateLimiter, TokenBucket};
+use blixard_net::rate::{AllOf, RateLimiter, TokenBucket};
 use blixard_store::{BlobStatus, Hash};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};

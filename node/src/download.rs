@@ -21,9 +21,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use blixard_net::rate::RateLimiter;
 use blixard_protocol::{
     client::{self, GetOptions},
-    rate::RateLimiter,
     watched::Deadlines,
     wire::ResourceInfo as WireResource,
     Connection, NodeId,

@@ -156,3 +156,9 @@ impl Error {
 
 /// The node's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<blixard_net::Error> for Error {
+    fn from(e: blixard_net::Error) -> Self {
+        Error::Protocol(e.into())
+    }
+}

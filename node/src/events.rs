@@ -54,8 +54,8 @@ impl PeerPath {
     /// The path of a connection (`None`: a relayed mapping given up).
     pub(crate) fn of(conn: &blixard_protocol::Connection) -> Option<PeerPath> {
         Some(match conn.path()? {
-            blixard_protocol::endpoint::Path::Direct(addr) => PeerPath::Direct { addr },
-            blixard_protocol::endpoint::Path::Relay(relay) => PeerPath::Relay { relay },
+            blixard_net::endpoint::Path::Direct(addr) => PeerPath::Direct { addr },
+            blixard_net::endpoint::Path::Relay(relay) => PeerPath::Relay { relay },
             _ => return None,
         })
     }

@@ -4,7 +4,7 @@
 //! `blixard_p2p_transfer_duration`) and a few more. Served by the control
 //! API at `/metrics` in the Prometheus text format.
 
-use blixard_protocol::relay::PathStats;
+use blixard_net::relay::PathStats;
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// The node's metrics.

@@ -259,7 +259,7 @@ impl Node {
         // Turns away, at the handshake, peers not on the allowlist and
         // every peer while P2P is off.
         let p2p_on = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let client_filter: blixard_protocol::tls::ClientFilter = {
+        let client_filter: blixard_net::tls::ClientFilter = {
             let (allowed, on) = (config.allowlist.clone(), p2p_on.clone());
             Arc::new(move |id: &NodeId| {
                 if !on.load(std::sync::atomic::Ordering::SeqCst) {
@@ -283,7 +283,7 @@ impl Node {
         };
         let socket = match endpoint_socket {
             EndpointSocket::Bind(addr) => {
-                blixard_protocol::endpoint::bind_udp(addr, endpoint_options.tuning.socket_buffer_bytes)
+                blixard_net::endpoint::bind_udp(addr, endpoint_options.tuning.socket_buffer_bytes)
                     .map_err(|e| Error::start(format!("cannot listen on UDP {addr} (port in use?)"), e))?
             }
             EndpointSocket::Socket(socket) => socket,
@@ -293,7 +293,7 @@ impl Node {
         let relay_server = match (config.relay_server, relay_key) {
             (Some(addr), Some(key)) => {
                 let server =
-                    blixard_protocol::relay::RelayServer::bind(key, addr, Default::default()).await.map_err(|e| {
+                    blixard_net::relay::RelayServer::bind(key, addr, Default::default()).await.map_err(|e| {
                         Error::start(format!("cannot run the relay on TCP and UDP {addr} (port in use?)"), e)
                     })?;
                 info!(relay = %server.node_id(), addr = %server.addr(), "relay server running");

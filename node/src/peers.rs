@@ -393,7 +393,11 @@ impl Peers {
                 Ok(conn) => {
                     return self.register(conn.clone(), trusted).ok_or_else(|| crate::Error::BookFull(conn.remote_id()))
                 }
-                Err(e @ crate::Error::Protocol(blixard_protocol::Error::WrongIdentity { .. })) => return Err(e),
+                Err(
+                    e @ crate::Error::Protocol(blixard_protocol::Error::Net(blixard_net::Error::WrongIdentity {
+                        ..
+                    })),
+                ) => return Err(e),
                 Err(e) if attempt >= self.retries => return Err(e),
                 Err(e) => {
                     let base = DIAL_BACKOFF * 2u32.pow(attempt.min(8));
@@ -454,7 +458,7 @@ impl Peers {
             if let Some(addr) = addr {
                 e.direct_addrs.retain(|a| *a != addr);
                 e.direct_addrs.insert(0, addr);
-                e.direct_addrs.truncate(blixard_protocol::addr::MAX_DIRECT_ADDRS);
+                e.direct_addrs.truncate(blixard_net::addr::MAX_DIRECT_ADDRS);
             }
             e.rtt = Some(conn.rtt());
             e.trusted |= trusted;

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use blixard_protocol::{rate::RateLimiter, Endpoint};
+use blixard_net::{rate::RateLimiter, Endpoint};
 use blixard_store::Store;
 use tokio::{
     sync::{broadcast, Semaphore},
@@ -35,7 +35,7 @@ pub(crate) struct Inner {
     /// P2P on (true) or off: the dispatcher starts transfers only while on.
     pub(crate) p2p_on: tokio::sync::watch::Sender<bool>,
     /// The relay this node runs for others (`relay_server`), if any.
-    pub(crate) relay_server: Mutex<Option<blixard_protocol::relay::RelayServer>>,
+    pub(crate) relay_server: Mutex<Option<blixard_net::relay::RelayServer>>,
     /// One content index is built at a time (each reads a whole blob).
     pub(crate) indexing: Arc<Semaphore>,
 }

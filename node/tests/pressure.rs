@@ -11,9 +11,8 @@ use std::{
 
 use blixard_node::{Node, NodeOptions, P2pConfig, TransferPriority, TransferState};
 use blixard_protocol::{
-    endpoint::EndpointOptions,
     wire::{self, GetRequest, RangeSpec, Request},
-    Connection, Endpoint, NodeAddr, SecretKey,
+    Connection, Endpoint, EndpointOptions, NodeAddr, SecretKey,
 };
 use blixard_store::{ChunkRanges, Hash, ResourceKind};
 

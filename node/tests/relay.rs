@@ -5,11 +5,11 @@
 
 use std::{io::Write, time::Duration};
 
-use blixard_node::{Node, NodeOptions, P2pConfig, PeerPath, TransferPriority};
-use blixard_protocol::{
+use blixard_net::{
     relay::{Incoming, RelayClient, RelayLimits, RelayServer},
     RelayAddr, SecretKey,
 };
+use blixard_node::{Node, NodeOptions, P2pConfig, PeerPath, TransferPriority};
 use blixard_store::ResourceKind;
 use bytes::Bytes;
 

@@ -20,11 +20,12 @@ use blixard_store::{
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use blixard_net::rate::RateLimiter;
+
 pub use crate::response::GetOutcome;
 use crate::{
     frame,
     limits::*,
-    rate::RateLimiter,
     response::{self, ChunkSource, ResponseSequence},
     watched::{Deadlines, WatchedRead},
     wire::*,

@@ -110,7 +110,7 @@ pub async fn run(id: NodeId, addr: SocketAddr, hash: Option<Hash>, scratch: &Pat
     r.check("wrong identity refused", async {
         let other = SecretKey::generate().node_id();
         match endpoint.connect(addr, Some(other)).await {
-            Err(Error::WrongIdentity { .. }) => Ok("a dial expecting another key fails".into()),
+            Err(blixard_net::Error::WrongIdentity { .. }) => Ok("a dial expecting another key fails".into()),
             Err(e) => Err(format!("failed, but not on identity: {e}")),
             Ok(_) => Err("connected although the key differs".into()),
         }

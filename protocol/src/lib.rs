@@ -1,18 +1,21 @@
-//! The Blixard P2P wire protocol: QUIC (quinn + rustls) between nodes that
-//! are their Ed25519 keys, carrying verified, incremental range transfers of
-//! BLAKE3/bao blobs from a [`blixard_store::Store`].
+//! The Blixard P2P blob protocol: verified, incremental range transfers of
+//! BLAKE3/bao blobs from a [`blixard_store::Store`], over the QUIC
+//! endpoint of [`blixard_net`] (nodes are their Ed25519 keys). The net
+//! crate's common types are re-exported here ([`Endpoint`], [`NodeId`],
+//! [`NodeAddr`], ...).
 //!
-//! - [`identity`]: node keys, [`NodeId`]; [`addr`]: [`NodeAddr`], how to reach one.
-//! - [`tls`]: certificates from node keys and the verifiers on both sides.
-//! - [`endpoint`]: binding, dialling with identity checks, transport tuning.
 //! - [`wire`]: framing, messages, error codes; socket-free, fuzzed.
 //! - [`server`]: answering requests from a store, within [`limits`].
 //! - [`client`]: get (verified into a store, resuming), observe, lookup,
 //!   list, ping, peers; [`response`] is a blob response's state machine,
 //!   without sockets.
-//! - [`frame`], [`watched`], [`rate`]: framing, response deadlines and
-//!   chunk sends, rate limits over QUIC streams.
-//! - [`relay_frame`]: the relay's frames (`docs/RELAY.md`), without sockets.
+//! - [`frame`], [`watched`]: framing, response deadlines and chunk sends
+//!   over QUIC streams.
+//! - [`admission`]: connection and stream caps per peer, address and node.
+//! - [`claim`]: signed resource claims; [`plan`]: which ranges to ask whom.
+//! - [`limits`]: every length and count the protocol caps; [`codes`]:
+//!   the error codes (from [`blixard_net`]).
+//! - [`error`]: the crate's one [`Error`].
 //! - [`conformance`]: checks any peer against the specification.
 //!
 //! `docs/PROTOCOL.md` specifies every byte.
@@ -43,29 +46,20 @@
 //! # Ok(()) }
 //! ```
 
-pub mod addr;
 pub mod admission;
 pub mod claim;
 pub mod client;
-pub mod codes;
 pub mod conformance;
-pub mod endpoint;
 pub mod error;
 pub mod frame;
-pub mod identity;
 pub mod limits;
 pub mod plan;
-pub mod rate;
-pub mod relay;
-pub mod relay_frame;
 pub mod response;
 pub mod server;
-pub mod tls;
 pub mod watched;
 pub mod wire;
 
-pub use addr::{NodeAddr, RelayAddr};
-pub use endpoint::{Connection, Endpoint, EndpointOptions, Tuning};
+pub use blixard_net::{
+    codes, Connection, Endpoint, EndpointOptions, ErrorCode, NodeAddr, NodeId, RelayAddr, SecretKey, Tuning,
+};
 pub use error::{Error, Result};
-pub use identity::{NodeId, SecretKey};
-pub use wire::ErrorCode;

@@ -20,7 +20,7 @@ pub const MAX_GET_MANY_ITEMS: usize = 1024;
 /// sequence blob is then at most 2 MiB).
 pub const MAX_SEQ_CHILDREN: u64 = 65_536;
 /// Most bidirectional streams a peer may have open on one connection at once.
-pub const MAX_STREAMS_PER_CONNECTION: u32 = 32;
+pub use blixard_net::endpoint::MAX_STREAMS_PER_CONNECTION;
 /// Most resources in one list response.
 pub const MAX_LIST_ITEMS: usize = 1024;
 /// Most peers in one peers response.

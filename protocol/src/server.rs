@@ -18,12 +18,11 @@ use crate::{
     admission::{Admission, ConnectionTicket, PrivilegeSource},
     frame,
     limits::*,
-    plan,
-    rate::RateLimiter,
-    watched,
+    plan, watched,
     wire::{self, *},
     Connection, Endpoint, Error, NodeId, Result, SecretKey,
 };
+use blixard_net::rate::RateLimiter;
 
 /// The peers this node knows, for peers requests.
 pub type PeerSource = Arc<dyn Fn() -> Vec<PeerEntry> + Send + Sync>;

@@ -21,7 +21,8 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-use crate::{rate::RateLimiter, wire, Error};
+use crate::{wire, Error};
+use blixard_net::rate::RateLimiter;
 
 /// Deadlines for reading a response.
 #[derive(Debug, Clone, Copy)]

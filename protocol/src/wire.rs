@@ -13,8 +13,8 @@ use std::net::{IpAddr, SocketAddr};
 use blixard_store::{ranges, ChunkRanges, Hash};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-pub use crate::codes::ErrorCode;
 use crate::{limits::*, Error, NodeId, Result};
+pub use blixard_net::ErrorCode;
 
 /// A request, the first and only frame a client sends on a stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

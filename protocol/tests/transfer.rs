@@ -178,7 +178,7 @@ async fn identities_are_checked_and_learned() {
     // The wrong expected id is refused, naming both.
     let wrong = blixard_protocol::SecretKey::generate().node_id();
     match ep.connect(server.endpoint.local_addr(), Some(wrong)).await {
-        Err(Error::WrongIdentity { expected, actual, .. }) => {
+        Err(blixard_net::Error::WrongIdentity { expected, actual, .. }) => {
             assert_eq!(expected, wrong);
             assert_eq!(actual, server.endpoint.node_id());
         }

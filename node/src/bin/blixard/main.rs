@@ -629,7 +629,7 @@ async fn main() -> Result<()> {
         Command::Verify { target, repair } => cli::verify(&target.control()?, repair).await?,
         Command::Demo { size } => demo::run(size).await?,
         Command::Relay { bind, data_dir, metrics, max_clients, max_per_ip, client_rate_mbps } => {
-            let limits = blixard_protocol::relay::RelayLimits {
+            let limits = blixard_net::relay::RelayLimits {
                 max_clients,
                 max_per_ip,
                 rate_bytes_per_sec: Some((client_rate_mbps * 1e6 / 8.0) as u64),

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, sync::atomic::Ordering, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
-use blixard_protocol::{
+use blixard_net::{
     relay::{RelayLimits, RelayServer, RelayStats},
     SecretKey,
 };

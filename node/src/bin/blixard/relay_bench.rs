@@ -7,11 +7,11 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use blixard_node::{Node, NodeOptions, P2pConfig, TransferPriority};
-use blixard_protocol::{
+use blixard_net::{
     relay::{RelayLimits, RelayServer},
     RelayAddr, SecretKey,
 };
+use blixard_node::{Node, NodeOptions, P2pConfig, TransferPriority};
 use blixard_store::ResourceKind;
 use serde_json::json;
 

@@ -39,7 +39,7 @@ use rand::Rng;
 use tokio::sync::mpsc;
 
 use super::links::{Arrived, Relays, INBOX_BATCHES};
-use crate::{relay_frame::MAX_PAYLOAD_BYTES, NodeId, RelayAddr, SecretKey};
+use crate::{relay::frame::MAX_PAYLOAD_BYTES, NodeId, RelayAddr, SecretKey};
 
 /// Largest datagram sent through a relay (QUIC's minimum MTU); larger
 /// ones (MTU probes) are dropped.

@@ -22,9 +22,9 @@ pub const MAX_DIRECT_ADDRS: usize = 8;
 /// A relay server: its own identity (pinned by clients) and its address.
 ///
 /// ```
-/// let relay: blixard_protocol::RelayAddr = format!("relay://{}@127.0.0.1:3340", "ab".repeat(32)).parse()?;
+/// let relay: blixard_net::RelayAddr = format!("relay://{}@127.0.0.1:3340", "ab".repeat(32)).parse()?;
 /// assert_eq!(relay.addr.port(), 3340);
-/// # Ok::<(), blixard_protocol::Error>(())
+/// # Ok::<(), blixard_net::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RelayAddr {
@@ -53,14 +53,14 @@ impl FromStr for RelayAddr {
 /// Where to reach a node, and optionally who it must be.
 ///
 /// ```
-/// use blixard_protocol::{NodeAddr, SecretKey};
+/// use blixard_net::{NodeAddr, SecretKey};
 ///
 /// let key = SecretKey::generate();
 /// let by_id: NodeAddr = format!("{}@127.0.0.1:7001", key.node_id()).parse()?;
 /// assert_eq!(by_id.id, Some(key.node_id()));
 /// let by_address: NodeAddr = "127.0.0.1:7001".parse()?; // identity learned at the handshake
 /// assert_eq!(by_address, NodeAddr::direct(None, "127.0.0.1:7001".parse().unwrap()));
-/// # Ok::<(), blixard_protocol::Error>(())
+/// # Ok::<(), blixard_net::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct NodeAddr {

@@ -1,11 +1,11 @@
 //! The relay: a TLS-over-TCP server that forwards QUIC datagrams between
 //! node ids for nodes that cannot reach each other over UDP, its client,
 //! and the UDP echo probe it answers. Frames are in
-//! [`crate::relay_frame`]; the whole protocol is in `docs/RELAY.md`.
+//! [`crate::relay::frame`]; the whole protocol is in `docs/RELAY.md`.
 //!
 //! ```
-//! # #[tokio::main] async fn main() -> blixard_protocol::Result<()> {
-//! use blixard_protocol::{relay::{Incoming, RelayClient, RelayLimits, RelayServer}, RelayAddr, SecretKey};
+//! # #[tokio::main] async fn main() -> blixard_net::Result<()> {
+//! use blixard_net::{relay::{Incoming, RelayClient, RelayLimits, RelayServer}, RelayAddr, SecretKey};
 //!
 //! let server = RelayServer::bind(SecretKey::generate(), "127.0.0.1:0".parse().unwrap(), RelayLimits::default()).await?;
 //! let relay = RelayAddr { id: server.node_id(), addr: server.addr() };
@@ -21,6 +21,7 @@
 //! ```
 
 mod client;
+pub mod frame;
 mod links;
 pub mod probe;
 mod server;
@@ -32,7 +33,7 @@ pub use server::{code, RelayLimits, RelayServer, RelayStats};
 pub use socket::{Path, PathSocket, PathStats, MAX_MAPPED_PEERS, MAX_RELAYED_DATAGRAM};
 
 /// The relay's TLS ALPN.
-pub const ALPN: &[u8] = b"blixard-relay/1";
+pub use crate::tls::RELAY_ALPN as ALPN;
 /// The relay's default port (TCP, and UDP for the probe).
 pub const DEFAULT_PORT: u16 = 3340;
 

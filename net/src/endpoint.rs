@@ -13,17 +13,19 @@ use quinn::{crypto::rustls::QuicClientConfig, crypto::rustls::QuicServerConfig, 
 
 pub use crate::relay::{Path, PathSocket};
 use crate::{
-    limits::MAX_STREAMS_PER_CONNECTION,
+    codes::ErrorCode,
     tls::{self, ClientFilter, ServerVerifier},
-    wire::ErrorCode,
     Error, NodeAddr, NodeId, Result, SecretKey,
 };
+
+/// Most bidirectional streams a peer may have open on one connection at once.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 32;
 
 /// Transport tuning. The defaults are measured on loopback and sized for
 /// LAN/WAN links (a 16 MiB stream window covers 1 Gbit/s at 130 ms RTT).
 ///
 /// ```
-/// use blixard_protocol::{EndpointOptions, Tuning};
+/// use blixard_net::{EndpointOptions, Tuning};
 ///
 /// let tuning = Tuning { server_send_window: 16 * 1024 * 1024, ..Tuning::default() };
 /// let options = EndpointOptions { tuning, ..Default::default() };
@@ -98,9 +100,9 @@ impl Tuning {
 /// Options for an endpoint.
 ///
 /// ```
-/// use blixard_protocol::{Endpoint, EndpointOptions, SecretKey};
+/// use blixard_net::{Endpoint, EndpointOptions, SecretKey};
 ///
-/// # #[tokio::main] async fn main() -> blixard_protocol::Result<()> {
+/// # #[tokio::main] async fn main() -> blixard_net::Result<()> {
 /// let endpoint = Endpoint::bind(SecretKey::generate(), "127.0.0.1:0".parse().unwrap(), EndpointOptions::default())?;
 /// # Ok(()) }
 /// ```
@@ -119,9 +121,9 @@ pub struct EndpointOptions {
 /// A QUIC endpoint speaking the Blixard protocol as one node.
 ///
 /// ```
-/// use blixard_protocol::{Endpoint, EndpointOptions, SecretKey};
+/// use blixard_net::{Endpoint, EndpointOptions, SecretKey};
 ///
-/// # #[tokio::main] async fn main() -> blixard_protocol::Result<()> {
+/// # #[tokio::main] async fn main() -> blixard_net::Result<()> {
 /// let a = Endpoint::bind(SecretKey::generate(), "127.0.0.1:0".parse().unwrap(), EndpointOptions::default())?;
 /// let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
 /// let b = Endpoint::from_std_socket(SecretKey::generate(), socket, EndpointOptions::default())?;

@@ -5,7 +5,7 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use blixard_protocol::{
+use blixard_net::{
     endpoint::{bind_udp, Path},
     relay::{RelayLimits, RelayServer, MAX_RELAYED_DATAGRAM},
     Endpoint, EndpointOptions, NodeAddr, RelayAddr, SecretKey,
@@ -32,7 +32,7 @@ async fn home_of(e: &Endpoint) -> RelayAddr {
 
 /// Sends `n` bytes from `from` on a new stream of `conn` and reads them on
 /// `to`'s accepted connection.
-async fn stream_bytes(client: &blixard_protocol::Connection, server: &blixard_protocol::Connection, n: usize) {
+async fn stream_bytes(client: &blixard_net::Connection, server: &blixard_net::Connection, n: usize) {
     let data: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
     let (mut send, _recv) = client.quinn().open_bi().await.unwrap();
     let writer = {

@@ -21,10 +21,10 @@ use crate::{Error, Result};
 /// human-readable formats (JSON, TOML), as its 32 bytes on the wire.
 ///
 /// ```
-/// let key = blixard_protocol::SecretKey::generate();
-/// let id: blixard_protocol::NodeId = key.node_id().to_string().parse()?;
+/// let key = blixard_net::SecretKey::generate();
+/// let id: blixard_net::NodeId = key.node_id().to_string().parse()?;
 /// assert_eq!(id, key.node_id());
-/// # Ok::<(), blixard_protocol::Error>(())
+/// # Ok::<(), blixard_net::Error>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub [u8; 32]);
@@ -89,7 +89,7 @@ impl FromStr for NodeId {
 /// A node's Ed25519 secret key (PKCS#8 v2), with its public [`NodeId`].
 ///
 /// ```
-/// use blixard_protocol::SecretKey;
+/// use blixard_net::SecretKey;
 ///
 /// let key = SecretKey::generate();
 /// let same = SecretKey::from_seed(&[7; 32]);

@@ -16,7 +16,7 @@ use tracing::debug;
 
 use super::server::write_loop;
 use crate::{
-    relay_frame::{Datagrams, FrameDecoder, RelayFrame, RELAY_VERSION},
+    relay::frame::{Datagrams, FrameDecoder, RelayFrame, RELAY_VERSION},
     Error, NodeId, RelayAddr, Result, SecretKey,
 };
 
@@ -82,7 +82,7 @@ impl RelayClient {
             let mut out = bytes::BytesMut::new();
             RelayFrame::Login { version: RELAY_VERSION }.encode(&mut out)?;
             let sent = std::time::Instant::now();
-            tokio::io::AsyncWriteExt::write_all(&mut tls, &out).await.map_err(Error::StreamIo)?;
+            tokio::io::AsyncWriteExt::write_all(&mut tls, &out).await.map_err(Error::Io)?;
             let mut decoder = FrameDecoder::default();
             let mut buf = vec![0u8; 4096];
             loop {
@@ -94,7 +94,7 @@ impl RelayClient {
                     Some(RelayFrame::KeepAlive) => {}
                     Some(other) => return Err(Error::Relay(format!("expected LoginAck, got {other:?}"))),
                     None => {
-                        let n = tls.read(&mut buf).await.map_err(Error::StreamIo)?;
+                        let n = tls.read(&mut buf).await.map_err(Error::Io)?;
                         if n == 0 {
                             return Err(Error::Relay(format!("{} closed the connection at login", relay.addr)));
                         }

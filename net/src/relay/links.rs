@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::client::{Incoming, RelayClient, RelaySender};
-use crate::{relay_frame::Datagrams, NodeId, RelayAddr, SecretKey};
+use crate::{relay::frame::Datagrams, NodeId, RelayAddr, SecretKey};
 
 /// First wait before reconnecting to a relay; doubles per failure up to
 /// [`MAX_RECONNECT`] (plus up to 50% jitter).

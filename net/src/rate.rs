@@ -17,7 +17,7 @@ pub trait RateLimiter: Send + Sync {
 ///
 /// ```
 /// // 10 MB/s, bursts of 1 MiB; share it (Arc) among what it limits.
-/// let bucket = std::sync::Arc::new(blixard_protocol::rate::TokenBucket::new(10_000_000, 1 << 20));
+/// let bucket = std::sync::Arc::new(blixard_net::rate::TokenBucket::new(10_000_000, 1 << 20));
 /// ```
 #[derive(Debug)]
 pub struct TokenBucket {

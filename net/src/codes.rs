@@ -11,7 +11,7 @@ pub enum ErrorCode {
     BadRequest,
     /// 2: the request tag is not one this server knows (a newer protocol?).
     UnknownRequest,
-    /// 3: the request frame is longer than [`MAX_REQUEST_BYTES`](crate::limits::MAX_REQUEST_BYTES).
+    /// 3: the request frame is longer than the blob protocol's `MAX_REQUEST_BYTES`.
     RequestTooLarge,
     /// 4: too many ranges, items or children.
     TooMany,

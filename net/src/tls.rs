@@ -23,6 +23,8 @@ use crate::{Error, NodeId, Result, SecretKey};
 
 /// ALPN protocol id; it carries the protocol version.
 pub const ALPN: &[u8] = b"blixard/2";
+/// The relay's TLS ALPN (TCP), so a relay and a node port never mix up.
+pub const RELAY_ALPN: &[u8] = b"blixard-relay/1";
 
 /// The DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), before the
 /// 32 key bytes.
@@ -207,14 +209,14 @@ pub(crate) fn server_config(key: &SecretKey, filter: Option<ClientFilter>) -> Re
 /// check as QUIC, its own ALPN, so a relay and a node port never mix up.
 pub(crate) fn relay_server_config(key: &SecretKey) -> Result<rustls::ServerConfig> {
     let mut cfg = server_config(key, None)?;
-    cfg.alpn_protocols = vec![crate::relay::ALPN.to_vec()];
+    cfg.alpn_protocols = vec![RELAY_ALPN.to_vec()];
     Ok(cfg)
 }
 
 /// A relay client's TLS configuration, pinning the relay's id.
 pub(crate) fn relay_client_config(key: &SecretKey, relay: NodeId) -> Result<rustls::ClientConfig> {
     let mut cfg = client_config(key, ServerVerifier::new(Some(relay)))?;
-    cfg.alpn_protocols = vec![crate::relay::ALPN.to_vec()];
+    cfg.alpn_protocols = vec![RELAY_ALPN.to_vec()];
     Ok(cfg)
 }
 

@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use super::probe;
 use crate::{
     rate::{RateLimiter, TokenBucket},
-    relay_frame::{FrameDecoder, RelayFrame, RELAY_VERSION},
+    relay::frame::{FrameDecoder, RelayFrame, RELAY_VERSION},
     Error, NodeId, Result, SecretKey,
 };
 
@@ -284,7 +284,7 @@ async fn serve_client(tcp: TcpStream, from: SocketAddr, acceptor: TlsAcceptor, s
                     other => return Err(Error::Relay(format!("expected Login, got {}", name(&other)))),
                 }
             }
-            let n = tls.read(&mut buf).await.map_err(Error::StreamIo)?;
+            let n = tls.read(&mut buf).await.map_err(Error::Io)?;
             if n == 0 {
                 return Err(Error::Relay("closed before logging in".into()));
             }
@@ -388,8 +388,8 @@ fn name(frame: &RelayFrame) -> &'static str {
 async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, frame: &RelayFrame) -> Result<()> {
     let mut out = BytesMut::new();
     frame.encode(&mut out)?;
-    w.write_all(&out).await.map_err(Error::StreamIo)?;
-    w.flush().await.map_err(Error::StreamIo)
+    w.write_all(&out).await.map_err(Error::Io)?;
+    w.flush().await.map_err(Error::Io)
 }
 
 /// Sends queued frames, batching writes while more are queued; a
@@ -477,7 +477,7 @@ async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
         let n = match tokio::time::timeout(limits.idle_timeout, r.read(&mut buf)).await {
             Ok(Ok(0)) => return Ok(()),
             Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(Error::StreamIo(e)),
+            Ok(Err(e)) => return Err(Error::Io(e)),
             Err(_) => {
                 debug!(client = %me, "relay client idle for {:?}: closed", limits.idle_timeout);
                 return Ok(());

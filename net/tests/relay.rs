@@ -3,9 +3,9 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use blixard_protocol::{
+use blixard_net::{
+    relay::frame::{RelayFrame, MAX_BODY_BYTES},
     relay::{code, probe, Incoming, RelayClient, RelayLimits, RelayServer},
-    relay_frame::{RelayFrame, MAX_BODY_BYTES},
     NodeId, RelayAddr, SecretKey,
 };
 use bytes::Bytes;
@@ -67,7 +67,7 @@ async fn a_second_login_of_one_node_replaces_the_first() {
 
 /// A raw TLS client logged in as `key`, for sending what our client never would.
 async fn raw_login(key: &SecretKey, addr: RelayAddr) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let config = blixard_protocol::relay::client_tls_config(key, addr.id).unwrap();
+    let config = blixard_net::relay::client_tls_config(key, addr.id).unwrap();
     let tcp = tokio::net::TcpStream::connect(addr.addr).await.unwrap();
     let name = rustls::pki_types::ServerName::IpAddress(addr.addr.ip().into());
     let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
@@ -82,7 +82,7 @@ async fn raw_login(key: &SecretKey, addr: RelayAddr) -> tokio_rustls::client::Tl
 async fn closed_with(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Option<u16> {
     let mut all = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut all)).await.expect("not closed");
-    let mut d = blixard_protocol::relay_frame::FrameDecoder::default();
+    let mut d = blixard_net::relay::frame::FrameDecoder::default();
     d.extend(&all);
     let mut code = None;
     while let Ok(Some(f)) = d.next_frame() {
