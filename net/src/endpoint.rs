@@ -187,6 +187,27 @@ impl Connection {
         }
     }
 
+    /// True if `other` is this very connection (clones compare equal).
+    pub fn same(&self, other: &Connection) -> bool {
+        self.inner.stable_id() == other.inner.stable_id()
+    }
+
+    /// True once the connection is closed or lost.
+    pub fn is_closed(&self) -> bool {
+        self.inner.close_reason().is_some()
+    }
+
+    /// Waits until the connection closes; why it did.
+    pub async fn closed(&self) -> quinn::ConnectionError {
+        self.inner.closed().await
+    }
+
+    /// UDP payload bytes sent and received on this connection so far.
+    pub fn udp_bytes(&self) -> (u64, u64) {
+        let s = self.inner.stats();
+        (s.udp_tx.bytes, s.udp_rx.bytes)
+    }
+
     /// The peer's real UDP address as this endpoint sees it, if the path is
     /// direct (`None` through a relay).
     pub fn observed_addr(&self) -> Option<SocketAddr> {

@@ -13,6 +13,7 @@
 //!   ([`relay::frame`], socket-free and fuzzed), the links a node keeps to
 //!   relays, the UDP echo probe, and the [`relay::PathSocket`] that carries
 //!   one endpoint over UDP and relays at once.
+//! - [`backoff`]: the one retry policy of every reconnect and retry loop.
 //! - [`rate`]: token buckets shared by the relay and the blob server.
 //! - [`codes`]: the [`ErrorCode`]s of stream resets and connection closes.
 //! - [`error`]: the crate's one [`Error`].
@@ -38,6 +39,7 @@
 //! ```
 
 pub mod addr;
+pub mod backoff;
 pub mod codes;
 pub mod endpoint;
 pub mod error;

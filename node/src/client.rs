@@ -38,9 +38,9 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::{
     cache::GcReport,
     control::{
-        ApiError, ConnectRequest, ControlFile, DownloadRequest, P2pSwitch, ResourceFile, TransferChange, VerifyInfo,
-        VerifyRequest,
+        ApiError, ConnectRequest, ControlFile, P2pSwitch, ResourceFile, TransferChange, VerifyInfo, VerifyRequest,
     },
+    transfers::DownloadRequest,
     Error, NodeId, P2pEvent, PeerInfo, RemoteResource, ResourceInfo, Result, Stats, TransferId, TransferInfo,
     TransferPriority, UploadProgress,
 };

@@ -30,7 +30,7 @@ use blixard_store::ResourceKind;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::{queue::TransferPriority, Error, Node, Result, TransferId};
+use crate::{queue::TransferPriority, DownloadRequest, Error, Node, Result, TransferId};
 
 /// Where a node's control API listens and its token: `control.json` in the
 /// data dir, readable only by the node's user.
@@ -244,58 +244,8 @@ async fn export(State(node): State<Node>, Json(req): Json<ResourceFile>) -> Answ
     Ok(Json(()))
 }
 
-/// `POST /v1/download`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DownloadRequest {
-    /// Kind, text form.
-    pub kind: String,
-    /// Name.
-    pub name: String,
-    /// Version.
-    pub version: String,
-    /// Priority (default normal).
-    #[serde(default)]
-    pub priority: TransferPriority,
-    /// The content chosen, whoever claims it (default: what trusted
-    /// publishers name).
-    #[serde(default)]
-    pub hash: Option<blixard_store::Hash>,
-    /// This transfer's own download limit, megabits per second (default:
-    /// only the node's).
-    #[serde(default)]
-    pub limit_mbps: Option<f64>,
-    /// Seed from this local version of the same name (besides the others).
-    #[serde(default)]
-    pub base_version: Option<String>,
-    /// Seed from this local blob too.
-    #[serde(default)]
-    pub base_hash: Option<blixard_store::Hash>,
-}
-
 async fn download(State(node): State<Node>, Json(req): Json<DownloadRequest>) -> Answer<TransferId> {
-    let kind = kind(&req.kind)?;
-    let mut request = crate::DownloadRequest::new(kind.clone(), &req.name, req.version).priority(req.priority);
-    if let Some(h) = req.hash {
-        request = request.hash(h);
-    }
-    if let Some(m) = req.limit_mbps {
-        request = request.limit_mbps(m);
-    }
-    if let Some(v) = &req.base_version {
-        let found = node.store().resource(&kind, &req.name, v).map_err(Error::from)?;
-        let Some(r) = found else {
-            return Err(crate::Error::InvalidArgument(format!(
-                "no local version {v} of {kind} {} to seed from",
-                req.name
-            ))
-            .into());
-        };
-        request = request.base(r.hash);
-    }
-    if let Some(h) = req.base_hash {
-        request = request.base(h);
-    }
-    Ok(Json(node.download(request)?))
+    Ok(Json(node.download(req)?))
 }
 
 /// `PATCH /v1/transfers/{id}`: what to change in a transfer.

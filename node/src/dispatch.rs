@@ -7,18 +7,25 @@ use std::{
     time::{Duration, Instant},
 };
 
-use blixard_net::rate::{AllOf, RateLimiter, TokenBucket};
+use blixard_net::{
+    backoff::Backoff,
+    rate::{AllOf, RateLimiter, TokenBucket},
+};
 use blixard_store::{BlobStatus, Hash};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::{
     download::{self, Live},
     error::{Error, Result},
-    events::{P2pEvent, ProviderShare, ResourceInfo, TransferProgress},
+    events::ResourceInfo,
     shared::Inner,
-    transfers::{TransferId, TransferInfo, TransferState},
+    transfers::{table::Moved, ProviderShare, TransferId, TransferInfo, TransferProgress},
 };
+
+/// Waits between attempts of one transfer: 0.5 s, doubling (no jitter:
+/// one node's own retries do not stampede anyone).
+const RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(3600));
 
 /// The dispatcher: takes a permit first, then the best waiting transfer, so
 /// the order is decided when capacity frees up.
@@ -28,29 +35,28 @@ pub(crate) fn dispatcher(inner: &Arc<Inner>) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else { return };
+            // Moved into the transfer that starts; held until it ends.
+            let mut permit = Some(permit);
             loop {
                 let Some(inner) = weak.upgrade() else { return };
                 let mut on = inner.p2p_on.subscribe();
-                let queued = inner.transfers.queued.clone();
-                let wake = queued.notified();
-                {
-                    // Popped, started and listed as running under one lock,
-                    // so turning P2P off (which takes it) sees every start.
-                    let mut t = inner.transfers.table.lock().unwrap();
-                    if *on.borrow_and_update() {
-                        if let Some(id) = t.queue.pop() {
-                            let task = tokio::spawn({
-                                let inner = inner.clone();
-                                async move {
-                                    run_transfer(&inner, id).await;
-                                    drop(permit);
-                                }
-                            });
-                            t.running.insert(id, task.abort_handle());
-                            inner.metrics.transfers_queued.set(t.queue.len() as i64);
-                            break;
-                        }
-                    }
+                let wake = inner.transfers.wake();
+                let wake = wake.notified();
+                // Whether P2P is on is read under the table's lock, so
+                // turning it off (which then takes the lock) sees every start.
+                let started = inner.transfers.start_next(
+                    || *on.borrow_and_update(),
+                    |id| {
+                        let (inner, permit) = (inner.clone(), permit.take());
+                        tokio::spawn(async move {
+                            run_transfer(&inner, id).await;
+                            drop(permit);
+                        })
+                        .abort_handle()
+                    },
+                );
+                if started {
+                    break;
                 }
                 drop(inner);
                 tokio::select! {
@@ -66,11 +72,8 @@ pub(crate) fn dispatcher(inner: &Arc<Inner>) -> JoinHandle<()> {
 /// retried with backoff, then the outcome recorded and announced.
 async fn run_transfer(inner: &Arc<Inner>, id: TransferId) {
     let table = &inner.transfers;
-    let Some(info) = table.transfer(id) else { return };
+    let Some(info) = table.running(id) else { return };
     let started = Instant::now();
-    table.update(id, |i| i.state = TransferState::Running);
-    inner.metrics.transfers_active.inc();
-    let _ = inner.events.send(P2pEvent::TransferStarted(id));
     let live = Arc::new(Live::default());
     // Aborted when this task ends, however it ends (a cancel aborts it).
     let reporter = AbortOnDrop(tokio::spawn({
@@ -81,7 +84,7 @@ async fn run_transfer(inner: &Arc<Inner>, id: TransferId) {
     let mut attempt = 0;
     let result = loop {
         attempt += 1;
-        table.update(id, |i| i.attempts = attempt);
+        table.attempt(id, attempt);
         let r = match tokio::time::timeout(config.transfer_timeout, attempt_once(inner, id, &info, &live)).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout(config.transfer_timeout)),
@@ -89,7 +92,7 @@ async fn run_transfer(inner: &Arc<Inner>, id: TransferId) {
         match r {
             Ok(res) => break Ok(res),
             Err(e) if attempt <= config.max_retry_attempts => {
-                let wait = Duration::from_millis(500) * 2u32.pow(attempt - 1);
+                let wait = RETRY.delay(attempt - 1);
                 warn!(%id, attempt, "download failed, retrying in {wait:?}: {e}");
                 tokio::time::sleep(wait).await;
             }
@@ -98,35 +101,14 @@ async fn run_transfer(inner: &Arc<Inner>, id: TransferId) {
     };
     drop(reporter);
     let took = started.elapsed();
-    table.ended(id);
-    let mut t = table.table.lock().unwrap();
-    t.running.remove(&id);
-    inner.metrics.transfers_active.dec();
-    let info = t.all.get_mut(&id).expect("transfers are never forgotten");
-    info.duration_secs = Some(took.as_secs_f64());
     match result {
         Ok(res) => {
-            info.state = TransferState::Completed;
-            info.hash = Some(res.hash);
-            let size = res.size;
-            let shares = info.progress.take().map(|p| p.shares).unwrap_or_default();
-            info.progress = Some(TransferProgress {
-                bytes: size,
-                total: size,
-                speed_bps: 0.0,
-                eta_secs: Some(0.0),
-                providers: 0,
-                shares,
-                fetched_bytes: live.wire.load(Ordering::Relaxed),
-                reused_bytes: live.reused.load(Ordering::Relaxed),
-                zero_bytes: live.zeros.load(Ordering::Relaxed),
-            });
-            inner.metrics.transfer_duration.observe(took.as_secs_f64());
-            inner.metrics.transfers_finished.with_label_values(&["completed"]).inc();
-            drop(t);
-            info!(%id, hash = %res.hash, size, secs = took.as_secs_f64(), "download complete");
-            let _ = inner.events.send(P2pEvent::ResourceAvailable(res));
-            let _ = inner.events.send(P2pEvent::TransferCompleted(id));
+            let moved = Moved {
+                fetched: live.wire.load(Ordering::Relaxed),
+                reused: live.reused.load(Ordering::Relaxed),
+                zeros: live.zeros.load(Ordering::Relaxed),
+            };
+            table.complete(id, res, took, moved);
             if inner.config.max_cache_size.is_some() {
                 // Keep the cache under its limit now, not at the next round.
                 let inner = inner.clone();
@@ -137,15 +119,7 @@ async fn run_transfer(inner: &Arc<Inner>, id: TransferId) {
                 });
             }
         }
-        Err(e) => {
-            info.state = TransferState::Failed;
-            let failure = crate::TransferFailure::from(&e);
-            info.error = Some(failure.clone());
-            inner.metrics.transfers_finished.with_label_values(&["failed"]).inc();
-            drop(t);
-            warn!(%id, "download failed: {e}");
-            let _ = inner.events.send(P2pEvent::TransferFailed(id, failure));
-        }
+        Err(e) => table.fail(id, &e, took),
     }
 }
 
@@ -189,7 +163,7 @@ async fn attempt_once(inner: &Inner, id: TransferId, info: &TransferInfo, live: 
         other => other?,
     };
     let hash = Hash(found.hash);
-    inner.transfers.update(id, |i| i.hash = Some(hash));
+    inner.transfers.resolved(id, hash);
     let lease = inner.store.lease(hash);
     let ctx = download::Context {
         store: inner.store.clone(),
@@ -281,7 +255,6 @@ async fn report_progress(inner: std::sync::Weak<Inner>, id: TransferId, every: D
             zero_bytes: live.zeros.load(Ordering::Relaxed),
         };
         let Some(inner) = inner.upgrade() else { return };
-        inner.transfers.update(id, |i| i.progress = Some(p.clone()));
-        let _ = inner.events.send(P2pEvent::TransferProgress(id, p));
+        inner.transfers.progress(id, p);
     }
 }

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use blixard_protocol::NodeId;
 
-use crate::{transfer_id::TransferId, transfers::TransferFailure};
+pub use crate::transfers::info::{ProviderShare, TransferProgress};
+use crate::transfers::{id::TransferId, info::TransferFailure};
 
 /// A peer as events and the control API show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,15 +71,6 @@ impl std::fmt::Display for PeerPath {
     }
 }
 
-/// One provider's part in a download.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProviderShare {
-    /// The provider.
-    pub peer: NodeId,
-    /// Verified bytes it sent in this transfer.
-    pub bytes: u64,
-}
-
 /// A resource as events and the control API show it: the store's record
 /// (kind, name, version, hash, size, creation time).
 pub use blixard_store::Resource as ResourceInfo;
@@ -96,34 +88,6 @@ pub struct RemoteResource {
     pub trusted: bool,
     /// The claim.
     pub resource: ResourceInfo,
-}
-
-/// Progress of one transfer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TransferProgress {
-    /// Verified bytes held so far.
-    pub bytes: u64,
-    /// The blob's size.
-    pub total: u64,
-    /// Recent speed, bytes per second.
-    pub speed_bps: f64,
-    /// Estimated seconds left at that speed.
-    pub eta_secs: Option<f64>,
-    /// Providers currently sending.
-    pub providers: usize,
-    /// Verified bytes from each provider so far (this run of the transfer).
-    #[serde(default)]
-    pub shares: Vec<ProviderShare>,
-    /// Bytes read from the network so far (responses, the tree included).
-    #[serde(default)]
-    pub fetched_bytes: u64,
-    /// Bytes copied from blobs already held (equal groups of another
-    /// version), each verified against the new tree.
-    #[serde(default)]
-    pub reused_bytes: u64,
-    /// Bytes of zero groups: never fetched, kept as holes.
-    #[serde(default)]
-    pub zero_bytes: u64,
 }
 
 /// An upload (import) in progress.

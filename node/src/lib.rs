@@ -52,8 +52,9 @@ mod node;
 mod peers;
 pub mod queue;
 mod shared;
-mod transfer_id;
-mod transfers;
+mod stats;
+pub mod transfers;
+mod uploads;
 
 /// The store and protocol crates, for what is not re-exported by name.
 pub use blixard_protocol as protocol;
@@ -68,6 +69,7 @@ pub use error::{Error, Result};
 pub use events::{
     P2pEvent, PeerInfo, PeerPath, ProviderShare, RemoteResource, ResourceInfo, TransferProgress, UploadProgress,
 };
-pub use node::{DownloadRequest, Node, Stats, EVENTS_CAPACITY};
+pub use node::{Node, EVENTS_CAPACITY};
 pub use queue::TransferPriority;
-pub use transfers::{FailureReason, TransferFailure, TransferId, TransferInfo, TransferState};
+pub use stats::Stats;
+pub use transfers::{DownloadRequest, FailureReason, TransferFailure, TransferId, TransferInfo, TransferState};

@@ -11,7 +11,10 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::{config::P2pConfig, events::P2pEvent, metrics::Metrics, peers::Peers, transfers::TransferTable};
+use crate::{
+    config::P2pConfig, events::P2pEvent, metrics::Metrics, peers::Peers, transfers::table::TransferTable,
+    uploads::Uploads,
+};
 
 /// The state of one running node.
 pub(crate) struct Inner {
@@ -27,8 +30,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) transfers: TransferTable,
     pub(crate) cache: crate::cache::Cache,
-    /// Imports running now: path, size, bytes done.
-    pub(crate) uploads: Mutex<Vec<(std::path::PathBuf, u64, Arc<std::sync::atomic::AtomicU64>)>>,
+    /// Imports running now.
+    pub(crate) uploads: Uploads,
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) download_limiter: Option<Arc<dyn RateLimiter>>,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -88,9 +91,7 @@ impl Inner {
         for t in self.tasks.lock().unwrap().drain(..) {
             t.abort();
         }
-        for (_, t) in self.transfers.table.lock().unwrap().running.drain() {
-            t.abort();
-        }
+        self.transfers.abort_all();
         self.peers.close_all(blixard_protocol::ErrorCode::Ok, "shutting down");
         self.endpoint.close(blixard_protocol::ErrorCode::Unavailable, "shutting down");
         self.relay_server.lock().unwrap().take();

@@ -15,11 +15,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::client::{Incoming, RelayClient, RelaySender};
+use crate::backoff::Backoff;
 use crate::{relay::frame::Datagrams, NodeId, RelayAddr, SecretKey};
 
 /// First wait before reconnecting to a relay; doubles per failure up to
@@ -27,6 +27,8 @@ use crate::{relay::frame::Datagrams, NodeId, RelayAddr, SecretKey};
 pub const RECONNECT: Duration = Duration::from_millis(250);
 /// Longest wait between reconnection attempts.
 pub const MAX_RECONNECT: Duration = Duration::from_secs(5);
+/// Reconnection waits, for the home election and each link.
+const RECONNECT_BACKOFF: Backoff = Backoff::new(RECONNECT, MAX_RECONNECT).with_jitter(0.5);
 /// A relay that is not home and carried nothing for this long is left.
 pub const LINK_IDLE: Duration = Duration::from_secs(300);
 /// Relays connected at once, at most (home plus peers' relays); a send to
@@ -154,7 +156,7 @@ impl Relays {
 /// trip; all are tried at once) and keeps it; again whenever home has
 /// failed [`REELECT_AFTER`] reconnections in a row.
 async fn elect(me: Weak<Relays>) {
-    let mut wait = RECONNECT;
+    let mut failures = 0;
     loop {
         let Some(relays) = me.upgrade() else { return };
         let (key, candidates) = (relays.key.clone(), relays.candidates.clone());
@@ -179,12 +181,13 @@ async fn elect(me: Weak<Relays>) {
         let Some(relays) = me.upgrade() else { return };
         let Some(client) = best else {
             drop(relays);
+            let wait = RECONNECT_BACKOFF.delay(failures);
+            failures += 1;
             debug!("no relay reachable; trying again in {wait:?}");
-            tokio::time::sleep(jitter(wait)).await;
-            wait = (wait * 2).min(MAX_RECONNECT);
+            tokio::time::sleep(wait).await;
             continue;
         };
-        wait = RECONNECT;
+        failures = 0;
         let relay = client.relay();
         info!(%relay, rtt = ?client.login_rtt(), "home relay chosen");
         let link = {
@@ -223,10 +226,6 @@ async fn elect(me: Weak<Relays>) {
     }
 }
 
-fn jitter(d: Duration) -> Duration {
-    d + d.mul_f64(rand::thread_rng().gen_range(0.0..0.5))
-}
-
 /// Keeps one relay connected: reconnects with backoff, passes what arrives
 /// into the inbox. A home link returns after [`REELECT_AFTER`] failures in
 /// a row when there are other candidates; another link after
@@ -243,7 +242,6 @@ async fn run_link(me: Weak<Relays>, relay: RelayAddr, link: Arc<Link>, mut first
 
 async fn keep_link(me: Weak<Relays>, relay: RelayAddr, link: &Link, mut first: Option<RelayClient>) -> bool {
     let mut failures = 0u32;
-    let mut wait = RECONNECT;
     loop {
         let Some(relays) = me.upgrade() else { return true };
         let home = link.home.load(Ordering::SeqCst);
@@ -269,7 +267,7 @@ async fn keep_link(me: Weak<Relays>, relay: RelayAddr, link: &Link, mut first: O
                 if failures > 0 {
                     info!(%relay, "reconnected to the relay");
                 }
-                (failures, wait) = (0, RECONNECT);
+                failures = 0;
                 *link.sender.lock().unwrap() = Some(client.sender());
                 let mut tick = tokio::time::interval(LINK_IDLE / 10);
                 loop {
@@ -297,10 +295,10 @@ async fn keep_link(me: Weak<Relays>, relay: RelayAddr, link: &Link, mut first: O
                 }
             }
             Err(e) => {
+                let wait = RECONNECT_BACKOFF.delay(failures);
                 failures += 1;
                 warn!(%relay, failures, "cannot reach the relay (next try in {wait:?}): {e}");
-                tokio::time::sleep(jitter(wait)).await;
-                wait = (wait * 2).min(MAX_RECONNECT);
+                tokio::time::sleep(wait).await;
             }
         }
     }

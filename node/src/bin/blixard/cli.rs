@@ -9,9 +9,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use blixard_node::{
-    client::ControlClient,
-    control::{DownloadRequest, ResourceFile},
-    TransferInfo, TransferPriority, TransferState,
+    client::ControlClient, control::ResourceFile, DownloadRequest, TransferInfo, TransferPriority, TransferState,
 };
 use blixard_store::ResourceKind;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -77,33 +75,19 @@ pub async fn upload(node: &ControlClient, name: &str, version: &str, file: &Path
     Ok(())
 }
 
-/// How `vm download` asks for a download.
-pub struct DownloadHow {
-    pub priority: TransferPriority,
+/// How `vm download` treats the output and the terminal.
+pub struct Follow {
     /// Replace an existing output.
     pub force: bool,
-    /// The content chosen, whoever claims it.
-    pub hash: Option<blixard_store::Hash>,
     /// Queue and return.
     pub detach: bool,
-    /// This download's own limit, megabits per second.
-    pub limit_mbps: Option<f64>,
-    /// A local version to seed from.
-    pub base: Option<String>,
-    /// A local blob to seed from.
-    pub base_hash: Option<blixard_store::Hash>,
 }
 
 /// `blixard vm download`: queues the download and follows it with a
 /// progress bar; Ctrl-C cancels it unless `detach` (which returns at once).
-pub async fn download(
-    node: &ControlClient,
-    name: &str,
-    version: &str,
-    output: Option<&Path>,
-    how: DownloadHow,
-) -> Result<()> {
-    let DownloadHow { priority, force, hash, detach, limit_mbps, base, base_hash } = how;
+pub async fn download(node: &ControlClient, req: DownloadRequest, output: Option<&Path>, follow: Follow) -> Result<()> {
+    let Follow { force, detach } = follow;
+    let (name, version) = (req.name.clone(), req.version.clone());
     // Check the output first: a bad path fails before any transfer.
     let output = output.map(absolute).transpose()?;
     if let Some(out) = &output {
@@ -118,16 +102,6 @@ pub async fn download(
             bail!("{} exists: pass --force to replace it", out.display());
         }
     }
-    let req = DownloadRequest {
-        kind: "vm-image".into(),
-        name: name.into(),
-        version: version.into(),
-        priority,
-        hash,
-        limit_mbps,
-        base_version: base,
-        base_hash,
-    };
     let id = node.download(&req).await?;
     if detach {
         println!("{id} queued; follow it with `blixard transfers`, stop it with `blixard cancel {id}`");

@@ -15,8 +15,9 @@ mod tui;
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context, Result};
+use blixard_node::DownloadRequest;
 use blixard_protocol::NodeAddr;
-use blixard_store::ImportMode;
+use blixard_store::{ImportMode, ResourceKind};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -611,8 +612,10 @@ async fn main() -> Result<()> {
                     base,
                     base_hash,
                 } => {
-                    let how = cli::DownloadHow { priority, force, hash, detach, limit_mbps, base, base_hash };
-                    cli::download(&node, &name, &version, output.as_deref(), how).await?
+                    let mut request = DownloadRequest::new(ResourceKind::VmImage, name, version).priority(priority);
+                    (request.hash, request.limit_mbps, request.base_version) = (hash, limit_mbps, base);
+                    request.bases.extend(base_hash);
+                    cli::download(&node, request, output.as_deref(), cli::Follow { force, detach }).await?
                 }
                 VmCommand::List { remote } => cli::list(&node, remote).await?,
             }

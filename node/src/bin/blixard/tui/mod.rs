@@ -21,8 +21,8 @@ use std::{
 use anyhow::Result;
 use blixard_node::{
     client::{ControlClient, EventLine},
-    control::{DownloadRequest, ResourceFile},
-    RemoteResource,
+    control::ResourceFile,
+    DownloadRequest, RemoteResource,
 };
 use crossterm::event::Event;
 use futures_util::{Stream, StreamExt};
@@ -140,17 +140,11 @@ impl NodeApi for LiveNode {
                 )
             }
             Action::Download { resource, priority, limit_mbps } => {
-                let request = DownloadRequest {
-                    kind: resource.kind.to_string(),
-                    name: resource.name.clone(),
-                    version: resource.version.clone(),
-                    priority,
-                    // The row the user picked: that content, whoever claims it.
-                    hash: Some(resource.hash),
-                    limit_mbps,
-                    base_version: None,
-                    base_hash: None,
-                };
+                // The row the user picked: that content, whoever claims it.
+                let mut request = DownloadRequest::new(resource.kind.clone(), &resource.name, &resource.version)
+                    .priority(priority)
+                    .hash(resource.hash);
+                request.limit_mbps = limit_mbps;
                 let id = c.download(&request).await?;
                 let limit = limit_mbps.map(|m| format!(", limit {m} Mbit/s")).unwrap_or_default();
                 format!("transfer {id} queued: {} {} at {priority}{limit}", resource.name, resource.version)
