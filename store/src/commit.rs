@@ -51,7 +51,7 @@ impl Store {
         place: impl FnOnce() -> Result<Placed>,
         discard: impl FnOnce(),
     ) -> Result<Lease> {
-        let _roots = self.inner.roots.lock().unwrap();
+        let roots = self.lock_roots();
         let lease = self.lease(*hash);
         match self.entry(hash)? {
             Some(EntryRecord::Complete { .. }) => {
@@ -62,7 +62,7 @@ impl Store {
             _ => {}
         }
         let Placed { data, outboard, durable } = place()?;
-        self.put_entry(hash, &EntryRecord::Complete { size, data, outboard, durable })?;
+        self.entries().complete(&roots, hash, size, data, outboard, durable)?;
         if durable || origin == Origin::Download {
             self.flush()?;
         }
@@ -127,10 +127,10 @@ impl Store {
     /// The thread holds the store weakly: a store being closed is not kept open,
     /// and whatever is left undone is re-verified at the next open.
     pub(crate) fn schedule_sync(&self, hash: Hash) {
-        let weak = std::sync::Arc::downgrade(&self.inner);
+        let weak = self.downgrade();
         std::thread::spawn(move || {
-            let Some(inner) = weak.upgrade() else { return };
-            if let Err(e) = (Store { inner }).make_durable(&hash) {
+            let Some(store) = weak.upgrade() else { return };
+            if let Err(e) = store.make_durable(&hash) {
                 warn!(%hash, "background sync failed: {e}");
             }
         });
@@ -138,7 +138,7 @@ impl Store {
 
     /// fsyncs a blob's owned files, then marks its entry durable. Blocks.
     pub fn make_durable(&self, hash: &Hash) -> Result<()> {
-        let Some(EntryRecord::Complete { size, data, outboard, durable: false }) = self.entry(hash)? else {
+        let Some(EntryRecord::Complete { data, outboard, durable: false, .. }) = self.entry(hash)? else {
             return Ok(());
         };
         // A data file handed over to an export (`ExportOptions::hand_over`)
@@ -160,16 +160,12 @@ impl Store {
                 return Err(Error::io("sync", &p)(e));
             }
         }
-        let dir = self.inner.dir.join("blobs");
+        let dir = self.dir().join("blobs");
         File::open(&dir).and_then(|f| f.sync_all()).map_err(Error::io("sync directory", &dir))?;
         // Only the entry this synced: an export may have handed the data
         // over meanwhile (then the new place is synced by its own turn).
-        let _roots = self.inner.roots.lock().unwrap();
-        if let Some(EntryRecord::Complete { data: now, durable: false, .. }) = self.entry(hash)? {
-            if now == data {
-                self.put_entry(hash, &EntryRecord::Complete { size, data, outboard, durable: true })?;
-                self.flush()?;
-            }
+        if self.entries().mark_durable(&self.lock_roots(), hash, &data)? {
+            self.flush()?;
         }
         Ok(())
     }

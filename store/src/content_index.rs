@@ -186,11 +186,11 @@ pub fn chunk_bytes(data: &[u8]) -> Vec<IndexEntry> {
 
 impl Store {
     fn index_tree(&self) -> Result<sled::Tree> {
-        Ok(self.inner.db.open_tree(INDEX_TREE)?)
+        Ok(self.db().open_tree(INDEX_TREE)?)
     }
 
     fn chunk_tree(&self) -> Result<sled::Tree> {
-        Ok(self.inner.db.open_tree(CHUNK_TREE)?)
+        Ok(self.db().open_tree(CHUNK_TREE)?)
     }
 
     /// The encoded content index of a complete blob, if it was built.
@@ -318,18 +318,7 @@ pub fn decode_index(size: u64, mut bytes: impl Read) -> Result<Vec<IndexEntry>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::test_data::image as random;
 
     #[tokio::test]
     async fn an_insertion_moves_only_nearby_cuts_and_chunks_are_found() {

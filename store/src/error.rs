@@ -55,8 +55,23 @@ pub enum Error {
     ReferenceChanged { hash: Hash, path: PathBuf, reason: String },
     /// Bytes at rest do not match the blob's tree (bit rot, a damaged
     /// disk). The damaged ranges are missing again and will be fetched anew.
-    #[error("blob {hash} is damaged at rest: bytes {ranges} do not match its tree; they are missing again and the next download fetches them from peers")]
-    Damaged { hash: Hash, ranges: String },
+    #[error("blob {hash} is damaged at rest: bytes {} do not match its tree; they are missing again and the next download fetches them from peers", crate::ranges::byte_ranges_text(.ranges, *.size))]
+    Damaged {
+        /// The blob.
+        hash: Hash,
+        /// Its size.
+        size: u64,
+        /// The chunk ranges that did not verify.
+        ranges: crate::ChunkRanges,
+    },
+    /// A blob's tree (outboard) is damaged at rest.
+    #[error("blob {hash} is damaged at rest: its tree does not verify ({reason})")]
+    DamagedTree {
+        /// The blob.
+        hash: Hash,
+        /// What was wrong with it.
+        reason: String,
+    },
     /// A file to be written exists already.
     #[error("{0} exists (overwrite it explicitly)")]
     Exists(PathBuf),

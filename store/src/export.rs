@@ -106,13 +106,7 @@ impl Store {
         })
         .map_err(Error::io("export to", tmp.path()))?;
         if !damaged.is_empty() {
-            let ranges = ranges::to_vec(&damaged, opened.size)
-                .iter()
-                .map(|r| {
-                    format!("{}..{}", r.start * ranges::CHUNK_BYTES, (r.end * ranges::CHUNK_BYTES).min(opened.size))
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let ranges = ranges::byte_ranges_text(&damaged, opened.size);
             if let Some(path) = &opened.external {
                 let reason = format!("bytes {ranges} do not match the blob");
                 return Err(self.reference_changed(Error::ReferenceChanged {
@@ -122,7 +116,7 @@ impl Store {
                 }));
             }
             self.forget_damaged(hash, &damaged)?;
-            return Err(Error::Damaged { hash: *hash, ranges });
+            return Err(Error::Damaged { hash: *hash, size: opened.size, ranges: damaged });
         }
         tmp.as_file().sync_data().map_err(Error::io("sync", tmp.path()))?;
         tmp.persist(target).map_err(|e| Error::io("rename into", target)(e.error))?;
@@ -135,16 +129,16 @@ impl Store {
         let Some(EntryRecord::Complete { data: DataLocation::Owned, .. }) = self.entry(hash)? else {
             return Ok(None);
         };
-        let fresh = self.inner.fresh.lock().unwrap().remove(hash);
+        let fresh = self.fresh().lock().unwrap().remove(hash);
         if !fresh {
             let report = self.verify_blob(hash, true)?;
             if !report.is_intact() {
-                return Err(Error::Damaged { hash: *hash, ranges: format!("{:?}", report.damaged) });
+                return Err(Error::Damaged { hash: *hash, size: report.size, ranges: report.damaged });
             }
         }
         // The entry is switched under the roots lock, which a background
         // sync (`make_durable`) also takes to mark the entry it synced.
-        let _roots = self.inner.roots.lock().unwrap();
+        let roots = self.lock_roots();
         let Some(EntryRecord::Complete { size, data: DataLocation::Owned, outboard, durable }) = self.entry(hash)?
         else {
             return Ok(None);
@@ -171,9 +165,7 @@ impl Store {
         // file that is not there (missing again, fetched anew), never a
         // store entry without its data. Renaming keeps the modification time.
         let external = DataLocation::External { path: target.to_string_lossy().into_owned(), len: size, mtime_ns };
-        let owned =
-            EntryRecord::Complete { size, data: DataLocation::Owned, outboard: outboard.clone(), durable: true };
-        self.put_entry(hash, &EntryRecord::Complete { size, data: external, outboard, durable: true })?;
+        self.entries().hand_over(&roots, hash, size, external, outboard.clone())?;
         self.flush()?;
         match rename(&src, &target, overwrite) {
             Ok(()) => {
@@ -184,7 +176,7 @@ impl Store {
                 Ok(Some(size))
             }
             Err(e) => {
-                self.put_entry(hash, &owned)?;
+                self.entries().take_back(&roots, hash, size, outboard)?;
                 self.flush()?;
                 match e.raw_os_error() {
                     Some(libc::EXDEV) => Ok(None),

@@ -84,6 +84,7 @@ mod commit;
 pub mod content_index;
 mod decode;
 mod encode;
+mod entries;
 #[cfg(feature = "fuzzing")]
 pub mod entry;
 #[cfg(not(feature = "fuzzing"))]
@@ -95,12 +96,14 @@ mod hashing;
 mod import;
 mod incoming;
 mod leaves;
+mod metadata;
 mod opened;
 mod outboard;
 mod partial;
 pub mod ranges;
 mod reader;
 mod receive;
+mod recovery;
 mod resources;
 mod roots;
 mod salvage;
@@ -108,7 +111,11 @@ mod seed;
 mod source_map;
 mod sparse;
 mod store;
+#[cfg(test)]
+mod test_data;
 mod tree;
+mod tree_reader;
+mod tree_walk;
 mod verify;
 
 pub use bao_tree::io::BaoContentItem;
@@ -122,15 +129,18 @@ pub use export::ExportOptions;
 pub use hash::{Hash, ParseHashError};
 pub use import::{ImportMode, ImportOutcome};
 pub use incoming::IncomingBlob;
+pub use metadata::open_or_set_aside;
 pub use ranges::{ChunkNum, ChunkRanges};
 pub use reader::{is_not_held, AsyncBlobReader, BlobReader};
 pub use receive::{ReceiveOutcome, BATCH_BYTES};
+pub use recovery::Recovery;
 pub use resources::{validate_resource_key, Resource, ResourceKind, MAX_NAME_LEN};
 pub use roots::{GcStats, Lease, MAX_TAG_LEN};
-pub use salvage::{open_or_set_aside, Recovery};
-pub use seed::{SeedOutcome, Seeder, TreeReader, TreeWalk, WalkError, MAX_SEED_BASES};
+pub use seed::{SeedOutcome, Seeder, MAX_SEED_BASES};
 pub use sparse::StoreUsage;
 pub use store::{BlobStatus, Store, StoreConfig, FORMAT_VERSION};
+pub use tree_reader::TreeReader;
+pub use tree_walk::{TreeWalk, WalkError};
 pub use verify::VerifyReport;
 
 /// Blobs and outboards up to this size are stored inline in the metadata database.

@@ -121,3 +121,16 @@ impl Store {
         }
     }
 }
+
+/// Reads into `buf` at `at` until it is full or the end; how much was read.
+pub(crate) fn read_up_to(stored: &Stored, at: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = positioned_io::ReadAt::read_at(stored, at + filled as u64, &mut buf[filled..])?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}

@@ -145,7 +145,7 @@ impl PartialBlob {
     /// Records verified ranges (whole groups) whose bytes were written, or
     /// are holes of zeros; `bytes` counts toward the next checkpoint.
     pub(crate) fn record_ranges(&self, range: ChunkRanges, bytes: u64) -> Result<bool> {
-        let cfg = &self.store.inner.config;
+        let cfg = &self.store.config();
         let (complete, due) = {
             let mut st = self.state.lock().unwrap();
             st.ranges |= range;
@@ -256,9 +256,9 @@ impl PartialBlob {
         let _ = fs::remove_file(s.partial_path(h, "ckpt"));
         let _ = fs::remove_file(&po);
         self.state.lock().unwrap().complete = true;
-        s.inner.partials.lock().unwrap().remove(h);
+        s.partials().lock().unwrap().remove(h);
         {
-            let mut fresh = s.inner.fresh.lock().unwrap();
+            let mut fresh = s.fresh().lock().unwrap();
             if fresh.len() >= 64 {
                 fresh.clear();
             }
@@ -296,7 +296,7 @@ impl Store {
     /// Opens (or creates) the shared partial blob of `hash` with `size`.
     pub(crate) fn open_partial(&self, hash: &Hash, size: u64) -> Result<Arc<PartialBlob>> {
         self.check_resumed(hash)?;
-        let mut map = self.inner.partials.lock().unwrap();
+        let mut map = self.partials().lock().unwrap();
         if let Some(p) = map.get(hash).and_then(std::sync::Weak::upgrade) {
             if p.size != size {
                 return Err(Error::SizeMismatch { hash: *hash, claimed: size, known: p.size });
@@ -330,7 +330,7 @@ impl Store {
             // Record the partial entry before any data lands, so a crash never
             // orphans verified bytes (iroh-blobs#254).
             write_checkpoint(self, hash, size, &ChunkRanges::empty())?;
-            self.put_entry(hash, &EntryRecord::Partial { size })?;
+            self.entries().begin_partial(hash, size)?;
             self.flush()?;
         }
         let p = Arc::new_cyclic(|me| PartialBlob {

@@ -89,6 +89,15 @@ pub fn to_vec(ranges: &ChunkRanges, size: u64) -> Vec<Range<u64>> {
         .collect()
 }
 
+/// `ranges` of a blob of `size` bytes as byte ranges in text, e.g.
+/// `0..16384, 65536..70000`.
+pub fn byte_ranges_text(ranges: &ChunkRanges, size: u64) -> String {
+    let each = to_vec(ranges, size).into_iter();
+    each.map(|r| format!("{}..{}", r.start * CHUNK_BYTES, (r.end * CHUNK_BYTES).min(size)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Bytes of a blob of `size` bytes that `ranges` cover.
 pub fn byte_count(ranges: &ChunkRanges, size: u64) -> u64 {
     to_vec(ranges, size).into_iter().map(|r| (r.end * CHUNK_BYTES).min(size) - r.start * CHUNK_BYTES).sum()

@@ -172,8 +172,8 @@ impl Store {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let rec = ResourceRecord { hash, size, created_unix_ms };
-        let _roots = self.inner.roots.lock().unwrap();
-        self.inner.resources.insert(k, codec::encode_resource(&rec)?)?;
+        let _roots = self.lock_roots();
+        self.resources_tree().insert(k, codec::encode_resource(&rec)?)?;
         self.flush()?;
         Ok(Resource { kind: kind.clone(), name: name.into(), version: version.into(), hash, size, created_unix_ms })
     }
@@ -197,7 +197,7 @@ impl Store {
     /// Looks up one resource.
     pub fn resource(&self, kind: &ResourceKind, name: &str, version: &str) -> Result<Option<Resource>> {
         let k = key(kind, name, version)?;
-        match self.inner.resources.get(&k)? {
+        match self.resources_tree().get(&k)? {
             Some(v) => parse(&k, &v).map(Some),
             None => Ok(None),
         }
@@ -207,7 +207,7 @@ impl Store {
     pub fn resources(&self, kind: Option<&ResourceKind>) -> Result<Vec<Resource>> {
         let prefix = kind.map(|k| format!("{k}\0").into_bytes()).unwrap_or_default();
         let mut out = Vec::new();
-        for kv in self.inner.resources.scan_prefix(prefix) {
+        for kv in self.resources_tree().scan_prefix(prefix) {
             let (k, v) = kv?;
             out.push(parse(&k, &v)?);
         }
@@ -220,8 +220,8 @@ impl Store {
     /// Blocking (database writes and fsync): from async code, call it in `spawn_blocking`.
     pub fn delete_resource(&self, kind: &ResourceKind, name: &str, version: &str) -> Result<bool> {
         let k = key(kind, name, version)?;
-        let _roots = self.inner.roots.lock().unwrap();
-        let existed = self.inner.resources.remove(k)?.is_some();
+        let _roots = self.lock_roots();
+        let existed = self.resources_tree().remove(k)?.is_some();
         self.flush()?;
         Ok(existed)
     }

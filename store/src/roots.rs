@@ -8,16 +8,16 @@
 //! and releasing a lease is a single step under that lock (the race behind
 //! iroh-blobs#247 cannot happen).
 
-use std::{collections::HashSet, fs, sync::Arc};
+use std::{collections::HashSet, fs};
 
 use tracing::info;
 
-use crate::{store::Inner, Error, Hash, Result, Store};
+use crate::{Error, Hash, Result, Store};
 
 /// Keeps a blob from garbage collection while held. Released on drop.
 #[must_use = "a dropped lease no longer protects the blob"]
 pub struct Lease {
-    inner: Arc<Inner>,
+    store: Store,
     hash: Hash,
 }
 
@@ -36,7 +36,7 @@ impl std::fmt::Debug for Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let mut leases = self.inner.leases.lock().unwrap();
+        let mut leases = self.store.leases().lock().unwrap();
         if let Some(n) = leases.get_mut(&self.hash) {
             *n -= 1;
             if *n == 0 {
@@ -61,8 +61,8 @@ pub const MAX_TAG_LEN: usize = 1024;
 impl Store {
     /// Takes a lease on `hash` (whether or not the blob exists yet).
     pub fn lease(&self, hash: Hash) -> Lease {
-        *self.inner.leases.lock().unwrap().entry(hash).or_insert(0) += 1;
-        Lease { inner: self.inner.clone(), hash }
+        *self.leases().lock().unwrap().entry(hash).or_insert(0) += 1;
+        Lease { store: self.clone(), hash }
     }
 
     fn check_tag(name: &str) -> Result<()> {
@@ -75,7 +75,7 @@ impl Store {
     /// True while a lease holds `hash` (a running import, transfer or
     /// export, or any user of [`Store::lease`]).
     pub fn is_leased(&self, hash: &Hash) -> bool {
-        self.inner.leases.lock().unwrap().contains_key(hash)
+        self.leases().lock().unwrap().contains_key(hash)
     }
 
     /// Points tag `name` at `hash`.
@@ -83,8 +83,8 @@ impl Store {
     /// Blocking (database writes and fsync): from async code, call it in `spawn_blocking`.
     pub fn set_tag(&self, name: &str, hash: Hash) -> Result<()> {
         Self::check_tag(name)?;
-        let _roots = self.inner.roots.lock().unwrap();
-        self.inner.tags.insert(name.as_bytes(), hash.as_bytes())?;
+        let _roots = self.lock_roots();
+        self.tags_tree().insert(name.as_bytes(), hash.as_bytes())?;
         self.flush()
     }
 
@@ -94,8 +94,8 @@ impl Store {
     /// Blocking (database writes and fsync): from async code, call it in `spawn_blocking`.
     pub fn set_tag_and_release(&self, name: &str, lease: Lease) -> Result<()> {
         Self::check_tag(name)?;
-        let _roots = self.inner.roots.lock().unwrap();
-        self.inner.tags.insert(name.as_bytes(), lease.hash.as_bytes())?;
+        let _roots = self.lock_roots();
+        self.tags_tree().insert(name.as_bytes(), lease.hash.as_bytes())?;
         self.flush()?;
         drop(lease);
         Ok(())
@@ -103,13 +103,13 @@ impl Store {
 
     /// The hash tag `name` points at.
     pub fn tag(&self, name: &str) -> Result<Option<Hash>> {
-        Ok(self.inner.tags.get(name.as_bytes())?.and_then(|v| <[u8; 32]>::try_from(&v[..]).ok()).map(Hash))
+        Ok(self.tags_tree().get(name.as_bytes())?.and_then(|v| <[u8; 32]>::try_from(&v[..]).ok()).map(Hash))
     }
 
     /// All tags.
     pub fn tags(&self) -> Result<Vec<(String, Hash)>> {
         let mut out = Vec::new();
-        for kv in self.inner.tags.iter() {
+        for kv in self.tags_tree().iter() {
             let (k, v) = kv?;
             if let Ok(h) = <[u8; 32]>::try_from(&v[..]) {
                 out.push((String::from_utf8_lossy(&k).into_owned(), Hash(h)));
@@ -122,8 +122,8 @@ impl Store {
     ///
     /// Blocking (database writes and fsync): from async code, call it in `spawn_blocking`.
     pub fn delete_tag(&self, name: &str) -> Result<bool> {
-        let _roots = self.inner.roots.lock().unwrap();
-        let existed = self.inner.tags.remove(name.as_bytes())?.is_some();
+        let _roots = self.lock_roots();
+        let existed = self.tags_tree().remove(name.as_bytes())?.is_some();
         self.flush()?;
         Ok(existed)
     }
@@ -132,10 +132,10 @@ impl Store {
     ///
     /// Blocking (walks the database, removes files): from async code, call it in `spawn_blocking`.
     pub fn gc(&self) -> Result<GcStats> {
-        let _roots = self.inner.roots.lock().unwrap();
-        let leases = self.inner.leases.lock().unwrap();
+        let _roots = self.lock_roots();
+        let leases = self.leases().lock().unwrap();
         let mut live: HashSet<Hash> = leases.keys().copied().collect();
-        for kv in self.inner.tags.iter() {
+        for kv in self.tags_tree().iter() {
             if let Ok(h) = <[u8; 32]>::try_from(&kv?.1[..]) {
                 live.insert(Hash(h));
             }
@@ -145,10 +145,7 @@ impl Store {
         }
         let mut stats = GcStats::default();
         let mut known = HashSet::new();
-        for kv in self.inner.blobs.iter() {
-            let (k, _) = kv?;
-            let Ok(h) = <[u8; 32]>::try_from(&k[..]) else { continue };
-            let h = Hash(h);
+        for h in self.entries().hashes()? {
             known.insert(h);
             if !live.contains(&h) {
                 self.remove_blob(&h)?;
@@ -156,7 +153,7 @@ impl Store {
             }
         }
         for sub in ["blobs", "partial"] {
-            let dir = self.inner.dir.join(sub);
+            let dir = self.dir().join(sub);
             for e in fs::read_dir(&dir).map_err(Error::io("read directory", &dir))? {
                 let p = e.map_err(Error::io("read directory", &dir))?.path();
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");

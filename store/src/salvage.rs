@@ -1,5 +1,9 @@
-//! Salvage after the metadata database is damaged or lost: what can be
-//! recovered is recovered, and what cannot is said out loud.
+//! Recovery at open: blobs that were completed but not yet durable when
+//! the process died are re-verified (kept if their bytes match, dropped if
+//! not), partial blobs go back to their last checkpoint; and salvage after
+//! the metadata database is damaged or lost: what can be
+//! recovered is recovered, and what cannot is said out loud (in a
+//! [`Recovery`]).
 //!
 //! Blob files are content-addressed, so a data file in `blobs/` whose
 //! record is gone can be re-hashed and, if it matches its name, taken back
@@ -10,81 +14,22 @@
 
 use std::{
     fs::{self, File},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use crate::{Error, Hash, Result, Store};
-
-/// What opening the store found wrong with its metadata, and what it
-/// recovered. Empty ([`Recovery::is_clean`]) when nothing was wrong.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Recovery {
-    /// The metadata database could not be opened: it was moved here and a
-    /// new one started.
-    pub moved_aside: Option<PathBuf>,
-    /// The database opened but had lost its records (emptied, deleted or
-    /// replaced) while blob files were present.
-    pub metadata_lost: bool,
-    /// Blobs found on disk without a record, re-verified and kept, with
-    /// their sizes; each is tagged `recovered/<hash>`.
-    pub recovered: Vec<(Hash, u64)>,
-    /// Files without a record whose bytes did not match their name: removed.
-    pub discarded: usize,
-}
-
-impl Recovery {
-    /// True if the metadata was intact.
-    pub fn is_clean(&self) -> bool {
-        *self == Recovery::default()
-    }
-
-    /// One paragraph for the operator.
-    pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(p) = &self.moved_aside {
-            parts.push(format!("the metadata database was damaged (kept at {} for inspection)", p.display()));
-        }
-        if self.metadata_lost {
-            parts.push("the metadata database had lost its records".into());
-        }
-        parts.push(format!(
-            "{} blob(s) recovered from their files and tagged recovered/<hash>; {} damaged file(s) removed; \
-             resource names, tags and blobs of 16 KiB or less that were recorded only in the database are lost",
-            self.recovered.len(),
-            self.discarded
-        ));
-        parts.join("; ")
-    }
-}
-
-/// Opens the sled database at `path`; one too damaged to open is moved
-/// aside (to `<name>.damaged-<unix time>`, kept for inspection) and a new
-/// one started. Returns where the damaged one went, if it was. A database
-/// locked by another process is an error, never moved. The store's
-/// metadata and the node's own database both open this way.
-pub fn open_or_set_aside(path: &Path) -> Result<(sled::Db, Option<PathBuf>)> {
-    match crate::store::open_sled(path) {
-        Err(Error::OpenMetadata { reason, .. }) if !reason.contains("another process") => {
-            warn!(path = %path.display(), "cannot open the database: {reason}");
-            let stamp =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let aside = path.with_file_name(format!("{name}.damaged-{stamp}"));
-            fs::rename(path, &aside).map_err(Error::io("move aside", path))?;
-            error!(path = %aside.display(), "a damaged database was moved aside; starting a new one");
-            Ok((crate::store::open_sled(path)?, Some(aside)))
-        }
-        other => other.map(|db| (db, None)),
-    }
-}
+use crate::{
+    entry::{DataLocation, EntryRecord, OutboardLocation},
+    recovery::Recovery,
+    Error, Hash, Result, Store,
+};
 
 impl Store {
     /// Takes back every owned data file in `blobs/` that has no record:
     /// re-hashed, kept if it matches its name (tagged), removed if not.
     pub(crate) fn adopt_orphans(&self, recovery: &mut Recovery) -> Result<()> {
-        let blobs = self.inner.dir.join("blobs");
+        let blobs = self.dir().join("blobs");
         let mut orphans = Vec::new();
         for e in fs::read_dir(&blobs).map_err(Error::io("read directory", &blobs))? {
             let p = e.map_err(Error::io("read directory", &blobs))?.path();
@@ -129,5 +74,60 @@ impl Store {
         }
         self.set_tag_and_release(&format!("recovered/{}", hash.to_hex()), outcome.lease)?;
         Ok(Some(outcome.size))
+    }
+
+    /// Crash recovery at open.
+    pub(crate) fn recover(&self) -> Result<()> {
+        for (hash, entry) in self.entries().all()? {
+            match entry {
+                Err(e) => {
+                    // Only the record: an owned data file is re-verified
+                    // and taken back by `adopt_orphans`.
+                    warn!(%hash, "dropping an undecodable record: {e}");
+                    self.entries().remove(&hash)?;
+                }
+                Ok(EntryRecord::Complete { durable: false, size, data, outboard }) => {
+                    if self.reverify_complete(&hash, size, &data, &outboard) {
+                        info!(%hash, "re-verified blob that was not yet durable");
+                        self.entries().mark_durable(&self.lock_roots(), &hash, &data)?;
+                    } else {
+                        warn!(%hash, "dropping blob whose data did not survive a crash");
+                        self.remove_blob(&hash)?;
+                    }
+                }
+                Ok(EntryRecord::Complete { .. }) => {}
+                Ok(EntryRecord::Partial { size }) => crate::checkpoint::recover(self, &hash, size)?,
+            }
+        }
+        self.flush()
+    }
+
+    /// Re-hashes owned files of a blob and syncs them; true if they match.
+    fn reverify_complete(&self, hash: &Hash, size: u64, data: &DataLocation, ob: &OutboardLocation) -> bool {
+        let data_path = match data {
+            DataLocation::Owned => self.blob_path(hash, "data"),
+            _ => return true,
+        };
+        let result = (|| -> Result<bool> {
+            let f = File::open(&data_path).map_err(Error::io("open", &data_path))?;
+            if f.metadata().map_err(Error::io("stat", &data_path))?.len() != size {
+                return Ok(false);
+            }
+            let (h, outboard) = crate::hashing::hash_file(&f, size, &data_path, None, None)?;
+            if h != *hash {
+                return Ok(false);
+            }
+            if let OutboardLocation::Owned = ob {
+                let p = self.blob_path(hash, "obao4");
+                fs::write(&p, &outboard).map_err(Error::io("write", &p))?;
+                File::open(&p).and_then(|f| f.sync_all()).map_err(Error::io("sync", &p))?;
+            }
+            f.sync_all().map_err(Error::io("sync", &data_path))?;
+            Ok(true)
+        })();
+        result.unwrap_or_else(|e| {
+            warn!(%hash, "re-verification failed: {e}");
+            false
+        })
     }
 }

@@ -11,19 +11,21 @@
 
 use std::{
     collections::HashMap,
-    fs::{self, File},
+    fs,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, Weak},
     time::Duration,
 };
 
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use crate::{
-    codec,
-    entry::{DataLocation, EntryRecord, OutboardLocation},
+    entries::{Entries, Roots},
+    entry::EntryRecord,
+    metadata::open_or_set_aside,
     partial::PartialBlob,
     ranges::{self, ChunkRanges},
+    recovery::Recovery,
     Error, Hash, Result,
 };
 
@@ -89,33 +91,44 @@ pub enum BlobStatus {
 /// ```
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) dir: PathBuf,
-    pub(crate) db: sled::Db,
-    pub(crate) blobs: sled::Tree,
-    pub(crate) resources: sled::Tree,
-    pub(crate) tags: sled::Tree,
-    pub(crate) config: StoreConfig,
+/// A [`Store`] held without keeping it open (background work).
+pub(crate) struct WeakStore(Weak<Inner>);
+
+impl WeakStore {
+    /// The store, if some clone still holds it.
+    pub(crate) fn upgrade(&self) -> Option<Store> {
+        self.0.upgrade().map(|inner| Store { inner })
+    }
+}
+
+/// The state every clone of a [`Store`] shares. Private: the modules of
+/// the crate reach it through the accessors below, and blob entries only
+/// through their one writer, [`Entries`].
+struct Inner {
+    dir: PathBuf,
+    db: sled::Db,
+    entries: Entries,
+    resources: sled::Tree,
+    tags: sled::Tree,
+    config: StoreConfig,
     /// Open partial blobs, shared by concurrent writers of one hash.
-    pub(crate) partials: Mutex<HashMap<Hash, Weak<PartialBlob>>>,
+    partials: Mutex<HashMap<Hash, Weak<PartialBlob>>>,
     /// Lease counts per hash (in memory: leases die with the process).
-    pub(crate) leases: Mutex<HashMap<Hash, usize>>,
-    /// Held while roots (tags, resources, new blobs) change and during GC.
-    pub(crate) roots: Mutex<()>,
+    leases: Mutex<HashMap<Hash, usize>>,
     /// Blobs a download of this process completed (verified as they
     /// arrived), for `ExportOptions::hand_over`; at most `FRESH_MAX`.
-    pub(crate) fresh: Mutex<std::collections::HashSet<Hash>>,
+    fresh: Mutex<std::collections::HashSet<Hash>>,
     /// Partial blobs from disk whose held ranges were re-verified by this
     /// process (see `Store::check_resumed`).
-    pub(crate) checked_partials: Mutex<std::collections::HashSet<Hash>>,
+    checked_partials: Mutex<std::collections::HashSet<Hash>>,
     /// What opening found wrong with the metadata.
-    pub(crate) recovery: std::sync::OnceLock<crate::salvage::Recovery>,
+    recovery: std::sync::OnceLock<Recovery>,
     /// The directory of a [`Store::temporary`] store, removed when the last
     /// clone goes (after the fields above, the database among them).
-    pub(crate) _temporary: Option<tempfile::TempDir>,
+    _temporary: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for Store {
@@ -167,14 +180,14 @@ impl Store {
             fs::create_dir_all(&p).map_err(Error::io("create directory", &p))?;
         }
         let meta = dir.join("meta");
-        let mut recovery = crate::salvage::Recovery::default();
-        let (db, moved_aside) = crate::salvage::open_or_set_aside(&meta)?;
+        let mut recovery = Recovery::default();
+        let (db, moved_aside) = open_or_set_aside(&meta)?;
         recovery.moved_aside = moved_aside;
         let fresh = check_version(&db, &meta)?;
         let has_blob_files = fs::read_dir(dir.join("blobs")).map(|mut d| d.next().is_some()).unwrap_or(false);
         recovery.metadata_lost = fresh && has_blob_files && recovery.moved_aside.is_none();
         let inner = Inner {
-            blobs: db.open_tree("blobs")?,
+            entries: Entries::open(&db)?,
             resources: db.open_tree("resources")?,
             tags: db.open_tree("tags")?,
             db,
@@ -184,7 +197,6 @@ impl Store {
             checked_partials: Mutex::new(Default::default()),
             fresh: Mutex::new(Default::default()),
             leases: Mutex::new(HashMap::new()),
-            roots: Mutex::new(()),
             recovery: std::sync::OnceLock::new(),
             _temporary: temporary,
         };
@@ -202,7 +214,7 @@ impl Store {
     /// What opening this store found wrong with its metadata database and
     /// recovered ([`Recovery::is_clean`](crate::Recovery::is_clean) if
     /// nothing).
-    pub fn recovery(&self) -> &crate::salvage::Recovery {
+    pub fn recovery(&self) -> &Recovery {
         self.inner.recovery.get_or_init(Default::default)
     }
 
@@ -234,15 +246,62 @@ impl Store {
     }
 
     pub(crate) fn entry(&self, hash: &Hash) -> Result<Option<EntryRecord>> {
-        match self.inner.blobs.get(hash.as_bytes())? {
-            None => Ok(None),
-            Some(v) => codec::decode_entry(&v).map(Some),
-        }
+        self.inner.entries.get(hash)
     }
 
-    pub(crate) fn put_entry(&self, hash: &Hash, e: &EntryRecord) -> Result<()> {
-        self.inner.blobs.insert(hash.as_bytes(), codec::encode_entry(e)?)?;
-        Ok(())
+    /// This store, held weakly.
+    pub(crate) fn downgrade(&self) -> WeakStore {
+        WeakStore(Arc::downgrade(&self.inner))
+    }
+
+    /// The blob entries' one writer.
+    pub(crate) fn entries(&self) -> &Entries {
+        &self.inner.entries
+    }
+
+    /// Takes the roots lock (see [`Roots`]).
+    pub(crate) fn lock_roots(&self) -> Roots<'_> {
+        self.inner.entries.lock_roots()
+    }
+
+    /// The metadata database (for trees of other modules: content indexes).
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.inner.db
+    }
+
+    /// The resources tree.
+    pub(crate) fn resources_tree(&self) -> &sled::Tree {
+        &self.inner.resources
+    }
+
+    /// The tags tree.
+    pub(crate) fn tags_tree(&self) -> &sled::Tree {
+        &self.inner.tags
+    }
+
+    /// The store's settings.
+    pub(crate) fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// Lease counts per hash.
+    pub(crate) fn leases(&self) -> &Mutex<HashMap<Hash, usize>> {
+        &self.inner.leases
+    }
+
+    /// Open partial blobs by hash.
+    pub(crate) fn partials(&self) -> &Mutex<HashMap<Hash, Weak<PartialBlob>>> {
+        &self.inner.partials
+    }
+
+    /// Blobs a download of this process completed.
+    pub(crate) fn fresh(&self) -> &Mutex<std::collections::HashSet<Hash>> {
+        &self.inner.fresh
+    }
+
+    /// Partial blobs whose held ranges this process re-verified.
+    pub(crate) fn checked_partials(&self) -> &Mutex<std::collections::HashSet<Hash>> {
+        &self.inner.checked_partials
     }
 
     /// Flushes the metadata database to disk.
@@ -302,10 +361,7 @@ impl Store {
     /// Hashes of every blob in the store, complete or partial.
     pub fn blobs(&self) -> Result<Vec<(Hash, BlobStatus)>> {
         let mut out = Vec::new();
-        for kv in self.inner.blobs.iter() {
-            let (k, _) = kv?;
-            let Ok(bytes) = <[u8; 32]>::try_from(&k[..]) else { continue };
-            let h = Hash(bytes);
+        for h in self.inner.entries.hashes()? {
             out.push((h, self.status(&h)?));
         }
         Ok(out)
@@ -315,75 +371,10 @@ impl Store {
         self.inner.partials.lock().unwrap().get(hash).and_then(Weak::upgrade)
     }
 
-    /// Crash recovery at open.
-    fn recover(&self) -> Result<()> {
-        let mut entries = Vec::new();
-        for kv in self.inner.blobs.iter() {
-            let (k, v) = kv?;
-            let Ok(bytes) = <[u8; 32]>::try_from(&k[..]) else {
-                warn!("dropping blob entry with malformed key");
-                self.inner.blobs.remove(k)?;
-                continue;
-            };
-            entries.push((Hash(bytes), codec::decode_entry(&v)));
-        }
-        for (hash, entry) in entries {
-            match entry {
-                Err(e) => {
-                    // Only the record: an owned data file is re-verified
-                    // and taken back by `adopt_orphans`.
-                    warn!(%hash, "dropping an undecodable record: {e}");
-                    self.inner.blobs.remove(hash.as_bytes())?;
-                }
-                Ok(EntryRecord::Complete { durable: false, size, data, outboard }) => {
-                    if self.reverify_complete(&hash, size, &data, &outboard) {
-                        info!(%hash, "re-verified blob that was not yet durable");
-                        self.put_entry(&hash, &EntryRecord::Complete { size, data, outboard, durable: true })?;
-                    } else {
-                        warn!(%hash, "dropping blob whose data did not survive a crash");
-                        self.remove_blob(&hash)?;
-                    }
-                }
-                Ok(EntryRecord::Complete { .. }) => {}
-                Ok(EntryRecord::Partial { size }) => crate::checkpoint::recover(self, &hash, size)?,
-            }
-        }
-        self.flush()
-    }
-
-    /// Re-hashes owned files of a blob and syncs them; true if they match.
-    fn reverify_complete(&self, hash: &Hash, size: u64, data: &DataLocation, ob: &OutboardLocation) -> bool {
-        let data_path = match data {
-            DataLocation::Owned => self.blob_path(hash, "data"),
-            _ => return true,
-        };
-        let result = (|| -> Result<bool> {
-            let f = File::open(&data_path).map_err(Error::io("open", &data_path))?;
-            if f.metadata().map_err(Error::io("stat", &data_path))?.len() != size {
-                return Ok(false);
-            }
-            let (h, outboard) = crate::hashing::hash_file(&f, size, &data_path, None, None)?;
-            if h != *hash {
-                return Ok(false);
-            }
-            if let OutboardLocation::Owned = ob {
-                let p = self.blob_path(hash, "obao4");
-                fs::write(&p, &outboard).map_err(Error::io("write", &p))?;
-                File::open(&p).and_then(|f| f.sync_all()).map_err(Error::io("sync", &p))?;
-            }
-            f.sync_all().map_err(Error::io("sync", &data_path))?;
-            Ok(true)
-        })();
-        result.unwrap_or_else(|e| {
-            warn!(%hash, "re-verification failed: {e}");
-            false
-        })
-    }
-
     /// Removes a blob's entry and every file it has.
     pub(crate) fn remove_blob(&self, hash: &Hash) -> Result<()> {
         self.remove_content_index(hash)?;
-        self.inner.blobs.remove(hash.as_bytes())?;
+        self.inner.entries.remove(hash)?;
         self.inner.partials.lock().unwrap().remove(hash);
         for p in [
             self.blob_path(hash, "data"),
@@ -399,40 +390,6 @@ impl Store {
             }
         }
         Ok(())
-    }
-}
-
-/// How long `open` waits for sled's lock on the metadata directory. sled's
-/// flusher thread releases the lock of a dropped database up to one flush
-/// interval later, so an immediate reopen in the same process can find it held.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-
-pub(crate) fn open_sled(path: &Path) -> Result<sled::Db> {
-    let started = std::time::Instant::now();
-    loop {
-        let p = path.to_path_buf();
-        // sled may panic on some kinds of damage; turn that into an error naming the path.
-        let res = std::panic::catch_unwind(move || sled::Config::new().path(&p).open());
-        match res {
-            Ok(Ok(db)) => return Ok(db),
-            Ok(Err(sled::Error::Io(e)))
-                if e.to_string().contains("could not acquire lock") && started.elapsed() < LOCK_WAIT =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Ok(Err(e)) => {
-                let reason = match &e {
-                    sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                        format!("{e} (is another process using this store?)")
-                    }
-                    _ => e.to_string(),
-                };
-                return Err(Error::OpenMetadata { path: path.to_path_buf(), reason });
-            }
-            Err(_) => {
-                return Err(Error::OpenMetadata { path: path.to_path_buf(), reason: "database is damaged".into() })
-            }
-        }
     }
 }
 

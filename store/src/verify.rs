@@ -17,6 +17,7 @@ use tracing::warn;
 
 use crate::{
     checkpoint::{load_checkpoint, write_checkpoint},
+    entries::Roots,
     entry::{DataLocation, EntryRecord, OutboardLocation},
     leaves,
     opened::{Opened, Stored},
@@ -256,7 +257,7 @@ impl Store {
     /// per process, and forgets what rotted: a resumed download then
     /// re-fetches those groups instead of completing with them. Blocks.
     pub fn check_resumed(&self, hash: &Hash) -> Result<()> {
-        if self.live_partial(hash).is_some() || self.inner.checked_partials.lock().unwrap().contains(hash) {
+        if self.live_partial(hash).is_some() || self.checked_partials().lock().unwrap().contains(hash) {
             return Ok(());
         }
         if matches!(self.entry(hash)?, Some(EntryRecord::Partial { .. })) {
@@ -265,7 +266,7 @@ impl Store {
                 warn!(%hash, damaged = ?report.damaged, "a resumed partial blob had damaged groups; fetching them again");
             }
         }
-        self.inner.checked_partials.lock().unwrap().insert(*hash);
+        self.checked_partials().lock().unwrap().insert(*hash);
         Ok(())
     }
 
@@ -296,7 +297,7 @@ impl Store {
     }
 
     fn forget_reference(&self, hash: &Hash) -> Result<()> {
-        let _roots = self.inner.roots.lock().unwrap();
+        let roots = self.lock_roots();
         let Some(EntryRecord::Complete { size, data: DataLocation::External { path, .. }, outboard, .. }) =
             self.entry(hash)?
         else {
@@ -304,7 +305,7 @@ impl Store {
         };
         let pd = self.partial_path(hash, "data");
         File::create(&pd).and_then(|f| f.set_len(size)).map_err(Error::io("create", &pd))?;
-        self.become_partial(hash, size, outboard, &ChunkRanges::empty())?;
+        self.become_partial(&roots, hash, size, outboard, &ChunkRanges::empty())?;
         warn!(%hash, path, "a referenced file changed: its blob holds nothing now and is fetched again by the next download");
         Ok(())
     }
@@ -312,7 +313,14 @@ impl Store {
     /// Makes a complete blob whose partial data file is in place a partial
     /// blob holding `held`: its outboard moves (or is written) beside the
     /// data, then the checkpoint and the entry, flushed. Under the roots lock.
-    fn become_partial(&self, hash: &Hash, size: u64, outboard: OutboardLocation, held: &ChunkRanges) -> Result<()> {
+    fn become_partial(
+        &self,
+        roots: &Roots,
+        hash: &Hash,
+        size: u64,
+        outboard: OutboardLocation,
+        held: &ChunkRanges,
+    ) -> Result<()> {
         let po = self.partial_path(hash, "obao4");
         match outboard {
             OutboardLocation::Owned => {
@@ -323,7 +331,7 @@ impl Store {
             OutboardLocation::None => drop(File::create(&po).map_err(Error::io("create", &po))?),
         }
         write_checkpoint(self, hash, size, held)?;
-        self.put_entry(hash, &EntryRecord::Partial { size })?;
+        self.entries().demote_to_partial(roots, hash, size)?;
         self.flush()
     }
 
@@ -334,12 +342,12 @@ impl Store {
     ///
     /// Blocking (database writes and fsync): from async code, call it in `spawn_blocking`.
     pub fn forget_damaged(&self, hash: &Hash, damaged: &ChunkRanges) -> Result<()> {
-        let roots = self.inner.roots.lock().unwrap();
+        let roots = self.lock_roots();
         match self.entry(hash)? {
             Some(EntryRecord::Complete { size, data: DataLocation::Owned, outboard, .. }) => {
                 let (bd, pd) = (self.blob_path(hash, "data"), self.partial_path(hash, "data"));
                 std::fs::rename(&bd, &pd).map_err(Error::io("rename", &bd))?;
-                self.become_partial(hash, size, outboard, &(ranges::all(size) - damaged))?;
+                self.become_partial(&roots, hash, size, outboard, &(ranges::all(size) - damaged))?;
                 warn!(%hash, ?damaged, "damaged groups of a complete blob are missing again");
             }
             Some(EntryRecord::Partial { size }) => {

@@ -27,10 +27,11 @@ use tracing::{debug, warn};
 
 use crate::{
     content_index::ChunkLocation,
-    opened::{Opened, Stored},
+    opened::{read_up_to, Opened},
     partial::PartialBlob,
     ranges::{self, ChunkRanges},
     tree::{self, BLOCK_BYTES, PARENT_BYTES},
+    tree_walk::{TreeWalk, WalkError},
     Error, Hash, Result, Store,
 };
 
@@ -43,79 +44,6 @@ const RECORD_BATCH: usize = 1 << 20;
 const RECORD_EVERY: u64 = 256 << 20;
 /// Bases compared with one new blob.
 pub const MAX_SEED_BASES: usize = 8;
-
-/// A node of the tree still to be expanded.
-#[derive(Clone, Copy)]
-struct Node {
-    start: u64,
-    count: u64,
-    cv: ChainingValue,
-    root: bool,
-}
-
-/// Why a tree walk failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WalkError {
-    /// A parent does not merge to the value its parent promised.
-    Mismatch {
-        /// Pre-order index of the record.
-        record: u64,
-    },
-    /// More records than the tree has.
-    TooLong,
-}
-
-/// A top-down walk over a pre-order outboard (blobs of two groups or more),
-/// fed one 64-byte parent record at a time, yielding each group's chaining
-/// value in group order once it is proven.
-pub struct TreeWalk {
-    stack: Vec<Node>,
-    records: u64,
-}
-
-impl TreeWalk {
-    /// A walk of the tree of `hash` over `size` bytes, which must span at
-    /// least two groups (`size > 16384`).
-    pub fn new(hash: &Hash, size: u64) -> Self {
-        let n = tree::blocks(size);
-        debug_assert!(n >= 2);
-        TreeWalk { stack: vec![Node { start: 0, count: n, cv: hash.0, root: true }], records: 0 }
-    }
-
-    /// True once every record was read.
-    pub fn is_done(&self) -> bool {
-        self.stack.is_empty()
-    }
-
-    /// Records consumed.
-    pub fn records(&self) -> u64 {
-        self.records
-    }
-
-    /// Checks the next record and hands each group chaining value it proves
-    /// to `leaf`, in group order.
-    pub fn push(
-        &mut self,
-        record: &[u8],
-        mut leaf: impl FnMut(u64, &ChainingValue),
-    ) -> std::result::Result<(), WalkError> {
-        let node = self.stack.pop().ok_or(WalkError::TooLong)?;
-        let (l, r): (ChainingValue, ChainingValue) =
-            (record[..32].try_into().expect("64-byte record"), record[32..64].try_into().expect("64-byte record"));
-        if tree::merge(&l, &r, node.root) != node.cv {
-            return Err(WalkError::Mismatch { record: self.records });
-        }
-        self.records += 1;
-        let left = tree::left_len(node.count);
-        self.stack.push(Node { start: node.start + left, count: node.count - left, cv: r, root: false });
-        self.stack.push(Node { start: node.start, count: left, cv: l, root: false });
-        while let Some(top) = self.stack.last().filter(|n| n.count == 1) {
-            leaf(top.start, &top.cv);
-            self.stack.pop();
-        }
-        Ok(())
-    }
-}
 
 /// What seeding did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -187,18 +115,6 @@ impl Base {
             }
         }
     }
-}
-
-fn read_up_to(stored: &Stored, at: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let n = positioned_io::ReadAt::read_at(stored, at + filled as u64, &mut buf[filled..])?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    Ok(filled)
 }
 
 /// A run of consecutive groups to copy from one base.
@@ -483,7 +399,7 @@ impl Seeder {
             _ => self.seeded.push(first..first + count),
         }
         self.seeded_bytes += bytes;
-        let every = RECORD_EVERY.min(self.partial.store().inner.config.checkpoint_bytes.max(1 << 20));
+        let every = RECORD_EVERY.min(self.partial.store().config().checkpoint_bytes.max(1 << 20));
         if self.seeded_bytes >= every {
             self.record_seeded()?;
         }
@@ -530,270 +446,5 @@ impl Seeder {
     }
 }
 
-/// A complete blob's tree (its pre-order outboard) read in pieces, each
-/// checked against the blob's hash as it is read, so a tree damaged at
-/// rest is never served. See [`Store::tree_reader`].
-pub struct TreeReader {
-    hash: Hash,
-    size: u64,
-    opened: Opened,
-    walk: Option<TreeWalk>,
-    at: u64,
-}
-
-impl Store {
-    /// The tree of a complete blob, for serving it (`GetTree`). A blob of
-    /// one group has an empty tree. Errors: [`Error::NotFound`] if absent,
-    /// [`Error::Incomplete`] if partial.
-    ///
-    /// Blocking.
-    pub fn tree_reader(&self, hash: &Hash) -> Result<TreeReader> {
-        let opened = self.open_blob(hash)?;
-        if opened.held != ranges::all(opened.size) {
-            return Err(Error::Incomplete(*hash));
-        }
-        let size = opened.size;
-        let walk = (tree::blocks(size) >= 2).then(|| TreeWalk::new(hash, size));
-        Ok(TreeReader { hash: *hash, size, opened, walk, at: 0 })
-    }
-}
-
-impl TreeReader {
-    /// The blob's size.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// The next verified piece of at most `max` bytes (rounded down to whole
-    /// records, at least one), or `None` at the end. A record that does not
-    /// verify is [`Error::Damaged`].
-    pub fn next_piece(&mut self, max: usize) -> Result<Option<Vec<u8>>> {
-        let total = tree::outboard_size(self.size);
-        let Some(walk) = self.walk.as_mut().filter(|_| self.at < total) else { return Ok(None) };
-        let records = (max as u64 / PARENT_BYTES).max(1);
-        let len = (records * PARENT_BYTES).min(total - self.at) as usize;
-        let mut buf = vec![0u8; len];
-        let read = read_up_to(&self.opened.outboard, self.at, &mut buf).map_err(Error::Stream)?;
-        let damaged = |why: String| Error::Damaged { hash: self.hash, ranges: format!("its tree ({why})") };
-        if read < len {
-            return Err(damaged(format!("{} bytes where {total} were expected", self.at + read as u64)));
-        }
-        for rec in buf.chunks_exact(PARENT_BYTES as usize) {
-            walk.push(rec, |_, _| {}).map_err(|e| damaged(format!("{e:?}")))?;
-        }
-        self.at += len as u64;
-        Ok(Some(buf))
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use std::os::unix::fs::FileExt;
-
-    use super::*;
-    use crate::{outboard::outboard_of, BlobStatus};
-
-    fn image(size: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..size)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
-    async fn seed(store: &Store, new: &[u8], bases: &[Hash]) -> Result<SeedOutcome> {
-        let (hash, tree) = outboard_of(new);
-        let mut s = store.start_seed(hash, new.len() as u64, bases)?;
-        for piece in tree.chunks(1000) {
-            s.push(piece)?;
-        }
-        s.finish()
-    }
-
-    #[test]
-    fn walk_yields_every_group_in_order_and_rejects_a_changed_record() {
-        for size in [16385usize, 3 * 16384, 5 * 16384 + 7, 100 * 16384] {
-            let data = image(size, 3);
-            let (hash, tree) = outboard_of(&data);
-            let mut walk = TreeWalk::new(&hash, size as u64);
-            let mut got = Vec::new();
-            for rec in tree.chunks(64) {
-                walk.push(rec, |g, cv| got.push((g, *cv))).unwrap();
-            }
-            assert!(walk.is_done());
-            let want: Vec<_> = (0..tree::blocks(size as u64))
-                .map(|g| {
-                    let end = ((g + 1) * BLOCK_BYTES).min(size as u64);
-                    (g, tree::leaf_hash(g, &data[(g * BLOCK_BYTES) as usize..end as usize], false))
-                })
-                .collect();
-            assert_eq!(got, want, "size {size}");
-            let mut bad = tree.clone();
-            let last = bad.len() - 1;
-            bad[last] ^= 1;
-            let mut walk = TreeWalk::new(&hash, size as u64);
-            let r: std::result::Result<(), _> = bad.chunks(64).try_for_each(|rec| walk.push(rec, |_, _| {}));
-            assert!(matches!(r, Err(WalkError::Mismatch { .. })), "size {size}");
-        }
-    }
-
-    #[tokio::test]
-    async fn changed_groups_are_left_missing_and_the_rest_copied() {
-        let store = Store::temporary().unwrap();
-        let old = image(64 * 16384 + 100, 1);
-        let base = store.import_bytes(old.clone()).await.unwrap();
-        let mut new = old.clone();
-        for g in [3usize, 40, 41] {
-            new[g * 16384 + 5] ^= 0xff;
-        }
-        new.extend_from_slice(&image(20_000, 9));
-        let (hash, _) = outboard_of(&new);
-        let out = seed(&store, &new, &[base.hash]).await.unwrap();
-        let size = new.len() as u64;
-        // groups 0..64 except the three changed ones; group 64 (the base's
-        // ragged last group) differs in length
-        assert_eq!(out.reused_bytes, 61 * 16384);
-        assert_eq!(out.damaged_bytes, 0);
-        assert_eq!(out.tree_bytes, tree::outboard_size(size));
-        let missing = store.missing(&hash).unwrap().unwrap();
-        let want = ranges::from_bytes(3 * 16384..4 * 16384)
-            | ranges::from_bytes(40 * 16384..42 * 16384)
-            | ranges::from_bytes(64 * 16384..size);
-        assert_eq!(missing, want);
-        // the rest from a "peer": the result is the new blob
-        let mut response = Vec::new();
-        let peer = Store::temporary().unwrap();
-        let full = peer.import_bytes(new.clone()).await.unwrap();
-        assert_eq!(full.hash, hash);
-        peer.write_encoded(&hash, &missing, &mut response).unwrap();
-        store.receive_encoded(hash, &missing, &mut &response[..]).unwrap();
-        assert_eq!(store.status(&hash).unwrap(), BlobStatus::Complete { size });
-        assert_eq!(store.read_to_vec(&hash).unwrap(), new);
-    }
-
-    #[tokio::test]
-    async fn a_base_damaged_at_rest_is_caught_and_its_groups_fetched() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let old = image(32 * 16384, 2);
-        let base = store.import_bytes(old.clone()).await.unwrap();
-        let mut new = old.clone();
-        new[0] ^= 1;
-        // rot two groups of the base on disk
-        let path = store.blob_path(&base.hash, "data");
-        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        f.write_all_at(b"rot", 5 * 16384 + 10).unwrap();
-        f.write_all_at(b"rot", 20 * 16384).unwrap();
-        let (hash, _) = outboard_of(&new);
-        let out = seed(&store, &new, &[base.hash]).await.unwrap();
-        assert_eq!(out.damaged_bytes, 2 * 16384);
-        assert_eq!(out.reused_bytes, 29 * 16384);
-        let missing = store.missing(&hash).unwrap().unwrap();
-        let want = ranges::from_bytes(0..16384)
-            | ranges::from_bytes(5 * 16384..6 * 16384)
-            | ranges::from_bytes(20 * 16384..21 * 16384);
-        assert_eq!(missing, want);
-        // what was recorded is the new blob's bytes, verified
-        let mut r = store.reader(&hash).unwrap();
-        let mut buf = vec![0u8; 16384];
-        r.read_at(16384, &mut buf).unwrap();
-        assert_eq!(&buf[..], &new[16384..32768]);
-    }
-
-    #[tokio::test]
-    async fn zero_groups_become_holes_without_a_base() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut new = vec![0u8; 256 * 16384];
-        new[100 * 16384..101 * 16384].copy_from_slice(&image(16384, 4));
-        let (hash, _) = outboard_of(&new);
-        let out = seed(&store, &new, &[]).await.unwrap();
-        assert_eq!(out.zero_bytes, 255 * 16384);
-        assert_eq!(store.missing(&hash).unwrap().unwrap(), ranges::from_bytes(100 * 16384..101 * 16384));
-        use std::os::unix::fs::MetadataExt;
-        let physical = std::fs::metadata(store.partial_path(&hash, "data")).unwrap().blocks() * 512;
-        assert!(physical < 64 * 1024, "the partial data file holds {physical} bytes on disk");
-    }
-
-    /// 100 bytes inserted at 1 MiB shift every later group: position finds
-    /// nothing after it, the content index finds nearly all of it.
-    #[tokio::test]
-    async fn shifted_bytes_are_found_by_content() {
-        let store = Store::temporary().unwrap();
-        let old = image(8 << 20, 6);
-        let base = store.import_bytes(old.clone()).await.unwrap();
-        store.build_content_index(&base.hash).unwrap();
-        let mut new = old[..1 << 20].to_vec();
-        new.extend_from_slice(&[1u8; 100]);
-        new.extend_from_slice(&old[1 << 20..]);
-        let (hash, tree) = outboard_of(&new);
-        let moved: Vec<_> = crate::content_index::chunk_bytes(&new)
-            .into_iter()
-            .filter_map(|e| store.find_chunk(&e.hash, &hash).unwrap().map(|l| (e.offset, l)))
-            .collect();
-        let mut s = store.start_seed(hash, new.len() as u64, &[base.hash]).unwrap().with_moved_chunks(moved);
-        s.push(&tree).unwrap();
-        let out = s.finish().unwrap();
-        let missing = ranges::byte_count(&store.missing(&hash).unwrap().unwrap(), new.len() as u64);
-        assert!(out.moved_bytes > 0 && out.reused_bytes >= out.moved_bytes);
-        assert!(missing < 600 << 10, "{missing} bytes still missing: {out:?}");
-        let peer = Store::temporary().unwrap();
-        let _kept = peer.import_bytes(new.clone()).await.unwrap();
-        let want = store.missing(&hash).unwrap().unwrap();
-        let mut response = Vec::new();
-        peer.write_encoded(&hash, &want, &mut response).unwrap();
-        store.receive_encoded(hash, &want, &mut &response[..]).unwrap();
-        assert_eq!(store.read_to_vec(&hash).unwrap(), new);
-    }
-
-    /// A content index that lies (chunks said to be where other bytes lie)
-    /// costs reads, never a wrong byte: nothing it points at is recorded.
-    #[tokio::test]
-    async fn a_lying_content_index_records_nothing() {
-        let store = Store::temporary().unwrap();
-        let other = image(4 << 20, 7);
-        let local = store.import_bytes(other.clone()).await.unwrap();
-        let new = image(2 << 20, 8);
-        let (hash, tree) = outboard_of(&new);
-        // every chunk of the new blob "found" somewhere in the other blob
-        let moved = crate::content_index::chunk_bytes(&new)
-            .into_iter()
-            .map(|e| (e.offset, ChunkLocation { blob: local.hash, offset: e.offset + 12345, len: e.len }))
-            .collect();
-        let mut s = store.start_seed(hash, new.len() as u64, &[]).unwrap().with_moved_chunks(moved);
-        s.push(&tree).unwrap();
-        let out = s.finish().unwrap();
-        assert_eq!(out.moved_bytes, 0);
-        assert_eq!(store.missing(&hash).unwrap(), Some(ranges::all(new.len() as u64)));
-    }
-
-    #[tokio::test]
-    async fn a_lying_or_short_tree_records_nothing() {
-        let store = Store::temporary().unwrap();
-        let old = image(16 * 16384, 5);
-        let base = store.import_bytes(old.clone()).await.unwrap();
-        let mut new = old.clone();
-        new[7 * 16384] ^= 1;
-        let (hash, tree) = outboard_of(&new);
-        // a tree whose lowest parents claim the base's groups but whose
-        // root is the new hash: fails at the first record that lies
-        let mut lie = tree.clone();
-        let (_, base_tree) = outboard_of(&old);
-        lie[64..].copy_from_slice(&base_tree[64..]);
-        let mut s = store.start_seed(hash, new.len() as u64, &[base.hash]).unwrap();
-        assert!(matches!(s.push(&lie), Err(Error::Verification { .. })));
-        drop(s);
-        assert_eq!(store.missing(&hash).unwrap(), Some(ranges::all(new.len() as u64)));
-        let mut s = store.start_seed(hash, new.len() as u64, &[base.hash]).unwrap();
-        s.push(&tree[..tree.len() - 10]).unwrap();
-        assert!(matches!(s.finish(), Err(Error::Truncated { .. })));
-        let mut s = store.start_seed(hash, new.len() as u64, &[base.hash]).unwrap();
-        let mut long = tree.clone();
-        long.extend_from_slice(&[0u8; 64]);
-        assert!(s.push(&long).is_err());
-    }
-}
+mod tests;
