@@ -8,7 +8,8 @@
 //! - [`tls`]: certificates from node keys, the verifiers on both sides,
 //!   ALPNs.
 //! - [`endpoint`]: the QUIC [`Endpoint`]: binding, dialling with identity
-//!   checks, accepting, transport tuning.
+//!   checks, accepting, transport tuning; [`connection`]: a
+//!   [`Connection`] to a proven peer.
 //! - [`relay`]: the relay server and client, its frames
 //!   ([`relay::frame`], socket-free and fuzzed), the links a node keeps to
 //!   relays, the UDP echo probe, and the [`relay::PathSocket`] that carries
@@ -41,6 +42,7 @@
 pub mod addr;
 pub mod backoff;
 pub mod codes;
+pub mod connection;
 pub mod endpoint;
 pub mod error;
 pub mod identity;
@@ -50,6 +52,7 @@ pub mod tls;
 
 pub use addr::{NodeAddr, RelayAddr};
 pub use codes::ErrorCode;
-pub use endpoint::{Connection, Endpoint, EndpointOptions, Tuning};
+pub use connection::Connection;
+pub use endpoint::{Endpoint, EndpointOptions, Tuning};
 pub use error::{Error, Result};
 pub use identity::{NodeId, SecretKey};

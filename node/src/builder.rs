@@ -20,7 +20,7 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use crate::{
-    bandwidth, dispatch, metrics::Metrics, node::EVENTS_CAPACITY, peers::Peers, shared::Inner,
+    bandwidth, config::NodeOptions, dispatch, events::EVENTS_CAPACITY, metrics::Metrics, peers::Peers, shared::Inner,
     transfers::table::TransferTable, Error, Node, P2pConfig, Result,
 };
 
@@ -160,6 +160,37 @@ impl NodeBuilder {
         };
         Parts { label: self.label, data_dir: self.data_dir, store, key, endpoint_socket, config: self.config }
             .start()
+            .await
+    }
+}
+
+impl Node {
+    /// A builder: data dir or store, key, socket or bind address, settings.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> blixard_node::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let node = blixard_node::Node::builder()
+    ///     .data_dir(dir.path())
+    ///     .bind("127.0.0.1:0".parse().unwrap())
+    ///     .spawn()
+    ///     .await?;
+    /// println!("{} listening on {}", node.node_id(), node.addr());
+    /// # Ok(()) }
+    /// ```
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    /// Starts a node from [`NodeOptions`] (the same as the builder with a
+    /// data dir, a bind address, settings and a label).
+    pub async fn spawn(options: NodeOptions) -> Result<Node> {
+        Node::builder()
+            .label(options.id)
+            .data_dir(options.data_dir)
+            .bind(options.bind)
+            .config(options.config)
+            .spawn()
             .await
     }
 }

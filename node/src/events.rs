@@ -10,6 +10,10 @@ use blixard_protocol::NodeId;
 pub use crate::transfers::info::{ProviderShare, TransferProgress};
 use crate::transfers::{id::TransferId, info::TransferFailure};
 
+/// Events a receiver of [`crate::Node::events`] may fall behind by before it
+/// misses some.
+pub const EVENTS_CAPACITY: usize = 1024;
+
 /// A peer as events and the control API show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerInfo {

@@ -68,8 +68,9 @@ pub use config::{NodeOptions, P2pConfig};
 pub use error::{Error, Result};
 pub use events::{
     P2pEvent, PeerInfo, PeerPath, ProviderShare, RemoteResource, ResourceInfo, TransferProgress, UploadProgress,
+    EVENTS_CAPACITY,
 };
-pub use node::{Node, EVENTS_CAPACITY};
+pub use node::Node;
 pub use queue::TransferPriority;
 pub use stats::Stats;
 pub use transfers::{DownloadRequest, FailureReason, TransferFailure, TransferId, TransferInfo, TransferState};

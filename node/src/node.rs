@@ -11,8 +11,6 @@ use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 use crate::{
-    builder::NodeBuilder,
-    config::NodeOptions,
     events::{P2pEvent, PeerInfo, RemoteResource, ResourceInfo},
     metrics::Metrics,
     queue::TransferPriority,
@@ -20,10 +18,6 @@ use crate::{
     transfers::{DownloadRequest, TransferId, TransferInfo},
     Error, Result,
 };
-
-/// Events a receiver of [`Node::events`] may fall behind by before it
-/// misses some.
-pub const EVENTS_CAPACITY: usize = 1024;
 
 /// A running node. Cheap to clone. [`Node::shutdown`] stops it and waits
 /// for its connections to close; dropping the last clone stops it too (it
@@ -69,35 +63,6 @@ impl Node {
         Node { _stop_on_drop: Arc::new(StopOnDrop(Arc::downgrade(&inner))), inner }
     }
 
-    /// A builder: data dir or store, key, socket or bind address, settings.
-    ///
-    /// ```
-    /// # #[tokio::main] async fn main() -> blixard_node::Result<()> {
-    /// let dir = tempfile::tempdir().unwrap();
-    /// let node = blixard_node::Node::builder()
-    ///     .data_dir(dir.path())
-    ///     .bind("127.0.0.1:0".parse().unwrap())
-    ///     .spawn()
-    ///     .await?;
-    /// println!("{} listening on {}", node.node_id(), node.addr());
-    /// # Ok(()) }
-    /// ```
-    pub fn builder() -> NodeBuilder {
-        NodeBuilder::default()
-    }
-
-    /// Starts a node from [`NodeOptions`] (the same as the builder with a
-    /// data dir, a bind address, settings and a label).
-    pub async fn spawn(options: NodeOptions) -> Result<Node> {
-        Node::builder()
-            .label(options.id)
-            .data_dir(options.data_dir)
-            .bind(options.bind)
-            .config(options.config)
-            .spawn()
-            .await
-    }
-
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.inner.endpoint.node_id()
@@ -137,7 +102,7 @@ impl Node {
     }
 
     /// A receiver of every event from now on. The channel holds the last
-    /// [`EVENTS_CAPACITY`] events; a receiver that falls further behind
+    /// [`EVENTS_CAPACITY`](crate::EVENTS_CAPACITY) events; a receiver that falls further behind
     /// gets `RecvError::Lagged(n)` once (the `n` oldest are gone) and then
     /// the newest, so read it promptly, or re-read state ([`Node::transfers`],
     /// [`Node::peers`]) after a lag.

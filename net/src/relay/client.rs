@@ -14,7 +14,7 @@ use tokio::{
 use tokio_rustls::TlsConnector;
 use tracing::debug;
 
-use super::server::write_loop;
+use super::stream::write_loop;
 use crate::{
     relay::frame::{Datagrams, FrameDecoder, RelayFrame, RELAY_VERSION},
     Error, NodeId, RelayAddr, Result, SecretKey,

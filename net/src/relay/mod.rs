@@ -26,6 +26,7 @@ mod links;
 pub mod probe;
 mod server;
 mod socket;
+mod stream;
 
 pub use client::{Incoming, RelayClient, RelaySender, CONNECT_TIMEOUT, DEAD_AFTER, KEEPALIVE, SEND_QUEUE_FRAMES};
 pub use links::{Relays, LINK_IDLE, MAX_LINKS, MAX_RECONNECT, RECONNECT};

@@ -17,9 +17,8 @@ use std::{
     time::Duration,
 };
 
-use bytes::BytesMut;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::AsyncReadExt,
     net::{TcpListener, TcpStream, UdpSocket},
     sync::{mpsc, Notify},
     task::JoinHandle,
@@ -27,7 +26,10 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use super::probe;
+use super::{
+    probe,
+    stream::{write_frame, write_loop},
+};
 use crate::{
     rate::{RateLimiter, TokenBucket},
     relay::frame::{FrameDecoder, RelayFrame, RELAY_VERSION},
@@ -281,7 +283,7 @@ async fn serve_client(tcp: TcpStream, from: SocketAddr, acceptor: TlsAcceptor, s
             if let Some(frame) = decoder.next_frame()? {
                 match frame {
                     RelayFrame::Login { version } => break version,
-                    other => return Err(Error::Relay(format!("expected Login, got {}", name(&other)))),
+                    other => return Err(Error::Relay(format!("expected Login, got {}", other.name()))),
                 }
             }
             let n = tls.read(&mut buf).await.map_err(Error::Io)?;
@@ -371,65 +373,6 @@ fn error(code: u16, message: String) -> RelayFrame {
     RelayFrame::Error { code, message }
 }
 
-fn name(frame: &RelayFrame) -> &'static str {
-    match frame {
-        RelayFrame::Login { .. } => "Login",
-        RelayFrame::LoginAck { .. } => "LoginAck",
-        RelayFrame::SendTo { .. } => "SendTo",
-        RelayFrame::RecvFrom { .. } => "RecvFrom",
-        RelayFrame::Ping(_) => "Ping",
-        RelayFrame::Pong(_) => "Pong",
-        RelayFrame::KeepAlive => "KeepAlive",
-        RelayFrame::PeerGone(_) => "PeerGone",
-        RelayFrame::Error { .. } => "Error",
-    }
-}
-
-async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, frame: &RelayFrame) -> Result<()> {
-    let mut out = BytesMut::new();
-    frame.encode(&mut out)?;
-    w.write_all(&out).await.map_err(Error::Io)?;
-    w.flush().await.map_err(Error::Io)
-}
-
-/// Sends queued frames, batching writes while more are queued; a
-/// keepalive after `keepalive` of silence. Ends after sending an `Error`
-/// or when the queue closes.
-pub(crate) async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
-    mut w: W,
-    mut rx: mpsc::Receiver<RelayFrame>,
-    keepalive: Duration,
-) {
-    let mut out = BytesMut::with_capacity(256 * 1024);
-    loop {
-        let frame = match tokio::time::timeout(keepalive, rx.recv()).await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(_) => RelayFrame::KeepAlive,
-        };
-        let mut last = matches!(frame, RelayFrame::Error { .. });
-        if frame.encode(&mut out).is_err() {
-            break;
-        }
-        // Whatever else is queued goes in the same write.
-        while !last && out.len() < 256 * 1024 {
-            let Ok(f) = rx.try_recv() else { break };
-            last = matches!(f, RelayFrame::Error { .. });
-            if f.encode(&mut out).is_err() {
-                return;
-            }
-        }
-        if w.write_all(&out).await.is_err() || w.flush().await.is_err() {
-            return;
-        }
-        out.clear();
-        if last {
-            break;
-        }
-    }
-    let _ = w.shutdown().await;
-}
-
 /// Reads a client's frames and forwards its datagrams; returns when it
 /// closes, goes idle, or breaks a rule (the error names which).
 async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
@@ -471,7 +414,7 @@ async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
                     debug!(client = %me, code, "relay client sent an error: {message}");
                     return Ok(());
                 }
-                other => return Err(Error::Relay(format!("a client may not send {}", name(&other)))),
+                other => return Err(Error::Relay(format!("a client may not send {}", other.name()))),
             }
         }
         let n = match tokio::time::timeout(limits.idle_timeout, r.read(&mut buf)).await {

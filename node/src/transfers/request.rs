@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::queue::TransferPriority;
 
+/// A resource as the transfer table keys requests: kind, name, version.
+pub(crate) type Key = (ResourceKind, String, String);
+
 /// What to download, from whom, how urgently: see [`crate::Node::download`].
 ///
 /// ```
@@ -118,7 +121,7 @@ impl DownloadRequest {
     }
 
     /// The key the transfer table merges requests on.
-    pub(crate) fn key(&self) -> super::table::Key {
+    pub(crate) fn key(&self) -> Key {
         (self.kind.clone(), self.name.clone(), self.version.clone())
     }
 }

@@ -25,14 +25,19 @@ use blixard_net::rate::RateLimiter;
 use blixard_protocol::{
     client::{self, GetOptions},
     watched::Deadlines,
-    wire::ResourceInfo as WireResource,
     Connection, NodeId,
 };
-use blixard_store::{ranges, ChunkNum, ChunkRanges, Hash, ResourceKind, Store};
+use blixard_store::{ranges, ChunkNum, ChunkRanges, Hash, Store};
 use tokio::sync::{broadcast, Notify};
 use tracing::{debug, info, warn};
 
 use crate::{events::P2pEvent, metrics::Metrics, peers::Peers, Error, Result};
+
+mod resolve;
+mod seed;
+
+pub(crate) use resolve::resolve;
+pub(crate) use seed::seed;
 
 /// Chunks per stripe: 4 MiB, a multiple of the 16-chunk group.
 const STRIPE_CHUNKS: u64 = 4096;
@@ -70,151 +75,6 @@ pub(crate) struct Live {
     pub reused: AtomicU64,
     /// Zero bytes kept as holes by seeding.
     pub zeros: AtomicU64,
-}
-
-/// Resolves `(kind, name, version)` to a claim: every connected peer is
-/// asked, every claim's signature is checked (a forged one is dropped and
-/// its peer logged), and only claims whose publisher `trusted` accepts name
-/// the resource. Trusted publishers that disagree are an error listing
-/// each hash and publisher. With `pinned`, the claim for that hash is used,
-/// whoever made it (the user chose the content). Who provides the blob is
-/// decided by [`fetch`], from holdings.
-pub(crate) async fn resolve(
-    conns: &[Connection],
-    kind: &ResourceKind,
-    name: &str,
-    version: &str,
-    pinned: Option<Hash>,
-    trusted: impl Fn(&NodeId) -> bool,
-) -> Result<WireResource> {
-    if conns.is_empty() {
-        return Err(Error::NoPeers);
-    }
-    let kind_text = kind.to_string();
-    let lookups = conns.iter().map(|c| async {
-        let r = tokio::time::timeout(Duration::from_secs(15), client::lookup(c, &kind_text, name, version)).await;
-        (c.remote_id(), r)
-    });
-    let mut found: Vec<WireResource> = Vec::new();
-    for (peer, r) in crate::join::join_all(lookups).await {
-        match r {
-            Ok(Ok(Some(claim))) => found.push(claim),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) if e.is_peer_misbehaving() => warn!(%peer, "refused its answer to a lookup: {e}"),
-            Ok(Err(e)) => debug!(%peer, "lookup failed: {e}"),
-            Err(_) => debug!(%peer, "lookup timed out"),
-        }
-    }
-    let describe = |claims: &[&WireResource]| {
-        claims.iter().map(|c| format!("{} by {}", Hash(c.hash), c.publisher)).collect::<Vec<_>>().join("; ")
-    };
-    let what = || format!("{kind_text} {name} {version}");
-    if let Some(h) = pinned {
-        return found.into_iter().find(|c| c.hash == h.0).ok_or_else(|| Error::NotFound {
-            kind: kind_text.clone(),
-            name: format!("{name} (hash {h})"),
-            version: version.into(),
-            peers: conns.len(),
-        });
-    }
-    let trusted_claims: Vec<&WireResource> = found.iter().filter(|c| trusted(&c.publisher)).collect();
-    let mut hashes: Vec<[u8; 32]> = trusted_claims.iter().map(|c| c.hash).collect();
-    hashes.sort();
-    hashes.dedup();
-    match hashes.len() {
-        1 => Ok(trusted_claims[0].clone()),
-        0 if found.is_empty() => Err(Error::NotFound {
-            kind: kind_text.clone(),
-            name: name.into(),
-            version: version.into(),
-            peers: conns.len(),
-        }),
-        0 => Err(Error::Untrusted { what: what(), claims: describe(&found.iter().collect::<Vec<_>>()) }),
-        _ => Err(Error::Conflict { what: what(), claims: describe(&trusted_claims) }),
-    }
-}
-
-/// Seeds a download that has not started (see `Store::start_seed`): asks
-/// the providers in turn for the blob's tree until one gives it, then
-/// copies the groups equal to those of `bases` and keeps zero groups as
-/// holes, so [`fetch`] fetches only the rest. Best effort: a peer without
-/// the request (an older version), or without the whole blob, is skipped;
-/// one whose tree does not verify is cut off and reported; with no tree
-/// the download fetches everything, as it would have.
-pub(crate) async fn seed(ctx: &Context, hash: Hash, size: u64, peers: &[NodeId], bases: &[Hash], live: &Live) {
-    if size <= ranges::GROUP_BYTES {
-        return;
-    }
-    match ctx.store.missing(&hash) {
-        // Only a download that holds nothing yet: a resumed one was seeded.
-        Ok(Some(m)) if m == ChunkRanges::all() || ranges::byte_count(&m, size) == size => {}
-        _ => return,
-    }
-    // The content index only helps if local blobs have indexes to match.
-    let by_content = ctx.store.has_content_indexes().unwrap_or(false);
-    for peer in peers {
-        let Some(conn) = ctx.peers.current_or_dial(peer).await else { continue };
-        let options = GetOptions {
-            deadlines: Deadlines { total: None, stall: STALL },
-            progress: Some(live.wire.clone()),
-            limiter: ctx.limiter.clone(),
-        };
-        let mut from = client::SeedSources { bases: bases.to_vec(), moved: Vec::new() };
-        let mut index_bytes = 0;
-        if by_content {
-            let before = live.wire.load(Ordering::Relaxed);
-            match client::get_index(&conn, hash, size, &options).await {
-                Ok(entries) => from.moved = find_moved(&ctx.store, hash, entries).await,
-                Err(e) if e.is_peer_misbehaving() => {
-                    warn!(%peer, "its content index of {hash} is malformed (ignored): {e}");
-                }
-                Err(e) => debug!(%peer, %hash, "no content index: {e}"),
-            }
-            index_bytes = live.wire.load(Ordering::Relaxed) - before;
-        }
-        match client::get_tree(&conn, &ctx.store, hash, size, &from, &options).await {
-            Ok(out) => {
-                let s = &out.seed;
-                ctx.metrics.tree_bytes.inc_by(out.wire_bytes + index_bytes);
-                ctx.metrics.reused_bytes.inc_by(s.reused_bytes);
-                ctx.metrics.zero_bytes.inc_by(s.zero_bytes);
-                live.reused.fetch_add(s.reused_bytes, Ordering::Relaxed);
-                live.zeros.fetch_add(s.zero_bytes, Ordering::Relaxed);
-                info!(
-                    %hash, %peer, tree = out.wire_bytes, index = index_bytes, reused = s.reused_bytes,
-                    moved = s.moved_bytes, zeros = s.zero_bytes, damaged = s.damaged_bytes,
-                    bases = bases.len(), "seeded from local blobs"
-                );
-                return;
-            }
-            Err(e) if e.is_peer_misbehaving() => {
-                warn!(%peer, "cut off: its tree of {hash} did not verify: {e}");
-                let _ = ctx.events.send(P2pEvent::PeerMisbehaved(*peer, e.to_string()));
-                conn.close(blixard_protocol::ErrorCode::ProtocolViolation, "sent an unverifiable tree");
-            }
-            Err(e) => debug!(%peer, %hash, "no tree: {e}"),
-        }
-    }
-    debug!(%hash, "no provider gave the tree: fetching everything");
-}
-
-/// Looks up each chunk of a content index among local blobs: the chunks
-/// found, as their offset in the new blob and where they lie.
-async fn find_moved(
-    store: &Store,
-    hash: Hash,
-    entries: Vec<blixard_store::content_index::IndexEntry>,
-) -> Vec<(u64, blixard_store::content_index::ChunkLocation)> {
-    let store = store.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        entries
-            .iter()
-            .filter_map(|e| store.find_chunk(&e.hash, &hash).ok().flatten().map(|l| (e.offset, l)))
-            .filter(|(_, l)| l.len > 0)
-            .collect::<Vec<_>>()
-    })
-    .await;
-    found.unwrap_or_default()
 }
 
 /// Fetches whatever the store lacks of `hash` (claimed `size`) from every
