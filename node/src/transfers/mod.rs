@@ -5,7 +5,7 @@
 //!   control API and the records.
 //! - [`info`]: [`TransferInfo`], [`TransferState`], [`TransferProgress`],
 //!   [`TransferFailure`]: plain data for the API and events.
-//! - [`id`]: [`TransferId`].
+//! - [`id`]: [`TransferId`], a transfer's number.
 //! - [`table`]: the table; every state change, metric and event happens
 //!   there.
 //! - [`record`]: the persisted records and their migrations.

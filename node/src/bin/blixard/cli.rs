@@ -175,7 +175,7 @@ pub async fn download(node: &ControlClient, req: DownloadRequest, output: Option
         ),
     }
     if let Some(path) = output {
-        let (kind, name, version) = ("vm-image".into(), name.into(), version.into());
+        let (kind, name, version) = ("vm-image".into(), name, version);
         // The download's own file becomes the output (no second copy).
         let body = ResourceFile { kind, name, version, path: path.clone(), overwrite: force, hand_over: true };
         node.export(&body).await?;

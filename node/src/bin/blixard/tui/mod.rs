@@ -10,6 +10,8 @@
 //! backend.
 
 pub mod app;
+mod overlay;
+mod prompt;
 pub mod view;
 
 use std::{
