@@ -39,6 +39,8 @@
 //! # Ok(()) }
 //! ```
 
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod addr;
 pub mod backoff;
 pub mod codes;

@@ -23,7 +23,9 @@ pub trait RateLimiter: Send + Sync {
 pub struct TokenBucket {
     rate: f64,
     burst: f64,
-    state: std::sync::Mutex<(f64, std::time::Instant)>,
+    /// Tokens now, and when they were counted (tokio's clock, so tests
+    /// run the bucket on a paused, virtual one).
+    state: std::sync::Mutex<(f64, tokio::time::Instant)>,
 }
 
 impl TokenBucket {
@@ -33,7 +35,7 @@ impl TokenBucket {
         TokenBucket {
             rate,
             burst: burst as f64,
-            state: std::sync::Mutex::new((burst as f64, std::time::Instant::now())),
+            state: std::sync::Mutex::new((burst as f64, tokio::time::Instant::now())),
         }
     }
 }
@@ -41,7 +43,7 @@ impl TokenBucket {
 impl RateLimiter for TokenBucket {
     fn reserve(&self, bytes: u64) -> Duration {
         let mut s = self.state.lock().unwrap();
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         let tokens = (s.0 + now.duration_since(s.1).as_secs_f64() * self.rate).min(self.burst) - bytes as f64;
         *s = (tokens, now);
         if tokens >= 0.0 {
@@ -72,6 +74,49 @@ mod tests {
         assert_eq!(b.reserve(100_000), Duration::ZERO);
         let d = b.reserve(500_000);
         assert!(d >= Duration::from_millis(490) && d <= Duration::from_millis(510), "{d:?}");
+    }
+
+    /// Paces `total` bytes through `limiter` in `piece`-byte steps, as a
+    /// sender does (reserve, then wait what it says); the time it took.
+    async fn pace(limiter: &dyn RateLimiter, total: u64, piece: u64) -> Duration {
+        let started = tokio::time::Instant::now();
+        let mut sent = 0;
+        while sent < total {
+            tokio::time::sleep(limiter.reserve(piece)).await;
+            sent += piece;
+        }
+        started.elapsed()
+    }
+
+    /// On a virtual clock the rate is exact: after the burst, `rate` bytes
+    /// a second, whatever the machine's load.
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_sender_moves_exactly_the_rate_on_a_virtual_clock() {
+        let bucket = TokenBucket::new(2_000_000, 200_000);
+        let took = pace(&bucket, 20_000_000, 64 * 1024).await;
+        // 20 MB less the 200 kB burst, at 2 MB/s (to within one piece).
+        let want = Duration::from_secs_f64((20_000_000.0 - 200_000.0) / 2_000_000.0);
+        assert!(took >= want && took <= want + Duration::from_millis(40), "{took:?} for {want:?}");
+    }
+
+    /// Two senders sharing one bucket split its rate; a transfer's own
+    /// bucket under a node-wide one holds both (the slower rules).
+    #[tokio::test(start_paused = true)]
+    async fn shared_and_nested_buckets_hold_on_a_virtual_clock() {
+        let node: std::sync::Arc<dyn RateLimiter> = std::sync::Arc::new(TokenBucket::new(4_000_000, 0));
+        let (a, b) = (node.clone(), node.clone());
+        let each = 8_000_000;
+        let (ta, tb) = tokio::join!(pace(a.as_ref(), each, 16_384), pace(b.as_ref(), each, 16_384));
+        // 16 MB through one 4 MB/s bucket: 4 s, shared.
+        for t in [ta, tb] {
+            assert!(t >= Duration::from_millis(3990) && t <= Duration::from_millis(4010), "{t:?}");
+        }
+        let own: std::sync::Arc<dyn RateLimiter> = std::sync::Arc::new(TokenBucket::new(1_000_000, 0));
+        let nested = AllOf(vec![own, std::sync::Arc::new(TokenBucket::new(4_000_000, 0))]);
+        // Pieces that take whole milliseconds: tokio's timer rounds a sleep
+        // up to the next one, and a bucket without burst forgets the rest.
+        let t = pace(&nested, 3_000_000, 16_000).await;
+        assert!(t >= Duration::from_millis(2990) && t <= Duration::from_millis(3020), "{t:?}");
     }
 
     #[test]

@@ -134,7 +134,7 @@ async fn attempt_once(inner: &Inner, id: TransferId, info: &TransferInfo, live: 
             return Ok(r);
         }
     }
-    let mut conns = inner.peers.connections().await;
+    let mut conns = inner.peers.connect_all().await;
     if !info.providers.is_empty() {
         conns.retain(|c| info.providers.contains(&c.remote_id()));
     }

@@ -248,7 +248,7 @@ impl Node {
     /// publisher is trusted to name things here.
     pub async fn remote_resources(&self) -> Vec<RemoteResource> {
         let mut out = Vec::new();
-        for conn in self.inner.peers.connections().await {
+        for conn in self.inner.peers.connect_all().await {
             if let Ok(Ok(list)) = tokio::time::timeout(Duration::from_secs(15), client::list(&conn, None)).await {
                 for claim in list.items {
                     let (publisher, trusted) = (claim.publisher, self.is_trusted(&claim.publisher));

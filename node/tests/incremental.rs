@@ -3,9 +3,11 @@
 //! locally, verified against the new tree), zero groups never move and
 //! stay holes, and a base damaged at rest is caught and its groups fetched.
 
+mod common;
+
 use std::{os::unix::fs::MetadataExt, path::Path};
 
-use blixard_node::{DownloadRequest, Node, NodeOptions, P2pConfig, TransferInfo};
+use blixard_node::{DownloadRequest, Node, P2pConfig, TransferInfo};
 use blixard_store::{Hash, ResourceKind};
 use rand::{Rng, RngCore, SeedableRng};
 use tempfile::TempDir;
@@ -14,13 +16,7 @@ const MIB: usize = 1 << 20;
 const GROUP: usize = 16384;
 
 async fn node(dir: &Path, id: u64) -> Node {
-    let options = NodeOptions {
-        id,
-        data_dir: dir.join(format!("node-{id}")),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        config: P2pConfig::default(),
-    };
-    Node::spawn(options).await.unwrap()
+    common::node_in(dir, id, P2pConfig::default()).await
 }
 
 async fn pair(dir: &Path) -> (Node, Node) {

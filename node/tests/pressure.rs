@@ -4,12 +4,14 @@
 //! compares the two (the acceptance bar is 2x; a second of slack absorbs
 //! scheduling noise on a 2-core machine).
 
+mod common;
+
 use std::{
     path::Path,
     time::{Duration, Instant},
 };
 
-use blixard_node::{Node, NodeOptions, P2pConfig, TransferPriority, TransferState};
+use blixard_node::{Node, P2pConfig, TransferPriority, TransferState};
 use blixard_protocol::{
     wire::{self, GetRequest, RangeSpec, Request},
     Connection, Endpoint, EndpointOptions, NodeAddr, SecretKey,
@@ -19,14 +21,7 @@ use blixard_store::{ChunkRanges, Hash, ResourceKind};
 const SIZE: usize = 64 << 20;
 
 async fn node(dir: &Path, id: u64) -> Node {
-    Node::spawn(NodeOptions {
-        id,
-        data_dir: dir.join(format!("node-{id}")),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        config: P2pConfig::default(),
-    })
-    .await
-    .unwrap()
+    common::node_in(dir, id, P2pConfig::default()).await
 }
 
 /// A serving node holding one 64 MiB image; its hash.

@@ -3,7 +3,9 @@
 //! still working directly. (The relay across real NATs and firewalls is
 //! in the lab, `tests/tests/relay_lab.rs`.)
 
-use std::{io::Write, time::Duration};
+mod common;
+
+use std::time::Duration;
 
 use blixard_net::{
     relay::{Incoming, RelayClient, RelayLimits, RelayServer},
@@ -14,31 +16,12 @@ use blixard_store::ResourceKind;
 use bytes::Bytes;
 
 async fn node(dir: &std::path::Path, id: u64, relays: Vec<RelayAddr>) -> Node {
-    let config = P2pConfig { relays, ..Default::default() };
-    Node::spawn(NodeOptions {
-        id,
-        data_dir: dir.join(format!("node-{id}")),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        config,
-    })
-    .await
-    .unwrap()
+    common::node_in(dir, id, P2pConfig { relays, ..Default::default() }).await
 }
 
 fn image(dir: &std::path::Path, size: usize) -> std::path::PathBuf {
     let path = dir.join("image.img");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..size >> 20 {
-        for c in block.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            c.copy_from_slice(&x.to_le_bytes());
-        }
-        f.write_all(&block).unwrap();
-    }
+    blixard_tests::data::write_file(&path, size as u64, 0x2545);
     path
 }
 

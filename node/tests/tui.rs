@@ -27,8 +27,7 @@ fn blixard(args: &[&str], data: &Path) {
 }
 
 fn image(path: &Path, size: usize, seed: u32) {
-    let data: Vec<u8> = (0..size as u32).map(|i| (i.wrapping_add(seed).wrapping_mul(2654435761) >> 13) as u8).collect();
-    std::fs::write(path, data).unwrap();
+    blixard_tests::data::write_file(path, size as u64, seed.into());
 }
 
 /// A tmux session running one command, killed on drop (even when the test fails).
@@ -96,8 +95,11 @@ fn percent(line: &str) -> Option<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tui_lists_queues_downloads_and_turns_p2p_off_and_on() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("SKIPPED the_tui_lists_queues_downloads_and_turns_p2p_off_and_on: tmux is not installed");
+    if !blixard_tests::tools::available(
+        "the_tui_lists_queues_downloads_and_turns_p2p_off_and_on",
+        "tmux",
+        "apt-get install tmux",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -5,14 +5,16 @@
 //! [`NodeAddr`], ...).
 //!
 //! - [`wire`]: framing, messages, error codes; socket-free, fuzzed.
-//! - [`server`]: answering requests from a store, within [`limits`].
+//! - [`server`]: answering requests from a store, within [`limits`]
+//!   (the request loop; `server::respond` sends blobs, trees, indexes).
 //! - [`client`]: get (verified into a store, resuming), observe, lookup,
 //!   list, ping, peers; [`response`] is a blob response's state machine,
 //!   without sockets.
 //! - [`frame`], [`watched`]: framing, response deadlines and chunk sends
 //!   over QUIC streams.
 //! - [`admission`]: connection and stream caps per peer, address and node.
-//! - [`claim`]: signed resource claims; [`plan`]: which ranges to ask whom.
+//! - [`claim`]: signed resource claims; [`plan`]: the server's plan for a
+//!   blob request (which blobs and ranges), before the first byte is sent.
 //! - [`limits`]: every length and count the protocol caps; [`codes`]:
 //!   the error codes (from [`blixard_net`]).
 //! - [`error`]: the crate's one [`Error`].
@@ -45,6 +47,8 @@
 //! assert_eq!(store.read_to_vec(&blob.hash)?, vec![7u8; 100_000]);
 //! # Ok(()) }
 //! ```
+
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod admission;
 pub mod claim;

@@ -206,9 +206,7 @@ mod tests {
         }
     }
 
-    fn data(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 10) as u8).collect()
-    }
+    use blixard_tests::data::pseudo_random as data;
 
     /// A get-many response of three blobs (one partial range), and a
     /// hash-sequence response, received whole, byte by byte and in random

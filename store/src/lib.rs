@@ -19,6 +19,50 @@
 //!
 //! The on-disk format is documented in `docs/STORE.md`.
 //!
+//! # Modules
+//!
+//! Each module has one job (private ones are linked for readers of the
+//! source: `cargo doc --document-private-items`).
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`store`] | open a data directory: layout, format version, the shared state behind accessors |
+//! | [`metadata`] | open a sled database: lock waits, damage set aside |
+//! | [`entries`] | the one writer of blob entries: typed transitions, the roots lock as a guard |
+//! | [`entry`] | the persisted records: blob entries, resource records, checkpoints |
+//! | [`codec`] | the one encoding of persisted records (bincode 2, capped); also used by the node |
+//! | [`hash`] | [`Hash`]: a blob's BLAKE3 address, hex in text and JSON |
+//! | [`ranges`] | chunk range sets, the effective ranges of a request (rounded to 16 KiB groups) |
+//! | [`tree`] | bao tree geometry: sizes, pre-order positions, leaf and parent hashing |
+//! | [`tree_walk`] | a tree verified top-down as it streams in ([`TreeWalk`]) |
+//! | [`tree_reader`] | a complete blob's tree served in verified pieces ([`TreeReader`]) |
+//! | [`leaves`] | hashing many full groups at once at SIMD width |
+//! | [`outboard`] | the parallel outboard builder (byte-identical to bao-tree's) |
+//! | [`aligned`] | page-aligned buffers for direct I/O |
+//! | [`source_map`] | guarded read-only maps of import sources (a shrinking file is an error, not SIGBUS) |
+//! | [`sparse`] | zero pages as holes; logical against physical usage |
+//! | [`hashing`] | the import hashing engine: windows on all cores, copy or reference |
+//! | [`import`] | the import API: paths, bytes, async readers |
+//! | [`commit`] | the one place a blob becomes complete; background durability |
+//! | [`partial`] | partial blobs: files, verified ranges, completion |
+//! | [`checkpoint`] | checkpoint files: write, read, rebuild by re-verification |
+//! | [`decode`] | the sans-I/O verifying decoder of one bao response body |
+//! | [`receive`] | where a response goes, the decoder's batching sink, blocking receive calls |
+//! | [`incoming`] | the async push receive path ([`IncomingBlob`]) |
+//! | [`bridge`] | blocking reads over an async stream, for the generic receive call |
+//! | [`opened`] | opening a blob for reading (inline, owned, referenced, partial) |
+//! | [`encode`] | serving: the bao encoding of requested ranges, zero-copy from maps |
+//! | [`reader`] | reading a complete blob ([`BlobReader`]), its outboard |
+//! | [`export`] | copying a complete blob out to a path, or handing the file over |
+//! | [`seed`] | seeding a download from local blobs: equal groups, zeros, moved chunks |
+//! | [`content_index`] | content-defined chunk indexes of complete blobs |
+//! | [`resources`] | `(kind, name, version) → hash`, validated kinds and names |
+//! | [`roots`] | tags, leases and garbage collection |
+//! | [`salvage`] | recovery at open, and after a damaged or lost metadata database |
+//! | [`recovery`] | [`Recovery`]: what opening found and took back |
+//! | [`verify`] | checking bytes at rest against the tree; damaged groups become missing again |
+//! | [`error`] | the crate's one error type |
+//!
 //! # Async and blocking
 //!
 //! `async` methods (imports, [`Store::export`], [`Store::write_response`],
@@ -70,6 +114,8 @@
 //! assert_eq!(leecher.read_to_vec(&hash)?, image);
 //! # Ok(()) }
 //! ```
+
+#![allow(rustdoc::private_intra_doc_links)]
 
 mod aligned;
 mod bridge;

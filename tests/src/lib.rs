@@ -19,6 +19,12 @@
 //! It needs root, `ip` and `nft`; [`unavailable`] says why not, and
 //! tests skip with that reason (or fail, with `BLIXARD_LAB_REQUIRED=1`, as
 //! CI sets, so the lab cannot silently stop running).
+//!
+//! Beside the lab, what every crate's tests share: [`data`] (deterministic
+//! test bytes) and [`tools`] (external checkers, required in CI).
+
+pub mod data;
+pub mod tools;
 
 use std::{
     io::{BufRead, BufReader, Write},

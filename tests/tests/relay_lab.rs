@@ -4,7 +4,6 @@
 //! `blixard vm download` on h2; it can only go through the relay.
 
 use std::{
-    io::Write,
     path::Path,
     sync::Mutex,
     time::{Duration, Instant},
@@ -18,19 +17,7 @@ const SIZE: usize = 64 << 20;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn write_image(path: &Path, size: usize) {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..size / block.len() {
-        for chunk in block.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes());
-        }
-        f.write_all(&block).unwrap();
-    }
-    f.flush().unwrap();
+    blixard_tests::data::write_file(path, size as u64, 0x9e37);
 }
 
 fn text(out: &std::process::Output) -> String {

@@ -3,6 +3,15 @@
 //! and the UDP echo probe it answers. Frames are in
 //! [`crate::relay::frame`]; the whole protocol is in `docs/RELAY.md`.
 //!
+//! - [`server`]: the relay server ([`RelayServer`]): logins, forwarding,
+//!   limits per client, the UDP echo probe ([`probe`]).
+//! - [`client`]: one logged-in connection to a relay ([`RelayClient`]).
+//! - [`links`]: the relays a node keeps ([`Relays`]): home by lowest
+//!   login round trip, reconnection with backoff, peers' relays on demand.
+//! - [`socket`]: [`PathSocket`], one `quinn` socket over UDP and relays.
+//! - [`frame`]: the frames, socket-free and fuzzed; [`stream`]: writing
+//!   them to a TLS stream.
+//!
 //! ```
 //! # #[tokio::main] async fn main() -> blixard_net::Result<()> {
 //! use blixard_net::{relay::{Incoming, RelayClient, RelayLimits, RelayServer}, RelayAddr, SecretKey};

@@ -11,6 +11,9 @@
 //! without a plan), and a provider that stalls or fails hands its stripe
 //! back to the others (work stealing). A provider whose data fails
 //! verification is cut off and reported.
+//!
+//! Before fetching: [`resolve`](mod@resolve) names the blob, [`seed`](mod@seed) copies what local
+//! blobs already hold. This module is the fetch.
 
 use std::{
     collections::HashMap,
@@ -259,9 +262,9 @@ async fn provider(ctx: &Context, hash: Hash, peer: NodeId, work: Arc<Work>, live
                 work.finish(Some(stripe));
                 // The connection was closed (replaced, or lost): carry on
                 // over the peer's current one, if it has a new one.
-                if conn.quinn().close_reason().is_some() {
+                if conn.is_closed() {
                     let next = ctx.peers.current_or_dial(&peer).await;
-                    if let Some(next) = next.filter(|c| c.quinn().stable_id() != conn.quinn().stable_id()) {
+                    if let Some(next) = next.filter(|c| !c.same(&conn)) {
                         if let Some(w) = watch_holdings(&next, hash, held.clone(), work.clone()).await {
                             debug!(%peer, "continuing over a new connection: {e}");
                             watcher.abort();

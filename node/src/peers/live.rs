@@ -162,11 +162,11 @@ impl Peers {
         self.dial_known(*id, target, DIAL_TIMEOUT).await
     }
 
-    /// Open connections to every peer we can reach now, dialing once, unless
-    /// a recent dial failed: the peers worth dialing (configured,
+    /// Dials every peer worth reaching that has no connection (once, unless
+    /// a recent dial failed) and returns all open connections: the peers worth dialing (configured,
     /// allowlisted, or that served us), and peers connected to us right now
     /// (alive, so given only [`QUICK_DIAL`]: a stranger cannot make us wait).
-    pub(crate) async fn connections(self: &Arc<Self>) -> Vec<Connection> {
+    pub(crate) async fn connect_all(self: &Arc<Self>) -> Vec<Connection> {
         if !self.is_enabled() {
             return Vec::new();
         }

@@ -67,7 +67,7 @@ impl Peers {
         }
         let me = self.endpoint.node_id();
         let mut dialed = 0;
-        for conn in self.connections().await {
+        for conn in self.connect_all().await {
             let Ok(Ok(list)) = tokio::time::timeout(self.ping_timeout, client::peers(&conn)).await else { continue };
             for p in list {
                 let known = {

@@ -1,5 +1,6 @@
-//! What the tests that run the `blixard` binary share: starting a
-//! `blixard node` on a free loopback port and reading the line it prints.
+//! What the node's tests share: starting a node in process, or a
+//! `blixard node` process, on a free loopback port (reading the line it
+//! prints).
 #![allow(dead_code)] // each test crate uses part of it
 
 use std::{
@@ -56,4 +57,16 @@ pub fn start_node(id: u64, data: &Path, extra: &[&str]) -> NodeProcess {
     };
     let (id, addr) = (field("id="), field("addr="));
     NodeProcess { child, id, addr }
+}
+
+/// A node in this process on a free loopback port, its data in
+/// `dir/node-ID`.
+pub async fn node_in(dir: &Path, id: u64, config: blixard_node::P2pConfig) -> blixard_node::Node {
+    let options = blixard_node::NodeOptions {
+        id,
+        data_dir: dir.join(format!("node-{id}")),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        config,
+    };
+    blixard_node::Node::spawn(options).await.unwrap()
 }

@@ -6,6 +6,10 @@
 //! pool under a server-wide permit count. A request that cannot be answered
 //! gets its stream reset with a documented [`ErrorCode`]; nothing a client
 //! sends can panic the server or make it allocate beyond the caps.
+//!
+//! This module runs connections and streams and answers the small
+//! requests; [`respond`] sends the responses that carry blob bytes, trees
+//! and content indexes.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -24,7 +28,7 @@ use crate::{
 };
 use blixard_net::rate::RateLimiter;
 
-mod respond;
+pub(crate) mod respond;
 
 /// The peers this node knows, for peers requests.
 pub type PeerSource = Arc<dyn Fn() -> Vec<PeerEntry> + Send + Sync>;

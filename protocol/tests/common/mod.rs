@@ -11,12 +11,9 @@ pub struct Server {
     pub _dir: tempfile::TempDir,
 }
 
-pub fn data(len: usize, seed: u64) -> Vec<u8> {
-    use rand::{RngCore, SeedableRng};
-    let mut v = vec![0u8; len];
-    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
-    v
-}
+/// Deterministic pseudo-random bytes (the one generator of every test).
+#[allow(unused_imports)] // not every test crate uses it
+pub use blixard_tests::data::pseudo_random as data;
 
 pub fn endpoint() -> Endpoint {
     Endpoint::bind(SecretKey::generate(), "127.0.0.1:0".parse().unwrap(), EndpointOptions::default()).unwrap()

@@ -1,4 +1,15 @@
-//! `blixard`: the Blixard P2P command-line tool.
+//! `blixard`: the Blixard P2P command-line tool, a thin shell over the
+//! `blixard-node` library.
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`args`] | the command line as clap reads it, with environment variables and value checks |
+//! | [`daemon`] | `blixard node`: runs a node until a signal |
+//! | [`cli`] | the client commands over the control API (`vm`, `status`, `peers`, `transfers`, ...) |
+//! | [`tui`] | `blixard tui`: the terminal interface |
+//! | [`demo`] | `blixard demo`: two nodes, one download, explained |
+//! | [`relay`] | `blixard relay`: a relay server with metrics |
+//! | [`bench`] | `blixard bench`: sizes, figures, and the scenarios [`transfer_bench`], [`swarm_bench`], [`relay_bench`], [`incremental_bench`], [`output_bench`] |
 
 mod args;
 mod bench;

@@ -33,37 +33,18 @@ pub fn render(stats: &RelayStats) -> String {
         registry.register(Box::new(c)).expect("registered once");
     };
     gauge("blixard_relay_clients", "Clients logged in now", stats.clients.load(Ordering::Relaxed));
-    counter(
-        "blixard_relay_bytes_relayed_total",
-        "Datagram payload bytes forwarded",
-        stats.bytes_relayed.load(Ordering::Relaxed),
-    );
-    counter(
-        "blixard_relay_frames_relayed_total",
-        "Datagram frames forwarded",
-        stats.frames_relayed.load(Ordering::Relaxed),
-    );
-    counter(
-        "blixard_relay_dropped_total",
-        "Datagram frames dropped: destination queue full",
-        stats.dropped.load(Ordering::Relaxed),
-    );
-    counter(
-        "blixard_relay_to_unknown_total",
-        "Datagram frames to a node not connected here",
-        stats.to_unknown.load(Ordering::Relaxed),
-    );
-    counter(
-        "blixard_relay_refused_total",
-        "Connections refused: caps, failed handshakes, bad logins",
-        stats.refused.load(Ordering::Relaxed),
-    );
-    counter(
-        "blixard_relay_bad_frames_total",
-        "Clients closed for a bad frame",
-        stats.bad_frames.load(Ordering::Relaxed),
-    );
-    counter("blixard_relay_probes_total", "UDP echo probes answered", stats.probes.load(Ordering::Relaxed));
+    let counters = [
+        ("blixard_relay_bytes_relayed_total", "Datagram payload bytes forwarded", &stats.bytes_relayed),
+        ("blixard_relay_frames_relayed_total", "Datagram frames forwarded", &stats.frames_relayed),
+        ("blixard_relay_dropped_total", "Datagram frames dropped: destination queue full", &stats.dropped),
+        ("blixard_relay_to_unknown_total", "Datagram frames to a node not connected here", &stats.to_unknown),
+        ("blixard_relay_refused_total", "Connections refused: caps, failed handshakes, bad logins", &stats.refused),
+        ("blixard_relay_bad_frames_total", "Clients closed for a bad frame", &stats.bad_frames),
+        ("blixard_relay_probes_total", "UDP echo probes answered", &stats.probes),
+    ];
+    for (name, help, value) in counters {
+        counter(name, help, value.load(Ordering::Relaxed));
+    }
     let mut out = Vec::new();
     TextEncoder::new().encode(&registry.gather(), &mut out).expect("text encoding");
     String::from_utf8(out).expect("text")

@@ -8,6 +8,9 @@
 //! view wakes once a second. Input, the terminal and the node are all
 //! passed in, so tests run the whole loop against a fake node on a test
 //! backend.
+//!
+//! Its rooms: [`app`] (the model), [`prompt`] (the dialogs), [`view`] (the
+//! tabs) and [`overlay`] (help, statistics, dialogs drawn over a tab).
 
 pub mod app;
 mod overlay;

@@ -2,14 +2,9 @@
 #![allow(dead_code)]
 
 use blixard_store::{ranges::ChunkRanges, Hash, Store};
-use rand::{RngCore, SeedableRng};
-
-/// Deterministic pseudo-random bytes.
-pub fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
-    v
-}
+/// Deterministic pseudo-random bytes (the one generator of every test).
+#[allow(unused_imports)] // not every test crate uses it
+pub use blixard_tests::data::pseudo_random as data;
 
 /// A bao response (size header + encoding) for `ranges` of a blob held by `src`.
 pub fn response(src: &Store, hash: &Hash, ranges: &ChunkRanges) -> Vec<u8> {
