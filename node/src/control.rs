@@ -354,7 +354,7 @@ async fn gc(State(node): State<Node>) -> Answer<crate::cache::GcReport> {
 }
 
 /// `GET /v1/events`: every event from now on as NDJSON, one
-/// [`P2pEvent::to_json`] object per line, in the order the node made them.
+/// [`P2pEvent::to_json`](crate::P2pEvent::to_json) object per line, in the order the node made them.
 /// A client that falls more than [`crate::EVENTS_CAPACITY`] events behind
 /// gets `{"type":"lagged","missed":N}` in their place and should re-read
 /// the state it shows (`/v1/transfers`, `/v1/peers`): never a silent gap.

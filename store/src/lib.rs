@@ -31,7 +31,7 @@
 //! | [`entries`] | the one writer of blob entries: typed transitions, the roots lock as a guard |
 //! | [`entry`] | the persisted records: blob entries, resource records, checkpoints |
 //! | [`codec`] | the one encoding of persisted records (bincode 2, capped); also used by the node |
-//! | [`hash`] | [`Hash`]: a blob's BLAKE3 address, hex in text and JSON |
+//! | [`hash`] | [`Hash`](struct@Hash): a blob's BLAKE3 address, hex in text and JSON |
 //! | [`ranges`] | chunk range sets, the effective ranges of a request (rounded to 16 KiB groups) |
 //! | [`tree`] | bao tree geometry: sizes, pre-order positions, leaf and parent hashing |
 //! | [`tree_walk`] | a tree verified top-down as it streams in ([`TreeWalk`]) |

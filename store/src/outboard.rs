@@ -37,7 +37,7 @@ thread_local! {
 
 /// Where parent records go while an outboard is built.
 pub enum OutboardSink<'a> {
-    /// A buffer of exactly [`outboard_size`] bytes.
+    /// A buffer of exactly [`outboard_size`](crate::tree::outboard_size) bytes.
     Memory(&'a mut [u8]),
     /// A file written with positioned writes.
     File(&'a File),

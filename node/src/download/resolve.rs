@@ -16,7 +16,7 @@ use crate::{Error, Result};
 /// the resource. Trusted publishers that disagree are an error listing
 /// each hash and publisher. With `pinned`, the claim for that hash is used,
 /// whoever made it (the user chose the content). Who provides the blob is
-/// decided by [`fetch`], from holdings.
+/// decided by [`fetch`](super::fetch), from holdings.
 pub(crate) async fn resolve(
     conns: &[Connection],
     kind: &ResourceKind,

@@ -18,7 +18,7 @@ use crate::events::P2pEvent;
 /// Seeds a download that has not started (see `Store::start_seed`): asks
 /// the providers in turn for the blob's tree until one gives it, then
 /// copies the groups equal to those of `bases` and keeps zero groups as
-/// holes, so [`fetch`] fetches only the rest. Best effort: a peer without
+/// holes, so [`fetch`](super::fetch) fetches only the rest. Best effort: a peer without
 /// the request (an older version), or without the whole blob, is skipped;
 /// one whose tree does not verify is cut off and reported; with no tree
 /// the download fetches everything, as it would have.

@@ -59,7 +59,7 @@ pub fn availability(store: &Store, hash: &Hash) -> blixard_store::Result<Availab
 
 /// Sends the availability of `hash`; with `watch`, again whenever it changes,
 /// until the blob is complete, the client stops reading, or
-/// [`ServerLimits::max_observe`] passes.
+/// [`ServerLimits::max_observe`](crate::limits::ServerLimits::max_observe) passes.
 pub(super) async fn observe(
     ctx: &ServerContext,
     send: &mut quinn::SendStream,

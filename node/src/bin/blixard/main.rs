@@ -9,7 +9,7 @@
 //! | [`tui`] | `blixard tui`: the terminal interface |
 //! | [`demo`] | `blixard demo`: two nodes, one download, explained |
 //! | [`relay`] | `blixard relay`: a relay server with metrics |
-//! | [`bench`] | `blixard bench`: sizes, figures, and the scenarios [`transfer_bench`], [`swarm_bench`], [`relay_bench`], [`incremental_bench`], [`output_bench`] |
+//! | [`bench`](mod@bench) | `blixard bench`: sizes, figures, and the scenarios [`transfer_bench`], [`swarm_bench`], [`relay_bench`], [`incremental_bench`], [`output_bench`] |
 
 mod args;
 mod bench;

@@ -9,12 +9,14 @@
 //! passed in, so tests run the whole loop against a fake node on a test
 //! backend.
 //!
-//! Its rooms: [`app`] (the model), [`prompt`] (the dialogs), [`view`] (the
-//! tabs) and [`overlay`] (help, statistics, dialogs drawn over a tab).
+//! Its rooms: [`app`] (the model), [`prompt`] (the dialogs' state),
+//! [`view`] (the tabs), [`overlay`] (help, statistics, dialogs drawn over a
+//! tab) and [`style`] (how figures are written and frames drawn).
 
 pub mod app;
 mod overlay;
 mod prompt;
+mod style;
 pub mod view;
 
 use std::{

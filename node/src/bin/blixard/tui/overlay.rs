@@ -12,7 +12,7 @@ use ratatui::{
 
 use super::{
     app::{App, Prompt, PRIORITIES, UPLOAD_FIELDS},
-    view::{block, bold, human, rate},
+    style::{block, bold, human, rate},
 };
 
 const HELP: [(&str, &str); 15] = [

@@ -2,51 +2,20 @@
 //! frame, so the same model always gives the same screen (the snapshot
 //! tests hold it to that at 80×24 and 120×40).
 
-use blixard_node::{NodeId, TransferInfo, TransferState};
-use indicatif::HumanBytes;
+use blixard_node::{TransferInfo, TransferState};
 use ratatui::{
     layout::{Constraint, Layout, Rect},
     style::{Color, Modifier, Style},
     text::{Line, Span},
-    widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table, TableState, Tabs, Wrap},
+    widgets::{Cell, Paragraph, Row, Sparkline, Table, TableState, Tabs, Wrap},
     Frame,
 };
 
 use super::{
     app::{App, ResourceRow, Tab, TABS},
     overlay::{help, prompt, stats_panel},
+    style::{bar, block, bold, eta, human, rate, short},
 };
-
-pub fn short(id: &NodeId) -> String {
-    id.to_string()[..8].to_string()
-}
-
-pub(super) fn human(bytes: u64) -> String {
-    HumanBytes(bytes).to_string()
-}
-
-pub(super) fn rate(bytes_per_sec: f64) -> String {
-    format!("{}/s", HumanBytes(bytes_per_sec.max(0.0) as u64))
-}
-
-fn eta(secs: f64) -> String {
-    let s = secs.round() as u64;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
-/// A text progress bar `width` cells wide.
-fn bar(fraction: f64, width: usize) -> String {
-    let full = ((fraction.clamp(0.0, 1.0) * width as f64).round() as usize).min(width);
-    format!("{}{}", "█".repeat(full), "░".repeat(width - full))
-}
-
-pub(super) fn block(title: &str) -> Block<'_> {
-    Block::default().borders(Borders::ALL).title(Span::styled(title, Style::default().add_modifier(Modifier::BOLD)))
-}
 
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame, app: &App) {
@@ -176,10 +145,6 @@ fn resources(frame: &mut Frame, area: Rect, app: &App) {
     .block(block("Resources (d download, q queue, l refresh)"));
     let mut state = TableState::default().with_selected((!empty).then_some(app.selected));
     frame.render_stateful_widget(table, area, &mut state);
-}
-
-pub(super) fn bold() -> Style {
-    Style::default().add_modifier(Modifier::BOLD)
 }
 
 fn transfers(frame: &mut Frame, area: Rect, app: &App, list: &[TransferInfo]) {
