@@ -276,6 +276,7 @@ impl Parts {
             .build();
         let cache =
             crate::cache::Cache::open(&db, config.max_cache_size, store.clone(), events.clone(), metrics.clone())?;
+        let claims = crate::claims::ClaimMarks::open(&db)?;
         let inner = Arc::new(Inner {
             permits: Arc::new(Semaphore::new(config.max_concurrent_transfers)),
             label,
@@ -295,6 +296,7 @@ impl Parts {
             p2p_on: tokio::sync::watch::Sender::new(true),
             relay_server: Mutex::new(relay_server),
             indexing: Arc::new(tokio::sync::Semaphore::new(1)),
+            claims,
         });
         let node = Node::from_inner(inner);
         start_tasks(&node.inner, ctx);

@@ -139,7 +139,8 @@ async fn attempt_once(inner: &Inner, id: TransferId, info: &TransferInfo, live: 
         conns.retain(|c| info.providers.contains(&c.remote_id()));
     }
     let pinned = info.hash.filter(|_| info.pinned);
-    let resolved = download::resolve(&conns, kind, &info.name, &info.version, pinned, |id| inner.is_trusted(id)).await;
+    let trusted = |id: &blixard_protocol::NodeId| inner.is_trusted(id);
+    let resolved = download::resolve(&inner.claims, &conns, kind, &info.name, &info.version, pinned, trusted).await;
     let found = match resolved {
         // Say so when peers refused us: "no peer has it" would mislead. A
         // connection refused during this attempt may not have reached the

@@ -14,6 +14,7 @@
 //! | [`transfers`] | [`DownloadRequest`], the transfer table (the one owner of transfers), their records |
 //! | [`dispatch`] | the dispatcher, the retry loop, one attempt, progress reports |
 //! | [`queue`] | the priority order (Critical > High > Normal > Low, FIFO within) |
+//! | [`claims`] | claim ordering: the newest claim per publisher and name, replays of older ones refused |
 //! | [`download`] | resolving a name, seeding from local blobs, multi-source striped fetch |
 //! | [`peers`] | the peer book and its retention policy, dialing, live connections, health and peer exchange |
 //! | [`uploads`] | importing and publishing, and the imports running now |
@@ -68,6 +69,7 @@
 mod bandwidth;
 mod builder;
 pub mod cache;
+mod claims;
 pub mod client;
 mod codec;
 pub mod config;

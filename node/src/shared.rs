@@ -39,6 +39,8 @@ pub(crate) struct Inner {
     pub(crate) p2p_on: tokio::sync::watch::Sender<bool>,
     /// The relay this node runs for others (`relay_server`), if any.
     pub(crate) relay_server: Mutex<Option<blixard_net::relay::RelayServer>>,
+    /// The newest claim accepted per publisher and name.
+    pub(crate) claims: crate::claims::ClaimMarks,
     /// One content index is built at a time (each reads a whole blob).
     pub(crate) indexing: Arc<Semaphore>,
 }

@@ -62,9 +62,35 @@ impl ResourceInfo {
         claim
     }
 
-    /// Checks the publisher's signature; a forged or altered claim is
-    /// [`Error::BadClaim`].
+    /// Checks that this claim answers a lookup of exactly `(kind, name,
+    /// version)`: a genuine claim for anything else, replayed by whoever
+    /// answers, is [`Error::BadClaim`] (`docs/PROTOCOL.md` §3.2.1).
+    pub fn check_answers(&self, kind: &str, name: &str, version: &str) -> Result<()> {
+        if (self.kind.as_str(), self.name.as_str(), self.version.as_str()) == (kind, name, version) {
+            return Ok(());
+        }
+        Err(Error::BadClaim(format!(
+            "asked for {kind} {name} {version}, answered with {} {} {} claimed by {}",
+            self.kind, self.name, self.version, self.publisher
+        )))
+    }
+
+    /// Checks the claim: a size over [`blixard_store::MAX_BLOB_SIZE`] is
+    /// [`Error::BadClaim`] naming the publisher (even a trusted publisher's
+    /// signed claim is not acted on beyond what the protocol allows), and so
+    /// is a forged or altered claim.
     pub fn verify(&self) -> Result<()> {
+        if self.size > blixard_store::MAX_BLOB_SIZE {
+            return Err(Error::BadClaim(format!(
+                "{} {} {} claimed by {} is {} bytes, over the protocol's maximum of {}",
+                self.kind,
+                self.name,
+                self.version,
+                self.publisher,
+                self.size,
+                blixard_store::MAX_BLOB_SIZE
+            )));
+        }
         let sig: Vec<u8> = self.signature.concat();
         if self.publisher.verify(&self.signed_message(), &sig) {
             Ok(())

@@ -377,12 +377,18 @@ pub async fn watch(conn: &Connection, hash: Hash) -> Result<Observer> {
 }
 
 /// Looks up one resource.
-/// The claim's signature is checked ([`Error::BadClaim`] if forged); whether
-/// its publisher is trusted is the caller's question.
+/// The claim is checked ([`ResourceInfo::verify`]: its size, its signature)
+/// and must be for exactly what was asked: a genuine claim for another
+/// kind, name or version (replayed by whoever answers) is
+/// [`Error::BadClaim`]. Whether its publisher is trusted is the caller's
+/// question.
 pub async fn lookup(conn: &Connection, kind: &str, name: &str, version: &str) -> Result<Option<ResourceInfo>> {
     let req = Request::Lookup(LookupRequest { kind: kind.into(), name: name.into(), version: version.into() });
     let found = small::<LookupResponse>(conn, &req, "lookup response").await?.0;
-    found.iter().try_for_each(ResourceInfo::verify)?;
+    if let Some(claim) = &found {
+        claim.verify()?;
+        claim.check_answers(kind, name, version)?;
+    }
     Ok(found)
 }
 

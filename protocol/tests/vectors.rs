@@ -152,6 +152,30 @@ fn response_frame_vectors_match_the_codec() {
     );
     one("response-lookup-found", "lookup response: one record", LookupResponse(Some(info.clone())));
     one("response-lookup-missing", "lookup response: no such resource", LookupResponse(None));
+    // Binding and ordering (§3.2.1): genuine claims of the same publisher
+    // that must be refused in answer to `request-lookup` (22.04).
+    let key = blixard_protocol::SecretKey::from_seed(&[0x42; 32]);
+    let replayed = ResourceInfo::sign(&blixard_store::Resource { version: "20.04".into(), ..resource.clone() }, &key);
+    one(
+        "response-lookup-replayed",
+        "lookup response: the same publisher's genuine claim for 20.04; refused in answer to a lookup of 22.04",
+        LookupResponse(Some(replayed.clone())),
+    );
+    replayed.verify().unwrap();
+    assert!(replayed.check_answers("vm-image", "ubuntu-server", "22.04").is_err());
+    info.check_answers("vm-image", "ubuntu-server", "22.04").unwrap();
+    let older = ResourceInfo::sign(
+        &blixard_store::Resource { created_unix_ms: resource.created_unix_ms - 1, ..resource.clone() },
+        &key,
+    );
+    one(
+        "response-lookup-older",
+        "lookup response: the same publisher's genuine claim for 22.04 made 1 ms before the found one;\nrefused by a node that accepted the found one",
+        LookupResponse(Some(older.clone())),
+    );
+    older.verify().unwrap();
+    older.check_answers("vm-image", "ubuntu-server", "22.04").unwrap();
+    assert!(older.created_unix_ms < info.created_unix_ms);
     one(
         "response-list",
         "list response: one record, not truncated",

@@ -8,7 +8,7 @@ use blixard_protocol::{client, wire::ResourceInfo as WireResource, Connection, N
 use blixard_store::{Hash, ResourceKind};
 use tracing::{debug, warn};
 
-use crate::{Error, Result};
+use crate::{claims::ClaimMarks, Error, Result};
 
 /// Resolves `(kind, name, version)` to a claim: every connected peer is
 /// asked, every claim's signature is checked (a forged one is dropped and
@@ -16,8 +16,11 @@ use crate::{Error, Result};
 /// the resource. Trusted publishers that disagree are an error listing
 /// each hash and publisher. With `pinned`, the claim for that hash is used,
 /// whoever made it (the user chose the content). Who provides the blob is
-/// decided by [`fetch`](super::fetch), from holdings.
+/// decided by [`fetch`](super::fetch), from holdings. Of each publisher
+/// only its newest claim counts, and claims older than one accepted before
+/// are refused ([`ClaimMarks`]); the claim chosen is recorded there.
 pub(crate) async fn resolve(
+    marks: &ClaimMarks,
     conns: &[Connection],
     kind: &ResourceKind,
     name: &str,
@@ -43,16 +46,32 @@ pub(crate) async fn resolve(
             Err(_) => debug!(%peer, "lookup timed out"),
         }
     }
+    let found = marks.newest(found);
+    let chosen = choose(found, conns.len(), &kind_text, name, version, pinned, trusted)?;
+    marks.accepted(&chosen);
+    Ok(chosen)
+}
+
+/// The claim that names the resource, of the newest claims per publisher.
+fn choose(
+    found: Vec<WireResource>,
+    peers: usize,
+    kind_text: &str,
+    name: &str,
+    version: &str,
+    pinned: Option<Hash>,
+    trusted: impl Fn(&NodeId) -> bool,
+) -> Result<WireResource> {
     let describe = |claims: &[&WireResource]| {
         claims.iter().map(|c| format!("{} by {}", Hash(c.hash), c.publisher)).collect::<Vec<_>>().join("; ")
     };
     let what = || format!("{kind_text} {name} {version}");
     if let Some(h) = pinned {
         return found.into_iter().find(|c| c.hash == h.0).ok_or_else(|| Error::NotFound {
-            kind: kind_text.clone(),
+            kind: kind_text.into(),
             name: format!("{name} (hash {h})"),
             version: version.into(),
-            peers: conns.len(),
+            peers,
         });
     }
     let trusted_claims: Vec<&WireResource> = found.iter().filter(|c| trusted(&c.publisher)).collect();
@@ -61,12 +80,9 @@ pub(crate) async fn resolve(
     hashes.dedup();
     match hashes.len() {
         1 => Ok(trusted_claims[0].clone()),
-        0 if found.is_empty() => Err(Error::NotFound {
-            kind: kind_text.clone(),
-            name: name.into(),
-            version: version.into(),
-            peers: conns.len(),
-        }),
+        0 if found.is_empty() => {
+            Err(Error::NotFound { kind: kind_text.into(), name: name.into(), version: version.into(), peers })
+        }
         0 => Err(Error::Untrusted { what: what(), claims: describe(&found.iter().collect::<Vec<_>>()) }),
         _ => Err(Error::Conflict { what: what(), claims: describe(&trusted_claims) }),
     }

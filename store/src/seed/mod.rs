@@ -25,6 +25,9 @@ use std::{collections::VecDeque, sync::Arc};
 use blake3::hazmat::ChainingValue;
 use tracing::{debug, warn};
 
+mod base;
+
+use self::base::Base;
 use crate::{
     content_index::ChunkLocation,
     opened::{read_up_to, Opened},
@@ -60,61 +63,6 @@ pub struct SeedOutcome {
     /// Bytes of base groups whose tree promised a match but whose data at
     /// rest did not verify: left for the network.
     pub damaged_bytes: u64,
-}
-
-/// A local blob compared with the new one.
-struct Base {
-    hash: Hash,
-    opened: Opened,
-    walk: TreeWalk,
-    /// Group chaining values proven and not yet compared.
-    leaves: VecDeque<(u64, ChainingValue)>,
-    /// Damaged at rest (its tree did not verify): no longer used.
-    broken: bool,
-    groups: u64,
-}
-
-impl Base {
-    /// The chaining value of group `i` of this base, reading its tree as far
-    /// as needed. `None` past its end or once it is broken.
-    fn cv_at(&mut self, i: u64) -> Option<ChainingValue> {
-        if self.broken || i >= self.groups {
-            return None;
-        }
-        loop {
-            while self.leaves.front().is_some_and(|(g, _)| *g < i) {
-                self.leaves.pop_front();
-            }
-            if let Some((g, cv)) = self.leaves.front() {
-                return (*g == i).then_some(*cv);
-            }
-            if self.walk.is_done() {
-                return None;
-            }
-            let mut buf = [0u8; 64 * 1024];
-            let at = self.walk.records() * PARENT_BYTES;
-            let read = read_up_to(&self.opened.outboard, at, &mut buf);
-            let n = match read {
-                Ok(n) if n >= PARENT_BYTES as usize => n / PARENT_BYTES as usize * PARENT_BYTES as usize,
-                other => {
-                    warn!(base = %self.hash, "its tree cannot be read ({other:?}); not used as a base");
-                    self.broken = true;
-                    return None;
-                }
-            };
-            for rec in buf[..n].chunks_exact(PARENT_BYTES as usize) {
-                if self.walk.is_done() {
-                    break;
-                }
-                let leaves = &mut self.leaves;
-                if let Err(e) = self.walk.push(rec, |g, cv| leaves.push_back((g, *cv))) {
-                    warn!(base = %self.hash, "its tree is damaged at rest ({e:?}); not used as a base");
-                    self.broken = true;
-                    return None;
-                }
-            }
-        }
-    }
 }
 
 /// A run of consecutive groups to copy from one base.
@@ -329,17 +277,24 @@ impl Seeder {
     /// all of it and every piece can be read.
     fn assemble_moved(&mut self, g: u64, len: u64) -> Option<Vec<u8>> {
         let (start, end) = (g * BLOCK_BYTES, g * BLOCK_BYTES + len);
+        // Entries come from a peer's index: sorted by offset here, but they
+        // may overlap, reach past the blob or overflow. Each piece must move
+        // forward from where the last ended, or it is passed over.
+        let chunk_end = |(at, loc): &(u64, ChunkLocation)| at.saturating_add(u64::from(loc.len));
         let moved = &self.moved;
-        while self.moved_next < moved.len() && moved[self.moved_next].0 + moved[self.moved_next].1.len as u64 <= start {
+        while self.moved_next < moved.len() && chunk_end(&moved[self.moved_next]) <= start {
             self.moved_next += 1;
         }
         let mut pieces = Vec::new();
         let mut pos = start;
-        for (at, loc) in &moved[self.moved_next..] {
+        for entry @ (at, loc) in &moved[self.moved_next..] {
             if pos == end || *at > pos {
                 break;
             }
-            let to = (at + loc.len as u64).min(end);
+            let to = chunk_end(entry).min(end);
+            if to <= pos {
+                continue; // behind us: an overlapping entry
+            }
             pieces.push((pos, to, *loc, *at));
             pos = to;
         }
@@ -351,7 +306,8 @@ impl Seeder {
             let store = self.partial.store();
             let source = self.sources.entry(loc.blob).or_insert_with(|| store.open_blob(&loc.blob).ok()).as_ref()?;
             let dst = &mut buf[(from - start) as usize..(to - start) as usize];
-            let read = read_up_to(&source.data, loc.offset + (from - at), dst).ok()?;
+            let offset = loc.offset.checked_add(from - at)?;
+            let read = read_up_to(&source.data, offset, dst).ok()?;
             if read < dst.len() {
                 return None;
             }
