@@ -8,10 +8,20 @@
 //! downloaded resource records of the blob; GC then removes its files.
 //! Records live in `node.db`, tree `cache.v1`: resource key → (hash, last
 //! use in unix milliseconds).
+//!
+//! A download just completed is held (a lease) until it is first used (an
+//! export, e.g. `vm download --output`) or for [`HOLD`], so a small cache
+//! cannot evict it between the download and its export; blobs being served
+//! are leased by the server. An export of a resource the cache evicted says
+//! so ([`crate::Error::Evicted`]).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
-use blixard_store::{Hash, Resource, ResourceKind, Store};
+use blixard_store::{Hash, Lease, Resource, ResourceKind, Store};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
@@ -48,6 +58,11 @@ fn key(kind: &ResourceKind, name: &str, version: &str) -> Vec<u8> {
     format!("{kind}\0{name}\0{version}").into_bytes()
 }
 
+/// How long a completed download is held for its first use at most.
+pub const HOLD: Duration = Duration::from_secs(10 * 60);
+/// Evictions remembered, to explain a later "not found".
+const REMEMBERED_EVICTIONS: usize = 1024;
+
 /// One cached blob: its size, its last use, the downloads naming it.
 type Cached = (u64, u64, Vec<Resource>);
 
@@ -59,7 +74,11 @@ pub(crate) struct Cache {
     events: broadcast::Sender<P2pEvent>,
     metrics: Arc<Metrics>,
     /// One collection at a time.
-    running: std::sync::Mutex<()>,
+    running: Mutex<()>,
+    /// Completed downloads not yet used, held until used or [`HOLD`] passes.
+    held: Mutex<HashMap<Vec<u8>, (Lease, Instant)>>,
+    /// Resource keys evicted lately, oldest first.
+    evicted: Mutex<VecDeque<Vec<u8>>>,
 }
 
 impl Cache {
@@ -71,17 +90,37 @@ impl Cache {
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
         let tree = db.open_tree(CACHE_TREE)?;
-        Ok(Cache { tree, max_bytes, store, events, metrics, running: std::sync::Mutex::new(()) })
+        Ok(Cache {
+            tree,
+            max_bytes,
+            store,
+            events,
+            metrics,
+            running: Mutex::new(()),
+            held: Mutex::new(HashMap::new()),
+            evicted: Mutex::new(VecDeque::new()),
+        })
     }
 
-    /// `r` was downloaded (and so used) now.
-    pub(crate) fn downloaded(&self, r: &Resource) {
-        self.put(&key(&r.kind, &r.name, &r.version), CacheRecord { hash: r.hash, last_used: now_ms() });
+    /// `r` was downloaded (and so used) now; `hold` keeps it until its first
+    /// use or [`HOLD`].
+    pub(crate) fn downloaded(&self, r: &Resource, hold: Lease) {
+        let k = key(&r.kind, &r.name, &r.version);
+        self.put(&k, CacheRecord { hash: r.hash, last_used: now_ms() });
+        self.evicted.lock().unwrap().retain(|e| *e != k);
+        self.held.lock().unwrap().insert(k, (hold, Instant::now()));
     }
 
-    /// `(kind, name, version)` was used (exported) now, if it is cache.
+    /// True if the cache evicted `(kind, name, version)` lately.
+    pub(crate) fn was_evicted(&self, kind: &ResourceKind, name: &str, version: &str) -> bool {
+        self.evicted.lock().unwrap().contains(&key(kind, name, version))
+    }
+
+    /// `(kind, name, version)` was used (exported) now, if it is cache: its
+    /// hold ends.
     pub(crate) fn used(&self, kind: &ResourceKind, name: &str, version: &str) {
         let k = key(kind, name, version);
+        self.held.lock().unwrap().remove(&k);
         if let Some(mut rec) = self.get(&k) {
             rec.last_used = now_ms();
             self.put(&k, rec);
@@ -109,6 +148,7 @@ impl Cache {
     /// limit, then collects every unreachable blob. Blocking.
     pub(crate) fn collect(&self) -> Result<GcReport> {
         let _one = self.running.lock().unwrap();
+        self.held.lock().unwrap().retain(|_, (_, since)| since.elapsed() < HOLD);
         let mut report = GcReport::default();
         let resources = self.store.resources(None)?;
         // Downloaded resources still naming the hash they were downloaded as.
@@ -144,7 +184,14 @@ impl Cache {
                 }
                 for r in named {
                     self.store.delete_resource(&r.kind, &r.name, &r.version)?;
-                    let _ = self.tree.remove(key(&r.kind, &r.name, &r.version));
+                    let k = key(&r.kind, &r.name, &r.version);
+                    let _ = self.tree.remove(&k);
+                    let mut evicted = self.evicted.lock().unwrap();
+                    if evicted.len() == REMEMBERED_EVICTIONS {
+                        evicted.pop_front();
+                    }
+                    evicted.push_back(k);
+                    drop(evicted);
                     info!(kind = %r.kind, name = %r.name, version = %r.version, %hash, size, "evicted from the cache (least recently used)");
                     self.metrics.cache_evictions.inc();
                     let _ = self.events.send(P2pEvent::ResourceEvicted(r.clone()));

@@ -47,6 +47,13 @@ pub enum Error {
         /// Each refusing peer and its reason.
         refusals: String,
     },
+    /// The resource was downloaded here, then evicted from the cache to keep
+    /// it under `max_cache_size` before this use.
+    #[error("{what} was evicted from the download cache (max_cache_size) before it was used; download it again, or raise max_cache_size")]
+    Evicted {
+        /// The resource.
+        what: String,
+    },
     /// No connected peer has the resource.
     #[error("no peer has {kind} {name} {version} (connected peers: {peers})")]
     NotFound {

@@ -138,7 +138,9 @@ impl Node {
     /// Queues a download of `(kind, name, version)` as trusted publishers
     /// name it, from any peer; returns its id. A request for a resource
     /// already queued or running is merged into it (its priority raised if
-    /// this one is higher) and gets the same id. It does not block (the
+    /// this one is higher, its bases added) and gets the same id; one that
+    /// asks for another hash, other providers or another limit is an
+    /// [`Error::InvalidArgument`] naming the transfer. It does not block (the
     /// download runs in the background); [`Node::wait`] for its end.
     pub fn request_download(
         &self,
@@ -275,12 +277,17 @@ impl Node {
         path: &Path,
         options: ExportOptions,
     ) -> Result<()> {
-        let r = self.inner.store.resource(kind, name, version)?.ok_or_else(|| Error::NotFound {
-            kind: kind.to_string(),
-            name: name.into(),
-            version: version.into(),
-            peers: 0,
-        })?;
+        let Some(r) = self.inner.store.resource(kind, name, version)? else {
+            if self.inner.cache.was_evicted(kind, name, version) {
+                return Err(Error::Evicted { what: format!("{kind} {name} {version}") });
+            }
+            return Err(Error::NotFound {
+                kind: kind.to_string(),
+                name: name.into(),
+                version: version.into(),
+                peers: 0,
+            });
+        };
         let _in_use = self.inner.store.lease(r.hash);
         self.inner.store.export(r.hash, path, options).await?;
         self.inner.cache.used(kind, name, version);

@@ -768,7 +768,8 @@ async fn a_node_with_damaged_databases_starts_and_recovers_its_blobs() {
 }
 
 /// Over `max_cache_size`, the least recently used download goes first
-/// (an export counts as a use); uploaded, tagged and leased blobs never go.
+/// (an export counts as a use); a download not yet used, uploaded, tagged
+/// and leased blobs never go; exporting an evicted one says it was evicted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_limit_evicts_in_lru_order_and_spares_uploads_tags_and_leases() {
     let dir = TempDir::new().unwrap();
@@ -790,15 +791,28 @@ async fn the_cache_limit_evicts_in_lru_order_and_spares_uploads_tags_and_leases(
             assert_eq!(b.wait(vm(&b, name, TransferPriority::Normal)).await.unwrap().state, TransferState::Completed)
         }
     };
+    let export = |name: &'static str| {
+        let (b, out) = (b.clone(), dir.path().join(format!("{name}.out")));
+        async move {
+            let _ = std::fs::remove_file(&out);
+            b.export_resource(&ResourceKind::VmImage, name, "1", &out, Default::default()).await
+        }
+    };
     get("one").await;
     get("two").await;
-    let out = dir.path().join("one.out");
-    b.export_resource(&ResourceKind::VmImage, "one", "1", &out, Default::default()).await.unwrap(); // "one" used last
     get("three").await;
-    // Eviction runs after each download; gc runs it again (idempotent).
+    // None was used yet: each is held for its export, even over the limit.
+    b.gc().await.unwrap();
+    assert_eq!(b.metrics().cache_evictions.get(), 0, "a download is not evicted before its first use");
+    export("two").await.unwrap();
+    export("one").await.unwrap();
+    export("three").await.unwrap(); // "two" was used least recently
+                                    // Eviction runs after each download; gc runs it again (idempotent).
     b.gc().await.unwrap();
     let names = |b: &Node| b.local_resources().unwrap().into_iter().map(|r| r.name).collect::<Vec<_>>();
     assert!(names(&b).contains(&"mine".to_string()) && !names(&b).contains(&"two".to_string()));
+    let e = export("two").await.unwrap_err();
+    assert!(matches!(e, blixard_node::Error::Evicted { .. }) && e.to_string().contains("max_cache_size"), "{e}");
     assert_eq!(b.metrics().cache_evictions.get(), 1);
     let mut evicted = Vec::new();
     while let Ok(e) = events.try_recv() {
@@ -816,6 +830,7 @@ async fn the_cache_limit_evicts_in_lru_order_and_spares_uploads_tags_and_leases(
     let _running = b.store().lease(one);
     b.store().set_tag("pinned", three).unwrap();
     get("four").await;
+    export("four").await.unwrap();
     let report = b.gc().await.unwrap();
     assert!(report.evicted.is_empty(), "{:?}", report.evicted);
     assert_eq!(b.metrics().cache_evictions.get(), 1);

@@ -13,13 +13,22 @@
 //! everything, up to the totals. Each connection also has its own cap
 //! (`max_responses_per_connection`), enforced in `server`.
 //!
+//! At the per-address cap, the anonymous connection from that address that
+//! has been idle longest (no request stream open for at least
+//! `evict_idle_after`) is closed to admit the new one: idle connections
+//! from one address cannot lock out the honest nodes that share it.
+//!
 //! The bookkeeping is a small table under a mutex; waiting for a slot is a
 //! [`Notify`] wake-up on every release (slots are few).
 
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Instant,
 };
 
 use tokio::sync::Notify;
@@ -52,10 +61,57 @@ impl Refusal {
     }
 }
 
+/// What a connection is doing, for choosing an idle one to close: request
+/// streams open now, and when the last one ended.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    open: AtomicUsize,
+    /// Milliseconds since `epoch` when the connection last had no stream.
+    idle_since_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity { open: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(0), epoch: Instant::now() }
+    }
+
+    /// A request stream opened.
+    pub(crate) fn stream_opened(&self) {
+        self.open.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A request stream ended.
+    pub(crate) fn stream_ended(&self) {
+        self.idle_since_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// How long it has had no stream open (`None` while one is).
+    fn idle_for(&self) -> Option<std::time::Duration> {
+        if self.open.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let since = std::time::Duration::from_millis(self.idle_since_ms.load(Ordering::SeqCst));
+        Some(self.epoch.elapsed().saturating_sub(since))
+    }
+}
+
+/// An anonymous connection as its address's room knows it.
+struct Occupant {
+    serial: u64,
+    activity: Arc<Activity>,
+    /// Closes the connection (it was chosen to make room).
+    close: Box<dyn Fn() + Send + Sync>,
+}
+
 #[derive(Default)]
 struct Table {
     connections: usize,
     per_ip: HashMap<IpAddr, usize>,
+    /// The anonymous connections of each address, for making room.
+    occupants: HashMap<IpAddr, Vec<Occupant>>,
+    next_serial: u64,
     responses: usize,
     per_peer: HashMap<NodeId, usize>,
 }
@@ -79,7 +135,10 @@ pub(crate) struct Admission {
 /// A connection's place; given back when dropped.
 pub(crate) struct ConnectionTicket {
     admission: Arc<Admission>,
-    ip: Option<IpAddr>,
+    /// The address and serial of an anonymous connection.
+    ip: Option<(IpAddr, u64)>,
+    /// What the connection is doing (kept current by the server).
+    pub(crate) activity: Arc<Activity>,
 }
 
 /// A response slot; given back when dropped.
@@ -93,27 +152,59 @@ impl Admission {
         Arc::new(Admission { limits, table: Mutex::new(Table::default()), freed: Notify::new() })
     }
 
-    /// Admits a connection from `ip` or says why not.
-    pub(crate) fn connect(self: &Arc<Self>, ip: IpAddr, privileged: bool) -> Result<ConnectionTicket, Refusal> {
+    /// Admits a connection from `ip` or says why not. `close` closes it,
+    /// should it be chosen later to make room for another from its address.
+    pub(crate) fn connect(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        privileged: bool,
+        close: impl Fn() + Send + Sync + 'static,
+    ) -> Result<ConnectionTicket, Refusal> {
         let l = &self.limits;
         let mut t = self.table.lock().unwrap();
+        let activity = Arc::new(Activity::new());
         if t.connections >= l.max_connections {
             return Err(Refusal::Full);
         }
         if privileged {
             t.connections += 1;
-            return Ok(ConnectionTicket { admission: self.clone(), ip: None });
+            return Ok(ConnectionTicket { admission: self.clone(), ip: None, activity });
+        }
+        if t.per_ip.get(&ip).copied().unwrap_or(0) >= l.max_connections_per_ip && !self.make_room(&mut t, ip) {
+            return Err(Refusal::PerIp);
         }
         if t.connections >= l.max_connections.saturating_sub(l.reserved_connections) {
             return Err(Refusal::Reserved);
         }
-        let from_ip = t.per_ip.entry(ip).or_default();
-        if *from_ip >= l.max_connections_per_ip {
-            return Err(Refusal::PerIp);
-        }
-        *from_ip += 1;
+        *t.per_ip.entry(ip).or_default() += 1;
         t.connections += 1;
-        Ok(ConnectionTicket { admission: self.clone(), ip: Some(ip) })
+        t.next_serial += 1;
+        let serial = t.next_serial;
+        let occupant = Occupant { serial, activity: activity.clone(), close: Box::new(close) };
+        t.occupants.entry(ip).or_default().push(occupant);
+        Ok(ConnectionTicket { admission: self.clone(), ip: Some((ip, serial)), activity })
+    }
+
+    /// Closes the connection from `ip` idle longest (at least
+    /// `evict_idle_after`) and gives its place back; false if none is.
+    fn make_room(&self, t: &mut Table, ip: IpAddr) -> bool {
+        let Some(list) = t.occupants.get_mut(&ip) else { return false };
+        let idlest = list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| Some((i, o.activity.idle_for()?)))
+            .filter(|(_, idle)| *idle >= self.limits.evict_idle_after)
+            .max_by_key(|(_, idle)| *idle);
+        let Some((i, idle)) = idlest else { return false };
+        let victim = list.swap_remove(i);
+        if list.is_empty() {
+            t.occupants.remove(&ip);
+        }
+        t.connections -= 1;
+        release_count(&mut t.per_ip, &ip);
+        tracing::debug!(%ip, ?idle, "closing the idlest connection from an address at its cap for a new one");
+        (victim.close)();
+        true
     }
 
     /// Takes a response slot for `peer`, waiting until one is free to it.
@@ -160,10 +251,19 @@ impl Admission {
 impl Drop for ConnectionTicket {
     fn drop(&mut self) {
         let mut t = self.admission.table.lock().unwrap();
-        t.connections -= 1;
-        if let Some(ip) = self.ip {
-            release_count(&mut t.per_ip, &ip);
+        let Some((ip, serial)) = self.ip else {
+            t.connections -= 1;
+            return;
+        };
+        // A connection closed to make room gave its place back already.
+        let Some(list) = t.occupants.get_mut(&ip) else { return };
+        let Some(i) = list.iter().position(|o| o.serial == serial) else { return };
+        list.swap_remove(i);
+        if list.is_empty() {
+            t.occupants.remove(&ip);
         }
+        t.connections -= 1;
+        release_count(&mut t.per_ip, &ip);
     }
 }
 
@@ -203,19 +303,52 @@ mod tests {
         let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
         let mut held = Vec::new();
         for _ in 0..5 {
-            held.push(a.connect(ip(1), false).unwrap());
+            held.push(a.connect(ip(1), false, || {}).unwrap());
         }
-        assert_eq!(a.connect(ip(1), false).err(), Some(Refusal::PerIp));
-        held.push(a.connect(ip(2), false).unwrap());
-        held.push(a.connect(ip(3), false).unwrap());
-        assert_eq!(a.connect(ip(4), false).err(), Some(Refusal::Reserved));
+        assert_eq!(a.connect(ip(1), false, || {}).err(), Some(Refusal::PerIp));
+        held.push(a.connect(ip(2), false, || {}).unwrap());
+        held.push(a.connect(ip(3), false, || {}).unwrap());
+        assert_eq!(a.connect(ip(4), false, || {}).err(), Some(Refusal::Reserved));
         for _ in 0..3 {
-            held.push(a.connect(ip(1), true).unwrap());
+            held.push(a.connect(ip(1), true, || {}).unwrap());
         }
-        assert_eq!(a.connect(ip(5), true).err(), Some(Refusal::Full));
+        assert_eq!(a.connect(ip(5), true, || {}).err(), Some(Refusal::Full));
         held.clear();
         assert_eq!(a.in_use(), (0, 0));
-        a.connect(ip(1), false).unwrap();
+        a.connect(ip(1), false, || {}).unwrap();
+    }
+
+    /// At the per-address cap the idlest connection from that address is
+    /// closed for a new one; one with a stream open is not, nor is a
+    /// privileged one, and its place is given back once.
+    #[test]
+    fn an_address_at_its_cap_makes_room_by_closing_its_idlest_connection() {
+        let a = Admission::new(ServerLimits {
+            max_connections_per_ip: 2,
+            evict_idle_after: std::time::Duration::ZERO,
+            ..limits()
+        });
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        let closed = Arc::new(AtomicUsize::new(0));
+        let closer = |n: usize| {
+            let closed = closed.clone();
+            move || {
+                closed.fetch_or(1 << n, Ordering::SeqCst);
+            }
+        };
+        let busy = a.connect(ip, false, closer(0)).unwrap();
+        busy.activity.stream_opened();
+        let idle = a.connect(ip, false, closer(1)).unwrap();
+        let _friend = a.connect(ip, true, closer(2)).unwrap();
+        let newer = a.connect(ip, false, closer(3)).unwrap();
+        assert_eq!(closed.load(Ordering::SeqCst), 1 << 1, "only the idle anonymous one was closed");
+        assert_eq!(a.in_use().0, 3);
+        drop(idle); // its place was given back already
+        assert_eq!(a.in_use().0, 3);
+        newer.activity.stream_opened();
+        assert_eq!(a.connect(ip, false, closer(4)).err(), Some(Refusal::PerIp), "every other one is busy");
+        drop((busy, newer));
+        assert_eq!(a.in_use().0, 1, "the privileged one");
     }
 
     #[tokio::test]

@@ -72,6 +72,12 @@ pub struct ServerLimits {
     /// An anonymous connection with no request stream open for this long is
     /// closed.
     pub idle_connection: Duration,
+    /// At the per-address cap, a new connection from that address closes
+    /// the one that has had no request stream open the longest, if that
+    /// is at least this long (so one address cannot lock out the honest
+    /// nodes behind it, a carrier-grade NAT say). Privileged peers are
+    /// never closed for room.
+    pub evict_idle_after: Duration,
     /// Time a watched observe stream may stay open.
     pub max_observe: Duration,
     /// The window over which a response's pace is judged: a peer that
@@ -96,6 +102,7 @@ impl Default for ServerLimits {
             reserved_connections: 32,
             max_connections_per_ip: 32,
             idle_connection: Duration::from_secs(20),
+            evict_idle_after: Duration::from_secs(2),
             max_observe: Duration::from_secs(30 * 60),
             response_stall: Duration::from_secs(10),
             min_response_rate: 32 * 1024,

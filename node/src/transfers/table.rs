@@ -131,16 +131,32 @@ impl TransferTable {
 
     /// Queues a download (checked and resolved by the caller); returns its
     /// id. A request for a resource already queued or running is merged
-    /// into it (its priority raised if this one is higher) and gets the
-    /// same id.
+    /// into it and gets the same id: its priority is raised if this one is
+    /// higher and its bases are added; one that asks for another hash,
+    /// other providers or another limit is an error naming the transfer
+    /// (cancel it first), never silently dropped.
     pub(crate) fn request(&self, request: DownloadRequest) -> Result<TransferId> {
         let mut t = self.table.lock().unwrap();
         if let Some(id) = t.by_key.get(&request.key()).copied() {
-            if t.all.get(&id).is_some_and(|i| i.state.is_active()) {
-                t.queue.raise(&id, request.priority);
-                if let Some(i) = t.all.get_mut(&id) {
-                    i.priority = i.priority.max(request.priority);
+            if let Some(i) = t.all.get_mut(&id).filter(|i| i.state.is_active()) {
+                let differs = [
+                    (request.hash.is_some() && request.hash != i.hash.filter(|_| i.pinned), "hash"),
+                    (!request.providers.is_empty() && request.providers != i.providers, "providers"),
+                    (request.limit_mbps.is_some() && request.limit_mbps != i.limit_mbps, "limit"),
+                ];
+                if let Some((_, what)) = differs.iter().find(|(d, _)| *d) {
+                    return Err(Error::InvalidArgument(format!(
+                        "transfer {id} already downloads {} {} {} with another {what}: cancel it first",
+                        i.kind, i.name, i.version
+                    )));
                 }
+                i.priority = i.priority.max(request.priority);
+                for b in request.bases {
+                    if !i.bases.contains(&b) {
+                        i.bases.push(b);
+                    }
+                }
+                t.queue.raise(&id, request.priority);
                 return Ok(id);
             }
         }
@@ -183,7 +199,10 @@ impl TransferTable {
         let mut t = self.table.lock().unwrap();
         let Some(info) = t.all.get(&id) else { return Err(Error::UnknownTransfer(id.0)) };
         if !info.state.is_active() {
-            return Ok(());
+            let state = format!("{:?}", info.state).to_lowercase();
+            return Err(Error::InvalidArgument(format!(
+                "transfer {id} has already ended ({state}): nothing to cancel"
+            )));
         }
         t.queue.remove(&id);
         self.pending.remove(id);

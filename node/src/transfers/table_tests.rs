@@ -41,6 +41,11 @@ async fn queue_order_is_priority_then_arrival_and_merges_on_the_key() {
     let normal2 = t.request(request("c", TransferPriority::Normal)).unwrap();
     // The same key again merges, raising the priority.
     assert_eq!(t.request(request("a", TransferPriority::Critical)).unwrap(), low);
+    // ... but one that asks for something else is refused, not dropped.
+    let other = request("a", TransferPriority::Low).hash(blixard_store::Hash([9; 32]));
+    assert!(t.request(other).unwrap_err().to_string().contains("another hash"), "a differing hash");
+    let other = request("a", TransferPriority::Low).limit_mbps(3.0);
+    assert!(t.request(other).unwrap_err().to_string().contains("another limit"), "a differing limit");
     assert_eq!(t.counts(), (0, 3));
     assert_eq!([start(&t), start(&t), start(&t), start(&t)], [Some(low), Some(normal), Some(normal2), None]);
     assert_eq!(t.counts(), (3, 0));
@@ -70,8 +75,8 @@ async fn each_state_change_sends_its_event_and_ends_the_record() {
     assert_eq!((info.state, info.duration_secs), (TransferState::Failed, Some(1.0)));
     assert_eq!(t.counts(), (0, 0));
     assert!(t.pending.load(&db).unwrap().is_empty(), "forgotten once ended");
-    // A cancel after the end changes nothing.
-    t.cancel(id).unwrap();
+    // A cancel after the end changes nothing, and says so.
+    assert!(t.cancel(id).unwrap_err().to_string().contains("already ended (failed)"));
     assert_eq!(t.transfer(id).unwrap().state, TransferState::Failed);
 }
 

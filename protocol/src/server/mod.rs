@@ -182,7 +182,7 @@ pub async fn accept_loop_with(endpoint: Endpoint, ctx: Arc<ServerContext>, on_co
                 on_connect(&conn);
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = serve_admitted(conn, ctx, privileged).await {
+                    if let Err(e) = serve_admitted(conn, ctx, privileged, ticket.activity.clone()).await {
                         debug!("connection ended: {e}");
                     }
                     drop(ticket);
@@ -197,7 +197,7 @@ pub async fn accept_loop_with(endpoint: Endpoint, ctx: Arc<ServerContext>, on_co
 /// admission limits let it in.
 pub async fn serve(conn: Connection, ctx: Arc<ServerContext>) -> Result<()> {
     match admit(&ctx, &conn) {
-        Some((_ticket, privileged)) => serve_admitted(conn, ctx, privileged).await,
+        Some((ticket, privileged)) => serve_admitted(conn, ctx, privileged, ticket.activity.clone()).await,
         None => Ok(()),
     }
 }
@@ -206,7 +206,10 @@ pub async fn serve(conn: Connection, ctx: Arc<ServerContext>) -> Result<()> {
 /// with [`ErrorCode::Refused`] and the reason.
 fn admit(ctx: &ServerContext, conn: &Connection) -> Option<(ConnectionTicket, bool)> {
     let privileged = ctx.is_privileged(&conn.remote_id());
-    match ctx.admission.connect(conn.remote_address().ip(), privileged) {
+    let victim = conn.clone();
+    let close =
+        move || victim.close(ErrorCode::Refused, "closed: idle, making room for a new connection from your address");
+    match ctx.admission.connect(conn.remote_address().ip(), privileged, close) {
         Ok(ticket) => Some((ticket, privileged)),
         Err(refusal) => {
             debug!(peer = %conn.remote_id(), addr = %conn.remote_address(), "{}", refusal.reason());
@@ -233,7 +236,12 @@ pub(super) const MAX_RECHECK: usize = 16;
 /// A blob is re-checked on a peer's report at most this often.
 const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
-async fn serve_admitted(conn: Connection, ctx: Arc<ServerContext>, privileged: bool) -> Result<()> {
+async fn serve_admitted(
+    conn: Connection,
+    ctx: Arc<ServerContext>,
+    privileged: bool,
+    activity: Arc<crate::admission::Activity>,
+) -> Result<()> {
     debug!(peer = %conn.remote_id(), addr = %conn.remote_address(), privileged, "serving");
     let peer = Arc::new(Peer {
         id: conn.remote_id(),
@@ -280,9 +288,11 @@ async fn serve_admitted(conn: Connection, ctx: Arc<ServerContext>, privileged: b
             }
         }
         let ctx = ctx.clone();
-        let (peer, open) = (peer.clone(), open.clone());
+        let (peer, open, activity) = (peer.clone(), open.clone(), activity.clone());
+        activity.stream_opened();
         tokio::spawn(async move {
             handle_stream(ctx, send, recv, &peer).await;
+            activity.stream_ended();
             drop(open);
         });
     }

@@ -106,6 +106,9 @@ async fn send_blob(
     }
     // This connection's cap first, then a fair share of the server's.
     let Some(mut place) = take_place(ctx, peer).await else { return (send, Err(ErrorCode::Unavailable)) };
+    // In use while it is served: garbage collection and a cache's eviction
+    // leave it alone until the response ends.
+    let _in_use = ctx.store.lease(hash);
     let mut response = ctx.store.encode_response(hash, effective.clone());
     let limiter = ctx.upload_limiter.as_deref();
     let mut sent = Ok(());
@@ -170,6 +173,7 @@ const TREE_PIECE: usize = 256 * 1024;
 /// pre-order, each checked against the hash as it is read (a tree damaged
 /// at rest is never served). Counted and paced like a blob response.
 pub(super) async fn send_tree(ctx: &ServerContext, mut send: quinn::SendStream, hash: Hash, peer: &Peer) -> Answered {
+    let _in_use = ctx.store.lease(hash);
     let store = ctx.store.clone();
     let opened = tokio::task::spawn_blocking(move || store.tree_reader(&hash)).await;
     let mut reader = match opened {
@@ -216,6 +220,7 @@ pub(super) async fn send_tree(ctx: &ServerContext, mut send: quinn::SendStream, 
 /// Sends a complete blob's content index, if it was built (not built on
 /// request: a stranger must not make the server read whole blobs).
 pub(super) async fn send_index(ctx: &ServerContext, mut send: quinn::SendStream, hash: Hash, peer: &Peer) -> Answered {
+    let _in_use = ctx.store.lease(hash);
     let store = ctx.store.clone();
     let index = tokio::task::spawn_blocking(move || match store.status(&hash)? {
         BlobStatus::Complete { .. } => store.content_index(&hash),

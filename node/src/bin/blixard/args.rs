@@ -205,6 +205,14 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    /// The flags that name this node again, for hints the user may type.
+    pub(crate) fn flags(&self) -> String {
+        match &self.data_dir {
+            Some(dir) => format!("--data-dir {}", dir.display()),
+            None => format!("--node {}", self.node),
+        }
+    }
+
     pub(crate) fn control(&self) -> Result<blixard_node::client::ControlClient> {
         cli::find(&self.dir())
     }

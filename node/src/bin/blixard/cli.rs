@@ -81,12 +81,14 @@ pub struct Follow {
     pub force: bool,
     /// Queue and return.
     pub detach: bool,
+    /// The flags that name the node (`--node N`), for the hints printed.
+    pub target: String,
 }
 
 /// `blixard vm download`: queues the download and follows it with a
 /// progress bar; Ctrl-C cancels it unless `detach` (which returns at once).
 pub async fn download(node: &ControlClient, req: DownloadRequest, output: Option<&Path>, follow: Follow) -> Result<()> {
-    let Follow { force, detach } = follow;
+    let Follow { force, detach, target } = follow;
     let (name, version) = (req.name.clone(), req.version.clone());
     // Check the output first: a bad path fails before any transfer.
     let output = output.map(absolute).transpose()?;
@@ -104,7 +106,9 @@ pub async fn download(node: &ControlClient, req: DownloadRequest, output: Option
     }
     let id = node.download(&req).await?;
     if detach {
-        println!("{id} queued; follow it with `blixard transfers`, stop it with `blixard cancel {id}`");
+        println!(
+            "{id} queued; follow it with `blixard transfers {target}`, stop it with `blixard cancel {id} {target}`"
+        );
         return Ok(());
     }
     let bar = ProgressBar::new_spinner();

@@ -194,7 +194,13 @@ async fn main() -> Result<()> {
                     let mut request = DownloadRequest::new(ResourceKind::VmImage, name, version).priority(priority);
                     (request.hash, request.limit_mbps, request.base_version) = (hash, limit_mbps, base);
                     request.bases.extend(base_hash);
-                    cli::download(&node, request, output.as_deref(), cli::Follow { force, detach }).await?
+                    cli::download(
+                        &node,
+                        request,
+                        output.as_deref(),
+                        cli::Follow { force, detach, target: target.flags() },
+                    )
+                    .await?
                 }
                 VmCommand::List { remote } => cli::list(&node, remote).await?,
             }
