@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use blixard_protocol::{wire::ResourceInfo, NodeId};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::Result;
 
@@ -46,7 +46,9 @@ impl ClaimMarks {
         for c in claims {
             let mark = self.mark(&c);
             if c.created_unix_ms < mark {
-                warn!(
+                // A peer may simply keep an old claim; a replay is refused
+                // all the same.
+                debug!(
                     publisher = %c.publisher,
                     "refused a replayed claim for {} {} {}: made at {} ms, a newer one ({mark} ms) was seen",
                     c.kind, c.name, c.version, c.created_unix_ms
