@@ -171,3 +171,38 @@ async fn a_lying_or_short_tree_records_nothing() {
     long.extend_from_slice(&[0u8; 64]);
     assert!(s.push(&long).is_err());
 }
+
+/// Index entries that overlap, run past either blob or overflow (a hostile
+/// peer's index, as the `seed_moved` fuzz target found) never panic or
+/// move backwards; the honest entries among them still place their bytes.
+#[tokio::test]
+async fn overlapping_and_overflowing_index_entries_are_passed_over() {
+    let store = Store::temporary().unwrap();
+    let new = image(1 << 20, 9);
+    // The local blob holds the new one's bytes shifted by 1000.
+    let mut shifted = vec![7u8; 1000];
+    shifted.extend_from_slice(&new);
+    let local = store.import_bytes(shifted).await.unwrap();
+    let (hash, tree) = outboard_of(&new);
+    let at = |at: u64, offset: u64, len: u32| (at, ChunkLocation { blob: local.hash, offset, len });
+    let moved = vec![
+        at(0, 1000, 40_000),                // honest: groups 0 and 1 and part of 2
+        at(100, 1100, 10),                  // inside the one before: behind the position
+        at(40_000, 41_000, 600_000),        // honest, overlapping the next
+        at(39_000, u64::MAX - 5, u32::MAX), // overflowing offset
+        at(u64::MAX - 3, 0, u32::MAX),      // overflowing position
+    ];
+    let mut s = store.start_seed(hash, new.len() as u64, &[]).unwrap().with_moved_chunks(moved);
+    s.push(&tree).unwrap();
+    let out = s.finish().unwrap();
+    assert!(out.moved_bytes >= 2 * 16384, "{out:?}");
+    let BlobStatus::Partial { ranges: held, .. } = store.status(&hash).unwrap() else { panic!("partial") };
+    for r in ranges::to_vec(&held, new.len() as u64) {
+        let (start, end) = (r.start * 1024, (r.end * 1024).min(new.len() as u64));
+        let mut buf = vec![0u8; (end - start) as usize];
+        let mut reader = store.reader(&hash).unwrap();
+        std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(start)).unwrap();
+        std::io::Read::read_exact(&mut reader, &mut buf).unwrap();
+        assert!(buf == new[start as usize..end as usize], "recorded wrong bytes at {start}");
+    }
+}
