@@ -154,6 +154,11 @@ fn transfers_can_be_listed_cancelled_and_interrupted() {
     assert!(listed.lines().any(|l| l.contains(&id) && l.contains("cancelled")), "{listed}");
     let out = blixard(&["cancel", "no-such-transfer"], &data);
     assert!(!out.status.success());
+    // Cancelling it again is an error that says it ended; the detach hint
+    // named the same node.
+    let out = blixard(&["cancel", &id], &data);
+    assert!(!out.status.success() && stderr(&out).contains("already ended (cancelled)"), "{}", stderr(&out));
+    assert!(text.contains("--data-dir"), "the hint names the node: {text}");
 
     // Ctrl-C (SIGINT) of an attached download cancels its transfer.
     let child = Command::new(BIN)
@@ -196,4 +201,29 @@ fn bad_outputs_and_names_fail_before_any_transfer() {
     }
     let listed = String::from_utf8_lossy(&blixard(&["transfers"], &data).stdout).to_string();
     assert!(listed.contains("no transfers"), "{listed}");
+}
+
+/// `vm upload` to a name and version already published here is refused,
+/// naming the blob it would replace; `--force` replaces it.
+#[test]
+fn uploading_over_a_published_version_needs_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let _node = start_node(&data);
+    let (one, two) = (dir.path().join("one.img"), dir.path().join("two.img"));
+    std::fs::write(&one, vec![1u8; 70_000]).unwrap();
+    std::fs::write(&two, vec![2u8; 70_000]).unwrap();
+    let upload = |file: &Path, extra: &[&str]| {
+        let mut args = vec!["vm", "upload", "--name", "img", "--version", "1", "--file", file.to_str().unwrap()];
+        args.extend(extra);
+        blixard(&args, &data)
+    };
+    let out = upload(&one, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = blixard_store::Hash::of(&[1u8; 70_000]);
+    let out = upload(&two, &[]);
+    assert!(!out.status.success(), "a second upload replaced the first silently");
+    assert!(stderr(&out).contains("--force") && stderr(&out).contains(&first.to_string()), "{}", stderr(&out));
+    let out = upload(&two, &["--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

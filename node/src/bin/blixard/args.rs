@@ -236,6 +236,9 @@ pub(crate) enum VmCommand {
         version: String,
         #[arg(long)]
         file: PathBuf,
+        /// Replace the image if this name and version is already published here.
+        #[arg(long)]
+        force: bool,
     },
     /// Download a VM image through the node's peers, verified.
     Download {

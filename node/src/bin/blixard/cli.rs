@@ -34,8 +34,20 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 /// `blixard vm upload`.
-pub async fn upload(node: &ControlClient, name: &str, version: &str, file: &Path) -> Result<()> {
+pub async fn upload(node: &ControlClient, name: &str, version: &str, file: &Path, force: bool) -> Result<()> {
     let path = absolute(file)?;
+    if !force {
+        let held = node.resources().await?;
+        let same =
+            |r: &&blixard_node::ResourceInfo| r.kind == ResourceKind::VmImage && r.name == name && r.version == version;
+        if let Some(r) = held.iter().find(same) {
+            bail!(
+                "vm-image {name} {version} is already published here as {} ({}): pass --force to replace it",
+                r.hash,
+                indicatif::HumanBytes(r.size)
+            );
+        }
+    }
     let size = std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?.len();
     let bar = ProgressBar::new(size).with_style(progress_style());
     bar.set_message(format!("importing {}", path.display()));

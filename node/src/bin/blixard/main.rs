@@ -178,7 +178,9 @@ async fn main() -> Result<()> {
             }
             let node = target.control()?;
             match command {
-                VmCommand::Upload { name, version, file } => cli::upload(&node, &name, &version, &file).await?,
+                VmCommand::Upload { name, version, file, force } => {
+                    cli::upload(&node, &name, &version, &file, force).await?
+                }
                 VmCommand::Download {
                     name,
                     version,
