@@ -170,11 +170,16 @@ impl Admission {
             t.connections += 1;
             return Ok(ConnectionTicket { admission: self.clone(), ip: None, activity });
         }
-        if t.per_ip.get(&ip).copied().unwrap_or(0) >= l.max_connections_per_ip && !self.make_room(&mut t, ip) {
-            return Err(Refusal::PerIp);
-        }
-        if t.connections >= l.max_connections.saturating_sub(l.reserved_connections) {
+        // At its address's cap, a connection is admitted only in the place
+        // of one closed for it; judge the shared room with that place freed,
+        // and close nothing for a connection that would be refused anyway.
+        let at_cap = t.per_ip.get(&ip).copied().unwrap_or(0) >= l.max_connections_per_ip;
+        if t.connections.saturating_sub(usize::from(at_cap)) >= l.max_connections.saturating_sub(l.reserved_connections)
+        {
             return Err(Refusal::Reserved);
+        }
+        if at_cap && !self.make_room(&mut t, ip) {
+            return Err(Refusal::PerIp);
         }
         *t.per_ip.entry(ip).or_default() += 1;
         t.connections += 1;
