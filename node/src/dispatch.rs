@@ -179,9 +179,9 @@ async fn attempt_once(inner: &Inner, id: TransferId, info: &TransferInfo, live: 
         download::seed(&ctx, hash, found.size, &providers, &bases, live).await;
     }
     download::fetch(&ctx, hash, found.size, providers, live).await?;
-    let hold = inner.store.lease(hash);
-    let r = inner.store.put_resource_and_release(kind, &info.name, &info.version, lease)?;
-    inner.cache.downloaded(&r, hold);
+    let r = inner.store.put_resource(kind, &info.name, &info.version, lease.hash())?;
+    // The download's lease now holds it for its first use (see `cache`).
+    inner.cache.downloaded(&r, lease);
     inner.index_in_background(r.hash);
     Ok(r)
 }

@@ -318,7 +318,7 @@ pub fn decode_index(size: u64, mut bytes: impl Read) -> Result<Vec<IndexEntry>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_data::image as random;
+    use blixard_tests::data::pseudo_random as random;
 
     #[tokio::test]
     async fn an_insertion_moves_only_nearby_cuts_and_chunks_are_found() {

@@ -157,8 +157,6 @@ mod seed;
 mod source_map;
 mod sparse;
 mod store;
-#[cfg(test)]
-mod test_data;
 mod tree;
 mod tree_reader;
 mod tree_walk;

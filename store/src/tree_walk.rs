@@ -86,7 +86,9 @@ impl TreeWalk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{outboard::outboard_of, test_data::image, tree::BLOCK_BYTES};
+    use blixard_tests::data::pseudo_random as image;
+
+    use crate::{outboard::outboard_of, tree::BLOCK_BYTES};
 
     #[test]
     fn walk_yields_every_group_in_order_and_rejects_a_changed_record() {

@@ -5,7 +5,9 @@
 use std::os::unix::fs::FileExt;
 
 use super::*;
-use crate::{outboard::outboard_of, test_data::image, BlobStatus};
+use blixard_tests::data::pseudo_random as image;
+
+use crate::{outboard::outboard_of, BlobStatus};
 
 async fn seed(store: &Store, new: &[u8], bases: &[Hash]) -> Result<SeedOutcome> {
     let (hash, tree) = outboard_of(new);
